@@ -1,0 +1,19 @@
+//! Ids: supplementary groups, then gid, then uid (each later step needs the
+//! capability the one after it gives up).
+
+use rustix::process::{Gid, Uid};
+use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+
+use crate::error::{Context, Result};
+
+/// Becomes `uid`/`gid` with exactly `groups`, real, effective and saved.
+/// The process must be single-threaded: these are the per-thread calls.
+/// Clears PDEATHSIG when the ids change: re-arm it afterwards.
+pub fn switch_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<()> {
+    let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    set_thread_groups(&groups).op("setgroups")?;
+    let gid = Gid::from_raw(gid);
+    set_thread_res_gid(gid, gid, gid).op("setresgid")?;
+    let uid = Uid::from_raw(uid);
+    set_thread_res_uid(uid, uid, uid).op("setresuid")
+}

@@ -1,0 +1,49 @@
+//! File descriptors: a service gets 0, 1, 2 and the fds its policy names,
+//! nothing else its parent happened to hold.
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
+use syscalls::{syscall, Sysno};
+
+use crate::error::{Context, Result};
+
+fn close_range(first: RawFd, last: RawFd) -> Result<()> {
+    // SAFETY: close_range only closes fds of this process; the caller keeps
+    // no Rust object owning an fd in the range (see `close_all_except`).
+    unsafe {
+        syscall!(
+            Sysno::close_range,
+            first as usize,
+            last as u32 as usize,
+            0usize
+        )
+    }
+    .map(drop)
+    .op("close_range")
+}
+
+/// Closes every fd but 0, 1, 2 and `keep`, and clears close-on-exec on the
+/// kept ones. Must run where no Rust object still owns a closed fd: right
+/// before exec, with every other fd dropped or leaked on purpose.
+pub fn close_all_except(keep: &[RawFd]) -> Result<()> {
+    let mut kept: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut next = 3;
+    for &fd in &kept {
+        if fd > next {
+            close_range(next, fd - 1)?;
+        }
+        next = fd + 1;
+    }
+    close_range(next, RawFd::MAX)?;
+    for &fd in &kept {
+        // SAFETY: `fd` is one of the fds the policy passes on; it stays open
+        // (nothing above closed it) for the duration of this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let flags = fcntl_getfd(fd).op("fcntl F_GETFD of a passed fd")?;
+        fcntl_setfd(fd, flags - FdFlags::CLOEXEC).op("fcntl F_SETFD")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! sandbox-core: the only crate of vm-sandbox that talks to the kernel.
+//!
+//! One module per mechanism; [`policy::apply`] runs a service's policy in a
+//! fixed order. Every `unsafe` block of the project lives here.
+
+#[cfg(feature = "probe")]
+pub mod attempts;
+pub mod caps;
+pub mod creds;
+pub mod error;
+pub mod fds;
+pub mod ids;
+pub mod landlock;
+pub mod mount;
+pub mod name;
+pub mod ns;
+pub mod parent;
+pub mod policy;
+pub mod prctl;
+pub mod rlimits;
+pub mod spawn;
+
+pub use error::{Errno, Error, Result, EXIT_SYSCALL, EXIT_USAGE};
+pub use name::VmName;

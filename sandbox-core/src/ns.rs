@@ -1,0 +1,155 @@
+//! The VM's namespaces: one clone makes PID 1 in a new user, PID and mount
+//! namespace; the parent (host root) writes its id maps; only then does the
+//! child go on. The two sides talk over a socketpair whose messages say what
+//! each waits for, and an EOF on either side is an error with a clear line.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use rustix::process::Pid;
+use syscalls::{syscall, Sysno};
+
+use crate::error::{Context, Error, Result};
+use crate::ids::{self, Slot};
+
+const CLONE_NEWNS: usize = 0x0002_0000;
+const CLONE_NEWUSER: usize = 0x1000_0000;
+const CLONE_NEWPID: usize = 0x2000_0000;
+const CLONE_PIDFD: usize = 0x0000_1000;
+const SIGCHLD: usize = 17;
+
+/// The parent's view of a freshly cloned PID 1, maps not written yet.
+#[derive(Debug)]
+pub struct VmChild {
+    pub pid: Pid,
+    pub pidfd: OwnedFd,
+    chan: UnixStream,
+}
+
+/// The child's end of the handshake.
+#[derive(Debug)]
+pub struct MapsPending {
+    chan: UnixStream,
+}
+
+#[derive(Debug)]
+pub enum Cloned {
+    Parent(VmChild),
+    Child(MapsPending),
+}
+
+/// Fails unless the calling process has exactly one thread: a fork-style
+/// clone of a multi-threaded process leaves locks held by threads that do
+/// not exist in the child.
+pub fn require_single_thread() -> Result<()> {
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .op_path("read", "/proc/self/task")?
+        .count();
+    if tasks == 1 {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "clone of a VM needs a single-threaded process, this one has {tasks} threads"
+        )))
+    }
+}
+
+/// Clones the calling process into new user, PID and mount namespaces.
+/// Returns twice, like fork: once in the parent with the child's pid and
+/// pidfd, once in the child (PID 1 of the new PID namespace).
+pub fn clone_vm() -> Result<Cloned> {
+    require_single_thread()?;
+    let (parent_end, child_end) = UnixStream::pair().op("socketpair")?;
+    let mut pidfd: RawFd = -1;
+    let flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_PIDFD | SIGCHLD;
+    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves
+    // like fork: the child gets a copy of the address space and continues
+    // here. The process is single-threaded (checked above), so no lock can be
+    // held by a thread that does not exist in the child. CLONE_PIDFD makes
+    // the kernel store the pidfd in `pidfd`, which outlives the call.
+    let ret = unsafe {
+        syscall!(
+            Sysno::clone,
+            flags,
+            0usize,
+            std::ptr::addr_of_mut!(pidfd) as usize,
+            0usize,
+            0usize
+        )
+    }
+    .op("clone user+pid+mount namespaces")?;
+    if ret == 0 {
+        drop(parent_end);
+        return Ok(Cloned::Child(MapsPending { chan: child_end }));
+    }
+    drop(child_end);
+    // SAFETY: the kernel just created this fd for us (CLONE_PIDFD) and
+    // nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let pid = Pid::from_raw(i32::try_from(ret).expect("pid fits in i32")).expect("pid > 0");
+    Ok(Cloned::Parent(VmChild {
+        pid,
+        pidfd,
+        chan: parent_end,
+    }))
+}
+
+impl VmChild {
+    /// Writes the child's uid_map and gid_map (the VM's id block plus each
+    /// host group mapped alone) and lets it go on. Returns the inside gid of
+    /// each host group, in order.
+    pub fn write_id_maps(mut self, slot: Slot, host_groups: &[u32]) -> Result<(Running, Vec<u32>)> {
+        let dir = format!("/proc/{}", self.pid.as_raw_nonzero());
+        let (gid_map, inside) = ids::gid_map(slot, host_groups);
+        write_proc(&format!("{dir}/uid_map"), &ids::uid_map(slot))?;
+        write_proc(&format!("{dir}/gid_map"), &gid_map)?;
+        self.chan
+            .write_all(b"m")
+            .op("tell PID 1 its id maps are written")?;
+        Ok((
+            Running {
+                pid: self.pid,
+                pidfd: self.pidfd,
+            },
+            inside,
+        ))
+    }
+}
+
+/// PID 1 as the parent sees it once it runs.
+#[derive(Debug)]
+pub struct Running {
+    pub pid: Pid,
+    pub pidfd: OwnedFd,
+}
+
+fn write_proc(path: &str, text: &str) -> Result<()> {
+    // One write(2): the kernel accepts an id map only in a single write.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .op_path("open", path)?;
+    f.write_all(text.as_bytes()).op_path("write", path)
+}
+
+impl MapsPending {
+    /// Blocks until the parent has written the id maps, then becomes root
+    /// of the new user namespace (until then our host ids are unmapped in
+    /// it). An EOF means the parent failed or died: PID 1 must not go on
+    /// without its ids. The id change clears PDEATHSIG: arm it afterwards.
+    pub fn wait_for_id_maps(mut self) -> Result<()> {
+        let mut byte = [0u8; 1];
+        match self.chan.read(&mut byte) {
+            Ok(1) if byte[0] == b'm' => crate::creds::switch_ids(0, 0, &[]),
+            Ok(_) => Err(Error::Refused(
+                "the parent closed the handshake before writing the id maps".into(),
+            )),
+            Err(e) => Err(Error::sys("read the id-map handshake", e)),
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.chan.as_raw_fd()
+    }
+}

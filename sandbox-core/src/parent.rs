@@ -1,0 +1,98 @@
+//! Parent death. Every process of a VM dies with the one that started it:
+//! PR_SET_PDEATHSIG(SIGKILL), then a check that the parent is still the one
+//! we expect, since it may have died before the signal was armed.
+//!
+//! The kernel clears PDEATHSIG on every uid or gid change, so [`arm`] is
+//! called again after each of them.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{
+    getpid, getppid, pidfd_open, set_parent_process_death_signal, PidfdFlags, Signal,
+};
+
+use crate::error::{Context, Error, Result};
+
+/// How a process outside a PID namespace recognizes its rightful parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpectedParent {
+    /// getppid() must be this PID.
+    Pid(i32),
+    /// The parent's /proc/PID/comm must be this (s6 exports no PID of its
+    /// own; a reparented process's new parent is s6-svscan or init).
+    Comm(&'static str),
+}
+
+/// Arms PR_SET_PDEATHSIG(SIGKILL) for the calling thread.
+pub fn arm() -> Result<()> {
+    set_parent_process_death_signal(Some(Signal::KILL)).op("prctl PR_SET_PDEATHSIG")
+}
+
+/// Outside a PID namespace: arms PDEATHSIG, then checks the parent.
+/// Returns the parent's PID.
+pub fn arm_and_check(expected: &ExpectedParent) -> Result<i32> {
+    arm()?;
+    let ppid = getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    match expected {
+        ExpectedParent::Pid(want) if *want == ppid => Ok(ppid),
+        ExpectedParent::Pid(want) => Err(Error::Refused(format!(
+            "parent is PID {ppid}, not {want}: the supervisor is gone"
+        ))),
+        ExpectedParent::Comm(want) => {
+            let path = format!("/proc/{ppid}/comm");
+            let comm = std::fs::read_to_string(&path).op_path("read", &path)?;
+            if comm.trim_end_matches('\n') == *want {
+                Ok(ppid)
+            } else {
+                Err(Error::Refused(format!(
+                    "parent PID {ppid} is {:?}, not {want}: the supervisor is gone",
+                    comm.trim_end()
+                )))
+            }
+        }
+    }
+}
+
+/// A pidfd of the calling process, opened before it clones a child into a
+/// new PID namespace: there getppid() returns 0, so the child checks this
+/// fd instead.
+#[derive(Debug)]
+pub struct ParentWatch(OwnedFd);
+
+impl ParentWatch {
+    pub fn of_self() -> Result<ParentWatch> {
+        pidfd_open(getpid(), PidfdFlags::empty())
+            .op("pidfd_open of self")
+            .map(ParentWatch)
+    }
+
+    /// In the child: arms PDEATHSIG, then fails if the parent already exited
+    /// (a pidfd polls readable once its process is gone).
+    pub fn arm_and_check(&self) -> Result<()> {
+        arm()?;
+        if self.has_exited()? {
+            return Err(Error::Refused(
+                "the outer process exited before PID 1 armed PDEATHSIG".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn has_exited(&self) -> Result<bool> {
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        let n = poll(
+            &mut fds,
+            Some(&rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        )
+        .op("poll the parent's pidfd")?;
+        Ok(n > 0)
+    }
+
+    pub fn fd(&self) -> impl AsFd + '_ {
+        &self.0
+    }
+}

@@ -1,0 +1,90 @@
+//! A service's sandbox as plain data, and the one function that applies it
+//! in a fixed order, then execs the daemon.
+
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use crate::caps::{self, CapabilitySet};
+use crate::error::{Error, Result};
+use crate::landlock::{self, FsRule, Scope};
+use crate::mount::{self, ServiceMount};
+use crate::parent::{self, ExpectedParent};
+use crate::rlimits::{self, Limit};
+use crate::{creds, fds, prctl};
+
+/// Both scopes; every policy of this project uses exactly these.
+pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
+
+/// Everything a wrapper does to itself before it becomes the daemon.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Inside-uid and gid in the VM's user namespace.
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: only host groups this daemon needs (kvm).
+    pub groups: Vec<u32>,
+    /// Capabilities kept (bounding, permitted, effective); all others gone.
+    pub caps: CapabilitySet,
+    pub mounts: Vec<ServiceMount>,
+    pub landlock: Vec<FsRule>,
+    pub scopes: Vec<Scope>,
+    pub rlimits: Vec<Limit>,
+    /// Fds passed on to the daemon besides 0, 1, 2.
+    pub keep_fds: Vec<RawFd>,
+    /// The daemon's whole environment.
+    pub env: Vec<(String, OsString)>,
+    /// The opt-out for kernels below Landlock ABI 6. Never set by default.
+    pub allow_weaker_landlock: bool,
+}
+
+/// The daemon to exec once the policy is in force.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// Applies `policy` to the calling (single-threaded) process and execs
+/// `exec`. Returns only on failure; nothing weaker than the policy runs.
+pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<Infallible> {
+    // 1. Die with the parent, and make sure it is still the one we expect:
+    //    doing anything for a VM whose PID 1 is gone would be wasted.
+    parent::arm_and_check(parent)?;
+    // 2. Mounts need CAP_SYS_ADMIN and cannot happen inside a Landlock
+    //    domain: they come first.
+    mount::build_service_namespace(&policy.mounts)?;
+    // 3. Limits may be raised only while CAP_SYS_RESOURCE is still held.
+    rlimits::apply(&policy.rlimits)?;
+    // 4. Nothing of the parent's leaks but what the policy passes.
+    fds::close_all_except(&policy.keep_fds)?;
+    // 5. The Landlock paths are opened now, while every one of them is
+    //    still visible to us; enforced at step 9.
+    let ruleset = landlock::prepare(
+        &policy.landlock,
+        &policy.scopes,
+        policy.allow_weaker_landlock,
+    )?;
+    // 6. The bounding set needs CAP_SETPCAP: cut it before the ids change.
+    caps::drop_bounding_except(policy.caps)?;
+    // 7. Ids: groups, gid, uid. A uid change clears PDEATHSIG and, for a
+    //    non-zero uid, every capability.
+    creds::switch_ids(policy.uid, policy.gid, &policy.groups)?;
+    // 8. Exactly the named capabilities, none inheritable or ambient; then
+    //    PDEATHSIG again, since step 7 cleared it.
+    caps::set_exact(policy.caps)?;
+    parent::arm_and_check(parent)?;
+    // 9. no_new_privs, then Landlock: the last restriction, after which no
+    //    mount, capability or id change is possible anyway.
+    prctl::no_new_privs()?;
+    ruleset.restrict_self()?;
+    // 10. The daemon, with a fixed environment.
+    let err = std::process::Command::new(&exec.program)
+        .args(&exec.args)
+        .env_clear()
+        .envs(policy.env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    Err(Error::path("exec", &exec.program, err))
+}

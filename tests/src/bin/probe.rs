@@ -1,0 +1,433 @@
+//! The probe: runs inside a sandbox in place of a daemon and tries what a
+//! compromised daemon would try. One line per attempt:
+//!
+//!     ok   kill(1, SIGKILL)                  expected EPERM    got EPERM
+//!
+//! and a last line `probe: N attempts, M failed`; exits 1 if any failed.
+//! Every expectation is the errno the kernel gives today for that layer
+//! (Landlock: EACCES for files and TCP, EPERM for scopes; hidepid: ENOENT).
+//!
+//! probe --profile user|root --state-dir DIR --vm NAME --own-dir DIR
+//!       [--pid N]... [--gone-pid N]... [--abstract NAME]... [--other-vm NAME]
+//!       [--tcp-port P]
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::path::{Path, PathBuf};
+
+use rustix::process::{kill_process, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+use sandbox_core::attempts;
+use sandbox_core::Errno;
+use tests::Profile;
+
+/// What an attempt must give.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Ok,
+    Err(Errno),
+}
+
+impl std::fmt::Display for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Want::Ok => f.write_str("success"),
+            Want::Err(e) => f.write_str(&e.name()),
+        }
+    }
+}
+
+struct Probe {
+    attempts: usize,
+    failed: usize,
+}
+
+impl Probe {
+    fn check(&mut self, attempt: &str, want: Want, got: Result<(), Errno>) {
+        let got = match got {
+            Ok(()) => Want::Ok,
+            Err(e) => Want::Err(e),
+        };
+        self.record(attempt, &want.to_string(), &got.to_string(), want == got);
+    }
+
+    fn record(&mut self, attempt: &str, expected: &str, got: &str, ok: bool) {
+        self.attempts += 1;
+        if !ok {
+            self.failed += 1;
+        }
+        let verdict = if ok { "ok  " } else { "FAIL" };
+        println!("{verdict} {attempt:<52} expected {expected:<10} got {got}");
+    }
+}
+
+fn io(r: std::io::Result<impl Sized>) -> Result<(), Errno> {
+    r.map(drop).map_err(Errno::from)
+}
+
+fn rx(r: rustix::io::Result<impl Sized>) -> Result<(), Errno> {
+    r.map(drop).map_err(Errno::from)
+}
+
+fn create(path: &Path) -> Result<(), Errno> {
+    io(fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path))
+}
+
+const EPERM: Want = Want::Err(Errno::EPERM);
+const EACCES: Want = Want::Err(Errno::EACCES);
+const ENOENT: Want = Want::Err(Errno::ENOENT);
+const ESRCH: Want = Want::Err(Errno::ESRCH);
+const EROFS: Want = Want::Err(Errno::EROFS);
+
+fn main() {
+    let mut profile = Profile::User;
+    let (mut state_dir, mut vm, mut own_dir, mut other_vm) =
+        (PathBuf::new(), String::new(), PathBuf::new(), None);
+    let (mut pids, mut gone, mut abstracts, mut tcp_port) = (
+        Vec::<i32>::new(),
+        Vec::<i32>::new(),
+        Vec::<String>::new(),
+        None,
+    );
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--profile" => profile = Profile::parse(&v).unwrap_or_else(|| usage()),
+            "--state-dir" => state_dir = v.into(),
+            "--vm" => vm = v,
+            "--own-dir" => own_dir = v.into(),
+            "--other-vm" => other_vm = Some(v),
+            "--pid" => pids.push(v.parse().unwrap_or_else(|_| usage())),
+            "--gone-pid" => gone.push(v.parse().unwrap_or_else(|_| usage())),
+            "--abstract" => abstracts.push(v),
+            "--tcp-port" => tcp_port = Some(v.parse::<u16>().unwrap_or_else(|_| usage())),
+            _ => usage(),
+        }
+    }
+    if vm.is_empty() || own_dir.as_os_str().is_empty() || state_dir.as_os_str().is_empty() {
+        usage();
+    }
+    let me = std::process::id() as i32;
+    let mut p = Probe {
+        attempts: 0,
+        failed: 0,
+    };
+
+    // Other processes of the VM: signals, ptrace, memory, /proc.
+    for &pid in &pids {
+        let target = Pid::from_raw(pid).expect("pid > 0");
+        p.check(
+            &format!("kill({pid}, SIGKILL)"),
+            EPERM,
+            rx(kill_process(target, Signal::KILL)),
+        );
+        p.check(
+            &format!("kill({pid}, 0)"),
+            EPERM,
+            rx(rustix::process::test_kill_process(target)),
+        );
+        p.check(
+            &format!("ptrace(PTRACE_ATTACH, {pid})"),
+            EPERM,
+            attempts::ptrace_attach(pid),
+        );
+        p.check(
+            &format!("process_vm_readv({pid})"),
+            EPERM,
+            attempts::process_vm_read(pid, 0x40_0000),
+        );
+        match pidfd_open(target, PidfdFlags::empty()) {
+            Ok(fd) => {
+                p.check(
+                    &format!("pidfd_send_signal({pid}, SIGKILL)"),
+                    EPERM,
+                    rx(pidfd_send_signal(&fd, Signal::KILL)),
+                );
+                p.check(
+                    &format!("pidfd_getfd({pid}, 0)"),
+                    EPERM,
+                    rx(rustix::process::pidfd_getfd(
+                        &fd,
+                        0,
+                        rustix::process::PidfdGetfdFlags::empty(),
+                    )),
+                );
+            }
+            Err(e) => p.record(
+                &format!("pidfd_open({pid})"),
+                "success",
+                &Errno::from(e).name(),
+                false,
+            ),
+        }
+        for file in ["mem", "environ", "maps", "cmdline", "status", "fd"] {
+            let path = format!("/proc/{pid}/{file}");
+            p.check(&format!("open {path}"), ENOENT, io(fs::File::open(&path)));
+        }
+    }
+    for &pid in &gone {
+        let target = Pid::from_raw(pid).expect("pid > 0");
+        p.check(
+            &format!("kill({pid}, SIGKILL) of an exited sibling"),
+            ESRCH,
+            rx(kill_process(target, Signal::KILL)),
+        );
+        p.check(
+            &format!("open /proc/{pid}/status of an exited sibling"),
+            ENOENT,
+            io(fs::File::open(format!("/proc/{pid}/status"))),
+        );
+    }
+    // Every other PID number of the namespace: nothing may be signalled.
+    let signalled: Vec<i32> = (1..=512)
+        .filter(|&n| n != me)
+        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
+        .collect();
+    p.record(
+        "kill(PID, 0) for PID 1..512 but self",
+        "none",
+        &format!("{signalled:?}"),
+        signalled.is_empty(),
+    );
+    let mut visible: Vec<String> = fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default();
+    visible.sort();
+    p.record(
+        "ls /proc: processes visible",
+        &format!("[{me}]"),
+        &format!("{visible:?}").replace('"', ""),
+        visible == [me.to_string()],
+    );
+
+    // Abstract unix sockets of siblings and of other VMs.
+    for name in &abstracts {
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract addr");
+        p.check(
+            &format!("connect @{name}"),
+            EPERM,
+            io(UnixStream::connect_addr(&addr)),
+        );
+    }
+    // TCP, both directions.
+    if let Some(port) = tcp_port {
+        p.check(
+            &format!("TCP connect 127.0.0.1:{port}"),
+            EACCES,
+            io(TcpStream::connect(("127.0.0.1", port))),
+        );
+    }
+    p.check(
+        "TCP bind 127.0.0.1:0",
+        EACCES,
+        io(TcpListener::bind(("127.0.0.1", 0))),
+    );
+    p.check(
+        "TCP bind 0.0.0.0:8080",
+        EACCES,
+        io(TcpListener::bind(("0.0.0.0", 8080))),
+    );
+
+    // The state dir: only this VM's directory exists.
+    if let Some(other) = &other_vm {
+        let dir = state_dir.join(other);
+        p.check(
+            &format!("stat {}", dir.display()),
+            ENOENT,
+            io(fs::metadata(&dir)),
+        );
+        p.check(
+            &format!("create {}/x", dir.display()),
+            ENOENT,
+            create(&dir.join("x")),
+        );
+    }
+    // Not even listable: the state dir is in no rule of the policy.
+    p.check(
+        &format!("ls {}", state_dir.display()),
+        EACCES,
+        io(fs::read_dir(&state_dir)),
+    );
+
+    // Host files: nothing writable, secrets unreadable.
+    for path in [
+        "/etc/vm-sandbox-probe",
+        "/usr/vm-sandbox-probe",
+        "/vm-sandbox-probe",
+        "/var/tmp/vm-sandbox-probe",
+    ] {
+        p.check(&format!("create {path}"), EROFS, create(Path::new(path)));
+    }
+    p.check(
+        "open /etc/passwd for writing",
+        EACCES,
+        io(fs::OpenOptions::new().append(true).open("/etc/passwd")),
+    );
+    let vm_dir = state_dir.join(&vm);
+    p.check(
+        "create VM/config/evil",
+        EACCES,
+        create(&vm_dir.join("config/evil")),
+    );
+    p.check(
+        "create VM/evil (outside own paths)",
+        EACCES,
+        create(&vm_dir.join("evil")),
+    );
+    p.check(
+        "create STATE_DIR/evil",
+        EACCES,
+        create(&state_dir.join("evil")),
+    );
+    p.check("read /etc/shadow", EACCES, io(fs::read("/etc/shadow")));
+    p.check("ls /root", EACCES, io(fs::read_dir("/root")));
+    p.check(
+        "read /etc/hostname (not in policy)",
+        EACCES,
+        io(fs::read("/etc/hostname")),
+    );
+    p.check(
+        "open /dev/kvm",
+        EACCES,
+        io(fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")),
+    );
+    // World-readable by DAC: only Landlock stands in the way.
+    p.check("open /dev/kmsg", EACCES, io(fs::File::open("/dev/kmsg")));
+    p.check(
+        "open /dev/console",
+        EACCES,
+        io(fs::File::open("/dev/console")),
+    );
+    p.check(
+        "open /proc/1/root/etc/passwd",
+        ENOENT,
+        io(fs::File::open("/proc/1/root/etc/passwd")),
+    );
+
+    // Privilege: namespaces, mounts, ids.
+    p.check(
+        "unshare(CLONE_NEWUSER)",
+        Want::Err(Errno::ENOSPC),
+        attempts::unshare_user(),
+    );
+    p.check("unshare(CLONE_NEWNS)", EPERM, attempts::unshare_mount());
+    p.check(
+        "mount tmpfs on /tmp",
+        EPERM,
+        rx(rustix::mount::mount(
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )),
+    );
+    p.check("chroot /tmp", EPERM, rx(rustix::process::chroot("/tmp")));
+    if profile == Profile::User {
+        p.check(
+            "setuid(0)",
+            EPERM,
+            rx(rustix::thread::set_thread_uid(rustix::process::Uid::ROOT)),
+        );
+        p.check(
+            "setgid(0)",
+            EPERM,
+            rx(rustix::thread::set_thread_gid(rustix::process::Gid::ROOT)),
+        );
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let caps = format!("{:016x}", profile.caps().bits());
+    p.record(
+        "NoNewPrivs",
+        "1",
+        &field("NoNewPrivs"),
+        field("NoNewPrivs") == "1",
+    );
+    p.record("CapEff", &caps, &field("CapEff"), field("CapEff") == caps);
+    p.record("CapBnd", &caps, &field("CapBnd"), field("CapBnd") == caps);
+    p.record(
+        "CapAmb",
+        "0000000000000000",
+        &field("CapAmb"),
+        field("CapAmb") == "0000000000000000",
+    );
+
+    // Positive controls: what the policy grants works.
+    p.check(
+        "create OWN/probe-out",
+        Want::Ok,
+        create(&own_dir.join("probe-out")),
+    );
+    p.check(
+        "read VM/config/marker",
+        Want::Ok,
+        io(fs::read(vm_dir.join("config/marker"))),
+    );
+    p.check(
+        "create /tmp/probe-marker",
+        Want::Ok,
+        create(Path::new("/tmp/probe-marker")),
+    );
+    p.check(
+        "create /dev/shm/probe-marker",
+        Want::Ok,
+        create(Path::new("/dev/shm/probe-marker")),
+    );
+    p.check(
+        "read /proc/self/status",
+        Want::Ok,
+        io(fs::read("/proc/self/status")),
+    );
+    p.check(
+        "memfd_create",
+        Want::Ok,
+        rx(rustix::fs::memfd_create(
+            "probe",
+            rustix::fs::MemfdFlags::CLOEXEC,
+        )),
+    );
+    // ... and a sibling's private tmpfs is not ours.
+    p.check(
+        "read /tmp/target-marker (sibling's /tmp)",
+        ENOENT,
+        io(fs::read("/tmp/target-marker")),
+    );
+    p.check(
+        "read /dev/shm/target-marker (sibling's)",
+        ENOENT,
+        io(fs::read("/dev/shm/target-marker")),
+    );
+
+    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+    let _ = std::io::stdout().flush();
+    std::process::exit(i32::from(p.failed > 0));
+}
+
+fn usage() -> ! {
+    eprintln!("probe: usage: probe --profile user|root --state-dir DIR --vm NAME --own-dir DIR [--pid N]... [--gone-pid N]... [--abstract NAME]... [--other-vm NAME] [--tcp-port P]");
+    std::process::exit(100);
+}

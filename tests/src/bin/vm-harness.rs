@@ -1,0 +1,263 @@
+//! A minimal VM for the escape matrix, built from the same sandbox-core
+//! calls vm-init makes: one clone into user + PID + mount namespaces, id
+//! maps written by this (host root) process, PID 1 non-dumpable with the
+//! VM's mount namespace and no nested user namespaces, then services
+//! started through test-wrap. Exits with the probe's status.
+//!
+//! vm-harness --state-dir DIR --slot N --name NAME --scenario SCENARIO
+//!            [--profile user|root] [--weaken X] [--tcp-port P] [--other-vm NAME]
+//!
+//! Scenarios: hold (a sibling only, until killed; prints "ready"),
+//! normal (sibling B, then the probe as A), sibling-gone (B exits before A
+//! runs), pid-reused (B exits and a new sibling gets B's PID).
+
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::process::{kill_process, Signal};
+use sandbox_core::ids::Slot;
+use sandbox_core::ns::{clone_vm, Cloned};
+use sandbox_core::parent::ParentWatch;
+use sandbox_core::spawn::{self, Child, Command};
+use sandbox_core::{mount, prctl, Error, VmName};
+use tests::{abstract_name, bin_dir, UID_A, UID_B, UID_B2};
+
+struct Args {
+    state_dir: PathBuf,
+    slot: Slot,
+    name: VmName,
+    scenario: String,
+    profile: String,
+    weaken: Option<String>,
+    tcp_port: Option<String>,
+    other_vm: Option<String>,
+}
+
+fn main() {
+    let args = parse();
+    let code = match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vm-harness: {}: {e}", args.name);
+            e.exit_code().into()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(args: &Args) -> Result<i32, Error> {
+    let watch = ParentWatch::of_self()?;
+    match clone_vm()? {
+        Cloned::Parent(child) => {
+            let (running, _) = child.write_id_maps(args.slot, &[])?;
+            let status = spawn::wait(&Child {
+                pid: running.pid,
+                pidfd: running.pidfd,
+            })?;
+            Ok(status.relay_code().into())
+        }
+        Cloned::Child(pending) => {
+            pending.wait_for_id_maps()?;
+            watch.arm_and_check()?;
+            drop(watch);
+            pid1(args)
+        }
+    }
+}
+
+fn pid1(args: &Args) -> Result<i32, Error> {
+    prctl::not_dumpable()?;
+    let vm_dir = mount::build_vm_namespace(&args.state_dir, args.name.as_str())?;
+    std::fs::write("/proc/sys/user/max_user_namespaces", "0")
+        .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
+    let name = args.name.as_str();
+    let b = start_target(args, &vm_dir, UID_B)?;
+    let mut abstracts = vec![abstract_name(name, UID_B)];
+    let mut pids = vec![1, b.pid.as_raw_nonzero().get()];
+    let mut gone = vec![];
+    match args.scenario.as_str() {
+        "hold" => {
+            println!("ready");
+            std::io::stdout()
+                .flush()
+                .map_err(|e| Error::sys("write ready", e))?;
+            spawn::wait(&b)?;
+            return Ok(0);
+        }
+        "normal" => {}
+        "sibling-gone" | "pid-reused" => {
+            let old = b.pid.as_raw_nonzero().get();
+            kill_process(b.pid, Signal::KILL).map_err(|e| Error::sys("kill sibling", e))?;
+            spawn::wait(&b)?;
+            pids.pop();
+            abstracts.clear();
+            if args.scenario == "pid-reused" {
+                // PID 1 owns the PID namespace: make the next PID the one B had.
+                std::fs::write("/proc/sys/kernel/ns_last_pid", (old - 1).to_string())
+                    .map_err(|e| Error::path("write", "/proc/sys/kernel/ns_last_pid", e))?;
+                let b2 = start_target(args, &vm_dir, UID_B2)?;
+                let reused = b2.pid.as_raw_nonzero().get();
+                if reused != old {
+                    return Err(Error::Refused(format!(
+                        "PID {old} was not reused (got {reused})"
+                    )));
+                }
+                pids.push(reused);
+                abstracts.push(abstract_name(name, UID_B2));
+                std::mem::forget(b2);
+            } else {
+                gone.push(old);
+            }
+        }
+        other => return Err(Error::Usage(format!("unknown scenario {other}"))),
+    }
+    if let Some(other) = &args.other_vm {
+        abstracts.push(abstract_name(other, UID_B));
+    }
+    let mut probe: Vec<OsString> = vec![
+        bin_dir().join("probe").into(),
+        "--profile".into(),
+        args.profile.clone().into(),
+        "--state-dir".into(),
+        args.state_dir.clone().into(),
+        "--vm".into(),
+        name.into(),
+        "--own-dir".into(),
+        vm_dir.join("out-a").into(),
+    ];
+    for pid in pids {
+        probe.extend(["--pid".into(), pid.to_string().into()]);
+    }
+    for pid in gone {
+        probe.extend(["--gone-pid".into(), pid.to_string().into()]);
+    }
+    for a in abstracts {
+        probe.extend(["--abstract".into(), a.into()]);
+    }
+    if let Some(port) = &args.tcp_port {
+        probe.extend(["--tcp-port".into(), port.into()]);
+    }
+    if let Some(other) = &args.other_vm {
+        probe.extend(["--other-vm".into(), other.into()]);
+    }
+    let a = start_wrapped(
+        args,
+        &args.profile,
+        UID_A,
+        &vm_dir,
+        &vm_dir.join("out-a"),
+        None,
+        &probe,
+    )?;
+    let status = spawn::wait(&a)?;
+    Ok(status.relay_code().into())
+}
+
+/// Starts sibling B (a target) as `uid` and waits for its readiness line.
+fn start_target(args: &Args, vm_dir: &Path, uid: u32) -> Result<Child, Error> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::sys("pipe", e))?;
+    let target: Vec<OsString> = vec![
+        bin_dir().join("target").into(),
+        abstract_name(args.name.as_str(), uid).into(),
+    ];
+    let child = start_wrapped(
+        args,
+        "user",
+        uid,
+        vm_dir,
+        &vm_dir.join("out-b"),
+        Some(&write),
+        &target,
+    )?;
+    drop(write);
+    let mut byte = [0u8; 1];
+    let mut read = std::fs::File::from(read);
+    match read.read(&mut byte) {
+        Ok(1) => Ok(child),
+        _ => Err(Error::Refused(format!(
+            "sibling uid {uid} did not become ready"
+        ))),
+    }
+}
+
+fn start_wrapped(
+    args: &Args,
+    profile: &str,
+    uid: u32,
+    vm_dir: &Path,
+    own_dir: &Path,
+    stdout: Option<&OwnedFd>,
+    program: &[OsString],
+) -> Result<Child, Error> {
+    let mut cmd = Command::new(&bin_dir().join("test-wrap"))?;
+    cmd.arg("--profile")?.arg(profile)?;
+    cmd.arg("--uid")?.arg(uid.to_string())?;
+    cmd.arg("--vm-dir")?
+        .arg(vm_dir)?
+        .arg("--own-dir")?
+        .arg(own_dir)?;
+    if let Some(w) = &args.weaken {
+        if program[0] == bin_dir().join("probe") {
+            cmd.arg("--weaken")?.arg(w)?;
+        }
+    }
+    cmd.arg("--")?;
+    for a in program {
+        cmd.arg(a)?;
+    }
+    if let Some(fd) = stdout {
+        cmd.pass_fd(fd.as_raw_fd(), 1);
+    }
+    spawn::spawn(&cmd)
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        state_dir: PathBuf::new(),
+        slot: Slot::new(0).expect("slot 0"),
+        name: VmName::parse("x".as_ref()).expect("x is a name"),
+        scenario: "normal".into(),
+        profile: "user".into(),
+        weaken: None,
+        tcp_port: None,
+        other_vm: None,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| usage());
+        let s = v.to_string_lossy().into_owned();
+        match k.to_str().unwrap_or("") {
+            "--state-dir" => a.state_dir = v.into(),
+            "--slot" => {
+                a.slot = s
+                    .parse()
+                    .ok()
+                    .and_then(Slot::new)
+                    .unwrap_or_else(|| usage())
+            }
+            "--name" => {
+                a.name = VmName::parse(&v).unwrap_or_else(|e| {
+                    eprintln!("vm-harness: {e}");
+                    std::process::exit(100)
+                })
+            }
+            "--scenario" => a.scenario = s,
+            "--profile" => a.profile = s,
+            "--weaken" => a.weaken = Some(s),
+            "--tcp-port" => a.tcp_port = Some(s),
+            "--other-vm" => a.other_vm = Some(s),
+            _ => usage(),
+        }
+    }
+    a
+}
+
+fn usage() -> ! {
+    eprintln!("vm-harness: usage: vm-harness --state-dir DIR --slot N --name NAME --scenario hold|normal|sibling-gone|pid-reused [--profile user|root] [--weaken X] [--tcp-port P] [--other-vm NAME]");
+    std::process::exit(100);
+}

@@ -1,0 +1,225 @@
+//! Shared pieces of the integration tests: the sandbox profiles the escape
+//! matrix runs under, and helpers to find the test binaries.
+
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use sandbox_core::caps::CapabilitySet;
+use sandbox_core::landlock::{Access, FsRule, Scope};
+use sandbox_core::mount::ServiceMount;
+use sandbox_core::policy::{Policy, ALL_SCOPES};
+use sandbox_core::rlimits::{Limit, Resource};
+
+/// Inside-uid of the service under test ("A") and of its siblings.
+pub const UID_A: u32 = 65600;
+pub const UID_B: u32 = 65601;
+pub const UID_B2: u32 = 65602;
+/// The abstract socket a sibling binds: `\0vm-sandbox-test-<vm>-<uid>`.
+pub fn abstract_name(vm: &str, uid: u32) -> String {
+    format!("vm-sandbox-test-{vm}-{uid}")
+}
+
+/// virtiofsd's capability set (DESIGN.md): the "root" profile holds it.
+pub const ROOT_PROFILE_CAPS: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETFCAP);
+
+/// What a test sandbox looks like: a non-root service (like the VMM) or a
+/// service that is root of the VM's user namespace (like virtiofsd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    User,
+    Root,
+}
+
+impl Profile {
+    pub fn parse(s: &str) -> Option<Profile> {
+        match s {
+            "user" => Some(Profile::User),
+            "root" => Some(Profile::Root),
+            _ => None,
+        }
+    }
+
+    pub fn caps(self) -> CapabilitySet {
+        match self {
+            Profile::User => CapabilitySet::empty(),
+            Profile::Root => ROOT_PROFILE_CAPS,
+        }
+    }
+}
+
+/// A weakening of the test policy, to show that the matrix catches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weaken {
+    None,
+    NoSignalScope,
+    NoAbstractScope,
+}
+
+/// The policy of a test service with its own writable dir `own_dir`.
+pub fn test_policy(
+    profile: Profile,
+    uid: u32,
+    vm_dir: &Path,
+    own_dir: &Path,
+    weaken: Weaken,
+    keep_fds: Vec<i32>,
+) -> Policy {
+    let rule = |path: &str, access, optional| FsRule {
+        path: PathBuf::from(path),
+        access,
+        optional,
+    };
+    let scopes: Vec<Scope> = ALL_SCOPES
+        .iter()
+        .copied()
+        .filter(|s| {
+            !matches!(
+                (weaken, s),
+                (Weaken::NoSignalScope, Scope::Signal)
+                    | (Weaken::NoAbstractScope, Scope::AbstractUnixSocket)
+            )
+        })
+        .collect();
+    Policy {
+        uid: if profile == Profile::Root { 0 } else { uid },
+        gid: if profile == Profile::Root { 0 } else { uid },
+        groups: vec![],
+        caps: profile.caps(),
+        mounts: vec![
+            ServiceMount::Tmpfs {
+                target: "/tmp".into(),
+                size: "16m",
+            },
+            ServiceMount::Tmpfs {
+                target: "/dev/shm".into(),
+                size: "16m",
+            },
+            ServiceMount::ProcHidden,
+        ],
+        landlock: vec![
+            rule("/usr", Access::ReadExec, false),
+            rule("/lib", Access::ReadExec, false),
+            rule("/lib64", Access::ReadExec, true),
+            rule("/etc/ld.so.cache", Access::Read, false),
+            rule("/proc", Access::Read, false),
+            rule("/dev/null", Access::Device, false),
+            rule("/tmp", Access::ReadWrite, false),
+            rule("/dev/shm", Access::ReadWrite, false),
+            FsRule {
+                path: vm_dir.join("config"),
+                access: Access::Read,
+                optional: false,
+            },
+            FsRule {
+                path: own_dir.to_owned(),
+                access: Access::ReadWrite,
+                optional: false,
+            },
+            // The test binaries live in the build tree.
+            FsRule {
+                path: bin_dir(),
+                access: Access::ReadExec,
+                optional: false,
+            },
+        ],
+        scopes,
+        rlimits: vec![
+            Limit {
+                resource: Resource::Nofile,
+                value: Some(256),
+            },
+            Limit {
+                resource: Resource::Core,
+                value: Some(0),
+            },
+        ],
+        keep_fds,
+        env: vec![("PATH".into(), OsString::from("/usr/bin:/bin"))],
+        allow_weaker_landlock: false,
+    }
+}
+
+/// The directory holding the test binaries (probe, target, test-wrap,
+/// vm-harness): next to the running executable, or its parent for the
+/// integration tests under target/debug/deps.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe has a dir").to_owned();
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_owned()
+    } else {
+        dir
+    }
+}
+
+/// Privileged tests call this first. Returns false (and says why) when the
+/// machine cannot run them; under CI=true a missing precondition is a
+/// failure, never a skip.
+pub fn privileged(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !rustix::process::geteuid().is_root() {
+        missing.push("not running as root".to_owned());
+    }
+    let abi = sandbox_core::landlock::kernel_abi();
+    if abi < sandbox_core::landlock::REQUIRED_ABI {
+        missing.push(format!(
+            "Landlock ABI {abi} < {}",
+            sandbox_core::landlock::REQUIRED_ABI
+        ));
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join(", ");
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("{test}: precondition missing under CI=true: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+    false
+}
+
+/// A state dir of the test's own under /run (not /tmp: every service gets
+/// a private /tmp that would cover it), removed when dropped.
+#[derive(Debug)]
+pub struct StateDir(pub PathBuf);
+
+impl StateDir {
+    pub fn new(test: &str) -> StateDir {
+        let dir = PathBuf::from(format!(
+            "/run/vm-sandbox-tests/{test}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create state dir");
+        StateDir(dir)
+    }
+
+    /// Creates `NAME/config/marker` and the service dirs `out-a`, `out-b`
+    /// owned by the host ids the services get in `slot`.
+    pub fn add_vm(&self, name: &str, slot: sandbox_core::ids::Slot, a_uid: u32) -> PathBuf {
+        let vm = self.0.join(name);
+        std::fs::create_dir_all(vm.join("config")).expect("mkdir config");
+        std::fs::write(vm.join("config/marker"), "config\n").expect("write marker");
+        for (dir, uid) in [("out-a", a_uid), ("out-b", UID_B)] {
+            let d = vm.join(dir);
+            std::fs::create_dir_all(&d).expect("mkdir out");
+            let host = slot.host_id(uid);
+            std::os::unix::fs::chown(&d, Some(host), Some(host)).expect("chown out");
+        }
+        vm
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

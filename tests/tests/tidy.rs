@@ -1,0 +1,60 @@
+#![forbid(unsafe_code)]
+//! Project rules that plain `cargo test` checks: `unsafe` lives only in
+//! sandbox-core, and every other crate forbids it at its roots.
+
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn unsafe_only_in_sandbox_core() {
+    let root = workspace();
+    for krate in [
+        "wrap-virtiofsd",
+        "wrap-vmm",
+        "wrap-gpu",
+        "vm-init",
+        "xtask",
+        "tests",
+    ] {
+        let mut files = Vec::new();
+        rust_files(&root.join(krate), &mut files);
+        assert!(!files.is_empty(), "{krate} has no sources");
+        for f in files.into_iter().filter(|f| !f.ends_with("tests/tidy.rs")) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let uses_unsafe = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| {
+                    l.contains("unsafe {") || l.contains("unsafe fn") || l.contains("unsafe impl")
+                });
+            assert!(!uses_unsafe, "{} uses unsafe", f.display());
+            let is_root = f.ends_with("src/main.rs")
+                || f.ends_with("src/lib.rs")
+                || f.parent().is_some_and(|p| p.ends_with("src/bin"));
+            if is_root {
+                assert!(
+                    text.contains("#![forbid(unsafe_code)]"),
+                    "{} does not forbid unsafe",
+                    f.display()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+#![forbid(unsafe_code)]
+
+fn main() {
+    // Fail closed until this program exists: never pretend to sandbox.
+    eprintln!("wrap-virtiofsd: not implemented yet");
+    std::process::exit(111);
+}

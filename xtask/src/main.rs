@@ -1,0 +1,110 @@
+//! cargo xtask: the project's one build tool (plain std, no dependencies).
+//!
+//!   cargo xtask ci        install what the tests need, then fmt, clippy, build, every test
+//!   cargo xtask test      every test (privileged ones need root)
+//!   cargo xtask lint      fmt --check and clippy -D warnings
+//!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
+//!   cargo xtask deps      install the Debian packages the tests need
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+mod matrix;
+
+/// Debian packages the test suite needs beyond the Rust toolchain.
+const APT_PACKAGES: &[&str] = &[];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("test") => test(),
+        Some("lint") => lint(),
+        Some("deps") => deps(),
+        Some("matrix") => matrix::run(),
+        _ => {
+            eprintln!("usage: cargo xtask ci|test|lint|deps|matrix");
+            return ExitCode::from(100);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// Runs a command in the workspace root, failing with its command line.
+pub fn sh(cmd: &mut Command) -> Result {
+    cmd.current_dir(root());
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?}: {status}"))
+    }
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn deps() -> Result {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    sh(Command::new("apt-get").arg("update").arg("-qq"))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn lint() -> Result {
+    sh(cargo().args(["fmt", "--all", "--check"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn test() -> Result {
+    // Build every binary first: the integration tests run them.
+    sh(cargo().args(["build", "--workspace", "--bins"]))?;
+    // --show-output: the escape table of each matrix test lands in the log.
+    sh(cargo().args(["test", "--workspace", "--", "--show-output"]))
+}
+
+fn ci() -> Result {
+    deps()?;
+    lint()?;
+    test()
+}
