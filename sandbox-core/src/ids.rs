@@ -19,6 +19,12 @@ pub const SLOTS: u32 = 256;
 pub const GUEST_IDS: u32 = 1 << 16;
 /// Inside-ids from here on are service ids.
 pub const SERVICE_ID_BASE: u32 = GUEST_IDS;
+/// virtiofsd is root of the VM's user namespace: it must own guest files.
+pub const VIRTIOFSD_UID: u32 = 0;
+/// The VMM's own inside-uid (and gid).
+pub const VMM_UID: u32 = SERVICE_ID_BASE + 1;
+/// The GPU daemon's own inside-uid (and gid).
+pub const GPU_UID: u32 = SERVICE_ID_BASE + 2;
 /// Inside-gids from here on are host groups mapped one by one.
 pub const HOST_GROUP_BASE: u32 = BLOCK;
 
@@ -55,17 +61,56 @@ pub fn uid_map(slot: Slot) -> String {
     format!("0 {} {}\n", slot.host_base(), BLOCK)
 }
 
-/// The lines of `/proc/PID/gid_map`: the VM's block, then each host group at
-/// `HOST_GROUP_BASE + i`. Returns the map and the inside gid of each group.
-pub fn gid_map(slot: Slot, host_groups: &[u32]) -> (String, Vec<u32>) {
+/// Host groups a daemon may need, each at a fixed inside-gid so that a
+/// wrapper knows it without being told: `kvm` (/dev/kvm, the VMM) and
+/// `render` (/dev/dri render nodes, the GPU daemon).
+pub const HOST_GROUPS: &[(&str, u32)] =
+    &[("kvm", HOST_GROUP_BASE), ("render", HOST_GROUP_BASE + 1)];
+
+/// The inside-gid of a host group of [`HOST_GROUPS`].
+pub fn host_group_inside_gid(name: &str) -> Option<u32> {
+    HOST_GROUPS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, g)| g)
+}
+
+/// Inside a VM: the inside-gid of host group `name` if vm-init mapped it
+/// (the host has such a group), read from /proc/self/gid_map.
+pub fn mapped_host_group(name: &str) -> Option<u32> {
+    let gid = host_group_inside_gid(name)?;
+    let map = std::fs::read_to_string("/proc/self/gid_map").ok()?;
+    map.lines()
+        .any(|l| l.split_whitespace().next() == Some(&gid.to_string()))
+        .then_some(gid)
+}
+
+/// Looks up the host gid of each group of [`HOST_GROUPS`] in `/etc/group`
+/// (read directly: no NSS module runs in vm-init). Returns (inside, host)
+/// pairs for the groups that exist.
+pub fn host_groups(etc_group: &str) -> Vec<(u32, u32)> {
+    HOST_GROUPS
+        .iter()
+        .filter_map(|&(name, inside)| {
+            etc_group
+                .lines()
+                .find_map(|line| {
+                    let mut f = line.split(':');
+                    (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+                })
+                .map(|host| (inside, host))
+        })
+        .collect()
+}
+
+/// The lines of `/proc/PID/gid_map`: the VM's block, then each host group
+/// (inside, host) mapped alone.
+pub fn gid_map(slot: Slot, host_groups: &[(u32, u32)]) -> String {
     let mut map = format!("0 {} {}\n", slot.host_base(), BLOCK);
-    let mut inside = Vec::with_capacity(host_groups.len());
-    for (i, &host) in (0u32..).zip(host_groups) {
-        let gid = HOST_GROUP_BASE + i;
-        writeln!(map, "{gid} {host} 1").expect("write to String");
-        inside.push(gid);
+    for &(inside, host) in host_groups {
+        writeln!(map, "{inside} {host} 1").expect("write to String");
     }
-    (map, inside)
+    map
 }
 
 #[cfg(test)]
@@ -87,9 +132,12 @@ mod tests {
     fn maps_match_the_design() {
         let s = Slot::new(0).unwrap();
         assert_eq!(uid_map(s), "0 1048576 131072\n");
-        let (g, inside) = gid_map(Slot::new(1).unwrap(), &[994, 992]);
+        let groups = host_groups("root:x:0:\nkvm:x:994:\nrender:x:992:alice\n");
+        assert_eq!(groups, [(131072, 994), (131073, 992)]);
+        let g = gid_map(Slot::new(1).unwrap(), &groups);
         assert_eq!(g, "0 1179648 131072\n131072 994 1\n131073 992 1\n");
-        assert_eq!(inside, [131072, 131073]);
+        assert_eq!(host_groups("root:x:0:\nrender:x:992:\n"), [(131073, 992)]);
+        assert_eq!(host_group_inside_gid("kvm"), Some(131072));
         assert_eq!(s.host_id(1000), 1048576 + 1000);
     }
 }

@@ -34,6 +34,9 @@ pub enum Access {
     ReadWrite,
     /// Open a device node for reading and writing, and its ioctls.
     Device,
+    /// In a directory: list it, create and remove unix sockets there (a
+    /// daemon that binds its own socket path, e.g. cloud-hypervisor's vsock).
+    Sockets,
 }
 
 impl Access {
@@ -44,11 +47,12 @@ impl Access {
             Access::ReadExec => read | AccessFs::Execute,
             Access::ReadWrite => AccessFs::from_all(TESTED_ABI) & !AccessFs::Execute,
             Access::Device => AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
+            Access::Sockets => AccessFs::ReadDir | AccessFs::MakeSock | AccessFs::RemoveFile,
         }
     }
 
     pub fn writes(self) -> bool {
-        matches!(self, Access::ReadWrite | Access::Device)
+        matches!(self, Access::ReadWrite | Access::Device | Access::Sockets)
     }
 }
 

@@ -97,23 +97,18 @@ pub fn clone_vm() -> Result<Cloned> {
 
 impl VmChild {
     /// Writes the child's uid_map and gid_map (the VM's id block plus each
-    /// host group mapped alone) and lets it go on. Returns the inside gid of
-    /// each host group, in order.
-    pub fn write_id_maps(mut self, slot: Slot, host_groups: &[u32]) -> Result<(Running, Vec<u32>)> {
+    /// host group, as (inside, host), mapped alone) and lets it go on.
+    pub fn write_id_maps(mut self, slot: Slot, host_groups: &[(u32, u32)]) -> Result<Running> {
         let dir = format!("/proc/{}", self.pid.as_raw_nonzero());
-        let (gid_map, inside) = ids::gid_map(slot, host_groups);
         write_proc(&format!("{dir}/uid_map"), &ids::uid_map(slot))?;
-        write_proc(&format!("{dir}/gid_map"), &gid_map)?;
+        write_proc(&format!("{dir}/gid_map"), &ids::gid_map(slot, host_groups))?;
         self.chan
             .write_all(b"m")
             .op("tell PID 1 its id maps are written")?;
-        Ok((
-            Running {
-                pid: self.pid,
-                pidfd: self.pidfd,
-            },
-            inside,
-        ))
+        Ok(Running {
+            pid: self.pid,
+            pidfd: self.pidfd,
+        })
     }
 }
 

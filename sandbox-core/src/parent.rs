@@ -5,7 +5,7 @@
 //! The kernel clears PDEATHSIG on every uid or gid change, so [`arm`] is
 //! called again after each of them.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{
@@ -92,7 +92,7 @@ impl ParentWatch {
         Ok(n > 0)
     }
 
-    pub fn fd(&self) -> impl AsFd + '_ {
-        &self.0
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::caps::{self, CapabilitySet};
 use crate::error::{Error, Result};
-use crate::landlock::{self, FsRule, Scope};
+use crate::landlock::{self, Access, FsRule, Scope};
 use crate::mount::{self, ServiceMount};
 use crate::parent::{self, ExpectedParent};
 use crate::rlimits::{self, Limit};
@@ -17,6 +17,28 @@ use crate::{creds, fds, prctl};
 
 /// Both scopes; every policy of this project uses exactly these.
 pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
+
+/// Read-and-execute rows every dynamically linked daemon needs: the
+/// binary and library dirs and the loader's cache. /lib64 is absent on
+/// some hosts; everything else must exist.
+pub const SYSTEM_LIBRARIES: &[(&str, Access, bool)] = &[
+    ("/usr", Access::ReadExec, false),
+    ("/lib", Access::ReadExec, false),
+    ("/lib64", Access::ReadExec, true),
+    ("/etc/ld.so.cache", Access::Read, false),
+];
+
+/// Turns a wrapper's static table into Landlock rules.
+pub fn rules(table: &[(&str, Access, bool)]) -> Vec<FsRule> {
+    table
+        .iter()
+        .map(|&(path, access, optional)| FsRule {
+            path: PathBuf::from(path),
+            access,
+            optional,
+        })
+        .collect()
+}
 
 /// Everything a wrapper does to itself before it becomes the daemon.
 #[derive(Clone, Debug)]

@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod vm;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -164,7 +166,20 @@ pub fn bin_dir() -> PathBuf {
 /// machine cannot run them; under CI=true a missing precondition is a
 /// failure, never a skip.
 pub fn privileged(test: &str) -> bool {
+    privileged_with(test, &[])
+}
+
+/// [`privileged`], plus programs that must be installed (s6, execline).
+pub fn privileged_with(test: &str, programs: &[&str]) -> bool {
     let mut missing = Vec::new();
+    for p in programs {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .chain([PathBuf::from("/usr/lib/execline/bin")])
+            .any(|d| d.join(p).is_file());
+        if !found {
+            missing.push(format!("{p} is not installed"));
+        }
+    }
     if !rustix::process::geteuid().is_root() {
         missing.push("not running as root".to_owned());
     }
@@ -186,20 +201,29 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
-/// A state dir of the test's own under /run (not /tmp: every service gets
-/// a private /tmp that would cover it), removed when dropped.
+/// A state dir of the test's own, `/run/vm-sandbox-tests/TEST-PID/state`
+/// (not under /tmp: every service gets a private /tmp that would cover it),
+/// removed with its parent when dropped. The parent holds what must stay
+/// visible inside a VM, where the state dir holds only the VM's own
+/// directory: the stand-in binaries, s6's scan dir.
 #[derive(Debug)]
 pub struct StateDir(pub PathBuf);
 
 impl StateDir {
     pub fn new(test: &str) -> StateDir {
-        let dir = PathBuf::from(format!(
+        let top = PathBuf::from(format!(
             "/run/vm-sandbox-tests/{test}-{}",
             std::process::id()
         ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&top);
+        let dir = top.join("state");
         std::fs::create_dir_all(&dir).expect("create state dir");
         StateDir(dir)
+    }
+
+    /// The directory around the state dir.
+    pub fn top(&self) -> PathBuf {
+        self.0.parent().expect("state dir has a parent").to_owned()
     }
 
     /// Creates `NAME/config/marker` and the service dirs `out-a`, `out-b`
@@ -220,6 +244,6 @@ impl StateDir {
 
 impl Drop for StateDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(self.top());
     }
 }

@@ -1,7 +1,32 @@
+//! vm-init: one VM under s6. See `vm-init --help` and DESIGN.md
+//! ("Processes, per VM", "Shutdown", "s6").
+
 #![forbid(unsafe_code)]
 
-fn main() {
-    // Fail closed until this program exists: never pretend to sandbox.
-    eprintln!("vm-init: not implemented yet");
-    std::process::exit(111);
+mod args;
+mod outer;
+mod pid1;
+mod vmm;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args_os().skip(1)) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{}", args::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("vm-init: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match outer::run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("vm-init: {}: {e}", args.name);
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

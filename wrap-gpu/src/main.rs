@@ -1,7 +1,16 @@
+//! wrap-gpu [--program PATH] [--allow-weaker-landlock] VMDIR
+//!
+//! Started by vm-init's PID 1 with the VMM's connected vhost-user socket as
+//! fd 3; applies the GPU daemon's policy (policy.rs) and execs crosvm.
+
 #![forbid(unsafe_code)]
 
+mod policy;
+
 fn main() {
-    // Fail closed until this program exists: never pretend to sandbox.
-    eprintln!("wrap-gpu: not implemented yet");
-    std::process::exit(111);
+    sandbox_core::wrapper::main("wrap-gpu", |args| {
+        let program = args.program_or(policy::DEFAULT_PROGRAM);
+        let render = sandbox_core::ids::mapped_host_group("render");
+        Ok((policy::policy(&program, render), policy::argv(&program)))
+    })
 }

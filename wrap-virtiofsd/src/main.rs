@@ -1,7 +1,18 @@
+//! wrap-virtiofsd [--program PATH] [--allow-weaker-landlock] VMDIR
+//!
+//! Started by vm-init's PID 1 with the vhost-user listener as fd 3; applies
+//! virtiofsd's policy (policy.rs) and execs virtiofsd serving VMDIR/fs.
+
 #![forbid(unsafe_code)]
 
+mod policy;
+
 fn main() {
-    // Fail closed until this program exists: never pretend to sandbox.
-    eprintln!("wrap-virtiofsd: not implemented yet");
-    std::process::exit(111);
+    sandbox_core::wrapper::main("wrap-virtiofsd", |args| {
+        let program = args.program_or(policy::DEFAULT_PROGRAM);
+        Ok((
+            policy::policy(&args.vm_dir, &program),
+            policy::argv(&args.vm_dir, &program),
+        ))
+    })
 }

@@ -5,6 +5,7 @@
 //!   cargo xtask lint      fmt --check and clippy -D warnings
 //!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
 //!   cargo xtask deps      install the Debian packages the tests need
+//!   cargo xtask install --destdir D   release binaries and the s6 template under D
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +15,7 @@ use std::process::{Command, ExitCode};
 mod matrix;
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
-const APT_PACKAGES: &[&str] = &[];
+const APT_PACKAGES: &[&str] = &["s6", "execline"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,8 +25,9 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("deps") => deps(),
         Some("matrix") => matrix::run(),
+        Some("install") => install(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci|test|lint|deps|matrix");
+            eprintln!("usage: cargo xtask ci|test|lint|deps|matrix|install --destdir D");
             return ExitCode::from(100);
         }
     };
@@ -107,4 +109,51 @@ fn ci() -> Result {
     deps()?;
     lint()?;
     test()
+}
+
+/// The binaries a host needs, all from the release profile.
+const BINARIES: &[&str] = &["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"];
+
+/// Installs the binaries to D/usr/bin (vm-init finds the wrappers beside
+/// itself) and the s6 service template to D/usr/share/vm-sandbox/s6/vm.
+fn install(args: &[String]) -> Result {
+    let dest = match args {
+        [flag, d] if flag == "--destdir" => PathBuf::from(d),
+        _ => return Err("usage: cargo xtask install --destdir D".into()),
+    };
+    let mut build = cargo();
+    build.args(["build", "--release"]);
+    for b in BINARIES {
+        build.args(["--package", b]);
+    }
+    sh(&mut build)?;
+    let bin = dest.join("usr/bin");
+    let template = dest.join("usr/share/vm-sandbox/s6/vm");
+    for d in [&bin, &template] {
+        std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+    }
+    let copy = |from: PathBuf, to: PathBuf, mode: u32| -> Result {
+        std::fs::copy(&from, &to)
+            .map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", to.display()))
+    };
+    for b in BINARIES {
+        copy(root().join("target/release").join(b), bin.join(b), 0o755)?;
+    }
+    for (f, mode) in [
+        ("run", 0o755),
+        ("notification-fd", 0o644),
+        ("timeout-kill", 0o644),
+        ("vm.conf.example", 0o644),
+    ] {
+        copy(root().join("s6/vm").join(f), template.join(f), mode)?;
+    }
+    eprintln!(
+        "xtask: installed {} and the s6 template under {}",
+        BINARIES.join(", "),
+        dest.display()
+    );
+    Ok(())
 }

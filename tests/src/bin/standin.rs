@@ -1,0 +1,117 @@
+//! A stand-in daemon for vm-init's tests, exec'd by the wrappers with the
+//! real daemon's argv and fds. Its role comes from its argv (cloud-hypervisor
+//! `--api-socket fd=N`, virtiofsd `--fd N`), its behaviour from the name it
+//! was started as (the tests hard-link it under these names):
+//!
+//!   vmm-cooperative  answers vm.power-button with 204 and exits 0, as a
+//!                    guest that powers off would make cloud-hypervisor do
+//!   vmm-stubborn     answers 204 and does nothing (a guest that ignores it)
+//!   vmm-crash        exits 7 once booted
+//!   virtiofsd-ok     accepts the VMM and serves until it disconnects
+//!   virtiofsd-crash  accepts the VMM, then exits 3
+//!
+//! Every request the VMM stand-in gets is appended to VMDIR/serial.log.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+
+fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.windows(2)
+        .find(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let name = std::path::Path::new(&args[0])
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    if let Some(api) = arg_after(&args, "--api-socket") {
+        vmm(&name, &args, api);
+    } else if arg_after(&args, "--fd").is_some() {
+        virtiofsd(&name);
+    } else {
+        eprintln!("standin: unknown role: {args:?}");
+        std::process::exit(100);
+    }
+}
+
+fn listener_fd(n: i32) -> OwnedFd {
+    sandbox_core::event::take_fd(n, "fd").unwrap_or_else(|e| {
+        eprintln!("standin: {e}");
+        std::process::exit(111)
+    })
+}
+
+fn vmm(name: &str, args: &[String], api: &str) {
+    let fd = |spec: &str| {
+        spec.strip_prefix("fd=")
+            .and_then(|n| n.parse().ok())
+            .expect("fd=N")
+    };
+    let api = UnixListener::from(listener_fd(fd(api)));
+    let mut events = std::fs::File::from(listener_fd(fd(
+        arg_after(args, "--event-monitor").expect("--event-monitor")
+    )));
+    let serial = arg_after(args, "--serial")
+        .and_then(|s| s.strip_prefix("file="))
+        .expect("--serial file=");
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(serial)
+        .expect("open serial log");
+    // Like cloud-hypervisor: connect to virtiofsd before booting.
+    let fs_sock = arg_after(args, "--fs")
+        .and_then(|s| s.split(',').find_map(|kv| kv.strip_prefix("socket=")))
+        .expect("--fs socket=");
+    let _fs = UnixStream::connect(fs_sock).expect("connect to virtiofsd");
+    let event = |e: &mut std::fs::File, what: &str| {
+        let _ = write!(e, "{{\n  \"timestamp\": {{\"secs\": 0, \"nanos\": 1}},\n  \"source\": \"vm\",\n  \"event\": \"{what}\",\n  \"properties\": null\n}}\n\n");
+    };
+    event(&mut events, "booting");
+    event(&mut events, "booted");
+    let _ = writeln!(log, "standin: booted");
+    if name == "vmm-crash" {
+        std::process::exit(7);
+    }
+    for conn in api.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut req = [0u8; 1024];
+        let n = conn.read(&mut req).unwrap_or(0);
+        let line = String::from_utf8_lossy(&req[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let _ = writeln!(log, "standin: request {line}");
+        let power = line.starts_with("PUT /api/v1/vm.power-button ");
+        let quit = line.starts_with("PUT /api/v1/vmm.shutdown ");
+        if name == "vmm-stubborn" || !(power || quit) {
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+            continue;
+        }
+        let _ = conn.write_all(if power {
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\n\r\n"
+        });
+        event(&mut events, "shutdown");
+        let _ = writeln!(log, "standin: guest powered off");
+        std::process::exit(0);
+    }
+}
+
+fn virtiofsd(name: &str) {
+    let listener = UnixListener::from(listener_fd(3));
+    let (mut conn, _) = listener.accept().expect("accept the VMM");
+    if name == "virtiofsd-crash" {
+        std::process::exit(3);
+    }
+    let mut buf = [0u8; 64];
+    while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+}

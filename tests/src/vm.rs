@@ -1,0 +1,244 @@
+//! Helpers of the vm-init tests: a VM directory with stand-in daemons,
+//! real s6 (s6-svscan on a scan dir of the test's), and /proc scans.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{bin_dir, StateDir};
+
+/// Names the standin binary answers to (see tests/src/bin/standin.rs).
+pub const STANDINS: &[&str] = &[
+    "vmm-cooperative",
+    "vmm-stubborn",
+    "vmm-crash",
+    "virtiofsd-ok",
+    "virtiofsd-crash",
+];
+
+impl StateDir {
+    /// A VM directory with a config (a kernel file the stand-in never
+    /// reads) and an empty fs/.
+    pub fn add_standin_vm(&self, name: &str) -> PathBuf {
+        let vm = self.0.join(name);
+        std::fs::create_dir_all(vm.join("config")).unwrap();
+        std::fs::create_dir_all(vm.join("fs")).unwrap();
+        std::fs::write(vm.join("config/vmlinux"), b"").unwrap();
+        vm
+    }
+
+    /// The stand-ins, hard-linked (or copied) under this state dir's bin/
+    /// (not under /tmp: every service gets a private /tmp).
+    pub fn standins(&self) -> PathBuf {
+        let dir = self.top().join("bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in STANDINS {
+            let to = dir.join(name);
+            if !to.exists() && std::fs::hard_link(bin_dir().join("standin"), &to).is_err() {
+                std::fs::copy(bin_dir().join("standin"), &to).unwrap();
+            }
+        }
+        dir
+    }
+}
+
+/// The inode of a process's PID namespace.
+pub fn pidns(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Every live process of the host in PID namespace `ns`.
+pub fn procs_in_pidns(ns: u64) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pidns(pid) == Some(ns) && !is_zombie(pid))
+        .collect()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    stat_field(pid, 0).is_some_and(|s| s == "Z")
+}
+
+/// Field `n` (0 = state) of /proc/PID/stat after the comm.
+fn stat_field(pid: i32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(n).map(str::to_owned)
+}
+
+pub fn ppid(pid: i32) -> Option<i32> {
+    stat_field(pid, 1)?.parse().ok()
+}
+
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// A line of /proc/PID/status, after the colon.
+pub fn status(pid: i32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `cond` holds, checking every 10 ms, at most `limit`.
+pub fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// s6-svscan on a scan dir of the test's, with vm-init on its PATH.
+#[derive(Debug)]
+pub struct S6 {
+    pub scan: PathBuf,
+    svscan: Child,
+}
+
+impl S6 {
+    pub fn start(state: &StateDir) -> S6 {
+        let scan = state.top().join("scan");
+        std::fs::create_dir_all(&scan).unwrap();
+        let path = format!(
+            "{}:/usr/lib/execline/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            bin_dir().display()
+        );
+        let log = std::fs::File::create(state.top().join("s6.log")).unwrap();
+        let svscan = Command::new("s6-svscan")
+            .arg(&scan)
+            .env_clear()
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start s6-svscan (apt-get install s6 execline)");
+        S6 { scan, svscan }
+    }
+
+    /// Adds service `vm-NAME` from the project's template, then tells
+    /// s6-svscan to pick it up.
+    pub fn add_vm(&self, state: &StateDir, name: &str, extra: &str) -> PathBuf {
+        let dir = self.scan.join(format!("vm-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("s6/vm");
+        for f in ["run", "notification-fd", "timeout-kill"] {
+            std::fs::copy(template.join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(
+            dir.join("vm.conf"),
+            format!(
+                "VM_NAME={name}\nVM_STATE_DIR={}\nVM_INIT_ARGS={extra}\n",
+                state.0.display()
+            ),
+        )
+        .unwrap();
+        // s6-svscan may not listen on its control fifo yet: retry a while.
+        let rescan = || {
+            Command::new("s6-svscanctl")
+                .arg("-a")
+                .arg(&self.scan)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(
+            within(Duration::from_secs(5), rescan),
+            "s6-svscan does not listen"
+        );
+        dir
+    }
+
+    /// The PID s6 reports for a service (the outer vm-init), if up.
+    pub fn pid(service: &Path) -> Option<i32> {
+        let out = Command::new("s6-svstat")
+            .args(["-o", "pid"])
+            .arg(service)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&p| p > 0)
+    }
+
+    pub fn svstat(service: &Path, fields: &str) -> String {
+        let out = Command::new("s6-svstat")
+            .args(["-o", fields])
+            .arg(service)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `s6-svwait FLAG -t MS service`; true if the state was reached.
+    pub fn svwait(service: &Path, flag: &str, ms: u64) -> bool {
+        Command::new("s6-svwait")
+            .args([flag, "-t", &ms.to_string()])
+            .arg(service)
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    pub fn svc(service: &Path, flag: &str) {
+        assert!(Command::new("s6-svc")
+            .arg(flag)
+            .arg(service)
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    pub fn log(state: &StateDir) -> String {
+        std::fs::read_to_string(state.top().join("s6.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for S6 {
+    fn drop(&mut self) {
+        // SIGTERM is s6-svscanctl -t: s6-svscan stops its supervisors (each
+        // brings its service down) and exits. A test never hangs on it.
+        let pid = self.svscan.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let exited = within(Duration::from_secs(10), || {
+            self.svscan.try_wait().is_ok_and(|s| s.is_some())
+        });
+        if !exited {
+            let _ = self.svscan.kill();
+            let _ = self.svscan.wait();
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! vm-init under a real s6 (Debian's s6 and execline): readiness, the
+//! process tree, graceful and forced shutdown, every way of killing the
+//! tree, crashes, the parent check, id slots, bad input, and leaks.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sandbox_core::ids::{Slot, BLOCK, FIRST_ID, SLOTS, VMM_UID};
+use sandbox_core::locks::{lock_vm_dir, SlotFile};
+use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, within, S6};
+use tests::{bin_dir, privileged_with, StateDir};
+
+const S6_TOOLS: &[&str] = &[
+    "s6-svscan",
+    "s6-svc",
+    "s6-svwait",
+    "s6-svstat",
+    "execlineb",
+    "getpid",
+];
+
+fn s6_ready(test: &str) -> bool {
+    privileged_with(test, S6_TOOLS)
+}
+
+/// The VM of an s6 service: the outer vm-init, PID 1, its PID namespace.
+struct Vm {
+    outer: i32,
+    pid1: i32,
+    ns: u64,
+}
+
+fn vm_of(service: &Path) -> Vm {
+    let outer = S6::pid(service).expect("service is up");
+    let pid1 = children(outer)[0];
+    Vm {
+        outer,
+        pid1,
+        ns: pidns(pid1).unwrap(),
+    }
+}
+
+fn up(service: &Path) -> Vm {
+    assert!(
+        S6::svwait(service, "-U", 10_000),
+        "the VM did not become ready"
+    );
+    vm_of(service)
+}
+
+fn gone(ns: u64, limit: Duration) -> bool {
+    within(limit, || procs_in_pidns(ns).is_empty())
+}
+
+fn args_for(state: &StateDir, vmm: &str, fs: &str) -> String {
+    let bin = state.standins();
+    format!(
+        "--vmm {}/{vmm} --virtiofsd {}/{fs}",
+        bin.display(),
+        bin.display()
+    )
+}
+
+#[test]
+fn ready_under_s6_in_its_own_pid_namespace_and_graceful_down() {
+    if !s6_ready("graceful") {
+        return;
+    }
+    let state = StateDir::new("graceful");
+    state.add_standin_vm("g");
+    let s6 = S6::start(&state);
+    let svc = s6.add_vm(
+        &state,
+        "g",
+        &args_for(&state, "vmm-cooperative", "virtiofsd-ok"),
+    );
+    let vm = up(&svc);
+    // The outer's parent is s6-supervise; PID 1 is PID 1 of a new PID
+    // namespace, and every daemon of the VM is in it.
+    assert_eq!(comm(ppid(vm.outer).unwrap()), "s6-supervise");
+    assert_ne!(Some(vm.ns), pidns(vm.outer));
+    assert_eq!(
+        status(vm.pid1, "NSpid").split_whitespace().last(),
+        Some("1")
+    );
+    let daemons = children(vm.pid1);
+    assert_eq!(daemons.len(), 2, "virtiofsd and the VMM: {daemons:?}");
+    for d in &daemons {
+        assert_eq!(pidns(*d), Some(vm.ns));
+    }
+    let mut in_ns = procs_in_pidns(vm.ns);
+    in_ns.sort();
+    let mut want = vec![vm.pid1];
+    want.extend(&daemons);
+    want.sort();
+    assert_eq!(in_ns, want);
+
+    let start = Instant::now();
+    S6::svc(&svc, "-d");
+    assert!(S6::svwait(&svc, "-D", 10_000));
+    let took = start.elapsed();
+    eprintln!("s6-svc -d to down: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}, the timeout is 30 s"
+    );
+    assert_eq!(S6::svstat(&svc, "exitcode"), "0");
+    let serial = std::fs::read_to_string(state.0.join("g/serial.log")).unwrap();
+    assert!(
+        serial.contains("request PUT /api/v1/vm.power-button"),
+        "{serial}"
+    );
+    assert!(serial.contains("guest powered off"), "{serial}");
+    assert!(
+        gone(vm.ns, Duration::from_secs(1)),
+        "{:?}",
+        procs_in_pidns(vm.ns)
+    );
+    assert!(!state.0.join("g/api.sock").exists());
+}
+
+#[test]
+fn stubborn_vmm_is_stopped_after_the_timeout() {
+    if !s6_ready("stubborn") {
+        return;
+    }
+    let state = StateDir::new("stubborn");
+    state.add_standin_vm("s");
+    let s6 = S6::start(&state);
+    let extra = format!(
+        "--shutdown-timeout 1 {}",
+        args_for(&state, "vmm-stubborn", "virtiofsd-ok")
+    );
+    let svc = s6.add_vm(&state, "s", &extra);
+    let vm = up(&svc);
+    let start = Instant::now();
+    S6::svc(&svc, "-d");
+    assert!(S6::svwait(&svc, "-D", 10_000));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(S6::svstat(&svc, "exitcode"), "2");
+    assert!(gone(vm.ns, Duration::from_secs(1)));
+    assert!(S6::log(&state).contains("did not power off within 1 s"));
+}
+
+/// Kills one process of the tree with SIGKILL; the whole VM must be gone
+/// within a second, and the copy s6 starts next must be a new VM.
+fn kill_and_check_restart(test: &str, victim: impl Fn(&Vm) -> i32) {
+    if !s6_ready(test) {
+        return;
+    }
+    let state = StateDir::new(test);
+    state.add_standin_vm("k");
+    let s6 = S6::start(&state);
+    let svc = s6.add_vm(
+        &state,
+        "k",
+        &args_for(&state, "vmm-cooperative", "virtiofsd-ok"),
+    );
+    let first = up(&svc);
+    let first_base = std::fs::read_to_string(format!("/proc/{}/uid_map", first.pid1)).unwrap();
+    let pid = victim(&first);
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        gone(first.ns, Duration::from_secs(1)),
+        "VM survived: {:?}",
+        procs_in_pidns(first.ns)
+    );
+    // s6 (or s6-svscan's new supervisor) starts the service again.
+    let second = within(Duration::from_secs(10), || {
+        S6::pid(&svc).is_some_and(|p| p != first.outer && !children(p).is_empty())
+    });
+    assert!(second, "no new VM");
+    let second = up(&svc);
+    assert_ne!(second.ns, first.ns);
+    assert_eq!(comm(ppid(second.outer).unwrap()), "s6-supervise");
+    // The old VM's slot was freed: the new one got the same ids.
+    let base = std::fs::read_to_string(format!("/proc/{}/uid_map", second.pid1)).unwrap();
+    assert_eq!(base, first_base);
+    assert_eq!(children(second.pid1).len(), 2);
+}
+
+#[test]
+fn kill_9_of_s6_supervise_takes_the_vm_down() {
+    kill_and_check_restart("kill_supervise", |vm| ppid(vm.outer).unwrap());
+}
+
+#[test]
+fn kill_9_of_the_outer_vm_init_takes_the_vm_down() {
+    kill_and_check_restart("kill_outer", |vm| vm.outer);
+}
+
+#[test]
+fn kill_9_of_pid_1_takes_the_vm_down() {
+    kill_and_check_restart("kill_pid1", |vm| vm.pid1);
+}
+
+/// vm-init started directly by this test (its parent), stderr piped.
+fn direct(state: &StateDir, name: &str, vmm: &str, fs: &str, extra: &[&str]) -> Child {
+    let bin = state.standins();
+    Command::new(bin_dir().join("vm-init"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .args(["--state-dir", state.0.to_str().unwrap()])
+        .args([
+            "--vmm",
+            bin.join(vmm).to_str().unwrap(),
+            "--virtiofsd",
+            bin.join(fs).to_str().unwrap(),
+        ])
+        .args(extra)
+        .arg(name)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads vm-init's stderr up to the line containing `what`.
+fn wait_line(child: &mut Child, what: &str) -> String {
+    let mut lines = String::new();
+    let mut r = BufReader::new(child.stderr.as_mut().unwrap());
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap() == 0 {
+            return lines;
+        }
+        lines.push_str(&l);
+        if l.contains(what) {
+            return lines;
+        }
+    }
+}
+
+#[test]
+fn a_crashing_daemon_takes_the_vm_down_and_says_which() {
+    if !privileged_with("crash", &[]) {
+        return;
+    }
+    let state = StateDir::new("crash");
+    state.add_standin_vm("c");
+    let mut child = direct(&state, "c", "vmm-cooperative", "virtiofsd-crash", &[]);
+    let log = wait_line(&mut child, "tearing it down");
+    let status = child.wait().unwrap();
+    assert!(
+        log.contains("virtiofsd exited with status 3: the VM cannot go on"),
+        "{log}"
+    );
+    assert_eq!(status.code(), Some(1));
+    let mut child = direct(&state, "c", "vmm-crash", "virtiofsd-ok", &[]);
+    let log = wait_line(&mut child, "the VMM");
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert!(log.contains("the VMM exited with status 7"), "{log}");
+}
+
+#[test]
+fn wrong_parent_starts_nothing() {
+    if !privileged_with("parent", &[]) {
+        return;
+    }
+    let state = StateDir::new("parent");
+    let vm = state.add_standin_vm("p");
+    let bin = state.standins();
+    let vmm = bin.join("vmm-cooperative");
+    // A wrong --parent-pid.
+    let out = Command::new(bin_dir().join("vm-init"))
+        .args([
+            "--parent-pid",
+            "1",
+            "--state-dir",
+            state.0.to_str().unwrap(),
+            "--vmm",
+            vmm.to_str().unwrap(),
+            "p",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(111));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not 1: the supervisor is gone"));
+    // A parent that is gone before vm-init checks: the shell exits at once;
+    // 200 ms later its background subshell runs vm-init with the dead
+    // shell's PID, as s6-supervise's child would see after a reparent.
+    let code = state.top().join("code");
+    let script = format!(
+        "(sleep 0.2; {} --parent-pid $$ --state-dir {} --vmm {} p 2>{}; echo $? > {}) & exit 0",
+        bin_dir().join("vm-init").display(),
+        state.0.display(),
+        vmm.display(),
+        state.top().join("err").display(),
+        code.display()
+    );
+    assert!(Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    assert!(within(Duration::from_secs(5), || std::fs::read_to_string(
+        &code
+    )
+    .is_ok_and(|c| c.ends_with('\n'))));
+    assert_eq!(std::fs::read_to_string(&code).unwrap().trim(), "111");
+    assert!(std::fs::read_to_string(state.top().join("err"))
+        .unwrap()
+        .contains("the supervisor is gone"));
+    // Nothing was created or locked.
+    for f in ["api.sock", "virtiofsd.sock", "serial.log"] {
+        assert!(!vm.join(f).exists(), "{f} was created");
+    }
+    assert!(SlotFile::open(&state.0)
+        .unwrap()
+        .try_lock(Slot::new(0).unwrap())
+        .unwrap());
+}
+
+#[test]
+fn two_vms_get_different_slots_and_ids() {
+    if !s6_ready("two") {
+        return;
+    }
+    let state = StateDir::new("two");
+    state.add_standin_vm("one");
+    state.add_standin_vm("two");
+    let s6 = S6::start(&state);
+    let args = args_for(&state, "vmm-cooperative", "virtiofsd-ok");
+    let (a, b) = (
+        s6.add_vm(&state, "one", &args),
+        s6.add_vm(&state, "two", &args),
+    );
+    let (a, b) = (up(&a), up(&b));
+    let base = |vm: &Vm| -> u32 {
+        let map = std::fs::read_to_string(format!("/proc/{}/uid_map", vm.pid1)).unwrap();
+        map.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (ba, bb) = (base(&a), base(&b));
+    assert_ne!(ba, bb);
+    assert!(ba.abs_diff(bb) >= BLOCK && ba >= FIRST_ID && bb >= FIRST_ID);
+    let host_uids = |vm: &Vm| -> Vec<u32> {
+        children(vm.pid1)
+            .iter()
+            .map(|&p| {
+                status(p, "Uid")
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (ua, ub) = (host_uids(&a), host_uids(&b));
+    assert!(
+        ua.contains(&(ba + VMM_UID)) && ub.contains(&(bb + VMM_UID)),
+        "{ua:?} {ub:?}"
+    );
+    assert!(
+        ua.iter().all(|u| !ub.contains(u)),
+        "shared ids: {ua:?} {ub:?}"
+    );
+}
+
+fn mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn fifty_cycles_leave_nothing_behind() {
+    if !privileged_with("cycles", &[]) {
+        return;
+    }
+    let state = StateDir::new("cycles");
+    let vm = state.add_standin_vm("z");
+    let before = mounts();
+    for i in 0..50 {
+        let mut child = direct(&state, "z", "vmm-cooperative", "virtiofsd-ok", &[]);
+        let log = wait_line(&mut child, ": ready");
+        assert!(log.contains("ready"), "cycle {i}: {log}");
+        let ns = pidns(children(child.id() as i32)[0]).unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0), "cycle {i}");
+        assert!(gone(ns, Duration::from_secs(1)), "cycle {i}");
+    }
+    assert_eq!(mounts(), before, "mounts leaked into the host");
+    let left: Vec<_> = std::fs::read_dir(&vm)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock"))
+        .collect();
+    assert!(left.is_empty(), "sockets left: {left:?}");
+    assert!(lock_vm_dir(&vm).is_ok(), "the VM's lock is still held");
+    assert!(SlotFile::open(&state.0)
+        .unwrap()
+        .try_lock(Slot::new(0).unwrap())
+        .unwrap());
+}
+
+fn refused(state: &StateDir, name: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin_dir().join("vm-init"))
+        .args([
+            "--parent-pid",
+            &std::process::id().to_string(),
+            "--state-dir",
+            state.0.to_str().unwrap(),
+        ])
+        .args(extra)
+        .arg(name)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    (out.status.code(), err)
+}
+
+#[test]
+fn bad_input_is_one_line_and_leaves_nothing() {
+    if !privileged_with("errors", &[]) {
+        return;
+    }
+    let state = StateDir::new("errors");
+    let (code, err) = refused(&state, "nope", &[]);
+    assert_eq!(
+        (code, err.contains("unknown VM")),
+        (Some(100), true),
+        "{err}"
+    );
+    std::fs::create_dir_all(state.0.join("noconf")).unwrap();
+    let (code, err) = refused(&state, "noconf", &[]);
+    assert_eq!(
+        (code, err.contains("missing config")),
+        (Some(100), true),
+        "{err}"
+    );
+    for bad in ["..", "a/b", "a:b", "a,b", ".x", &"x".repeat(65)] {
+        let (code, err) = refused(&state, bad, &[]);
+        assert_eq!(code, Some(100), "{bad}: {err}");
+    }
+    // A state dir deep enough that DIR/NAME/vsock.d/vsock overflows sun_path.
+    let deep = state.0.join("d".repeat(90));
+    std::fs::create_dir_all(deep.join("long/config")).unwrap();
+    let out = Command::new(bin_dir().join("vm-init"))
+        .args([
+            "--parent-pid",
+            &std::process::id().to_string(),
+            "--state-dir",
+            deep.to_str().unwrap(),
+            "long",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (out.status.code(), err.contains("longer than sun_path")),
+        (Some(100), true),
+        "{err}"
+    );
+    assert!(!deep.join("long/api.sock").exists());
+    // Every slot taken (held by this test): refused, nothing created.
+    let vm = state.add_standin_vm("full");
+    let slots = SlotFile::open(&state.0).unwrap();
+    for n in 0..SLOTS {
+        assert!(slots.try_lock(Slot::new(n).unwrap()).unwrap());
+    }
+    let bin = state.standins();
+    let vmm = bin.join("vmm-cooperative");
+    let (code, err) = refused(&state, "full", &["--vmm", vmm.to_str().unwrap()]);
+    assert_eq!(
+        (code, err.contains("no free id slot")),
+        (Some(111), true),
+        "{err}"
+    );
+    assert!(!vm.join("api.sock").exists());
+    drop(slots);
+    // A second vm-init for a running VM: refused by the VM's own lock; the
+    // first VM's sockets are untouched.
+    let mut first = direct(&state, "full", "vmm-cooperative", "virtiofsd-ok", &[]);
+    wait_line(&mut first, ": ready");
+    let (code, err) = refused(&state, "full", &["--vmm", vmm.to_str().unwrap()]);
+    assert_eq!(
+        (code, err.contains("already running")),
+        (Some(111), true),
+        "{err}"
+    );
+    assert!(vm.join("api.sock").exists());
+    Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+}

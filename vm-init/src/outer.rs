@@ -1,0 +1,248 @@
+//! The outer process: the one s6-supervise starts and sees. It checks
+//! everything it can before it creates anything, takes the VM's locks,
+//! binds the VM's sockets as host root, creates PID 1 in the VM's
+//! namespaces, writes its id maps, relays signals to it and exits with its
+//! status. It does nothing else.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{chown, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use sandbox_core::event::{self, take_fd};
+use sandbox_core::ids::{self, Slot, VMM_UID};
+use sandbox_core::locks::{lock_vm_dir, SlotFile};
+use sandbox_core::ns::{clone_vm, Cloned};
+use sandbox_core::parent::{self, ParentWatch};
+use sandbox_core::rlimits::{self, Resource};
+use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use sandbox_core::Error;
+
+use crate::args::Args;
+use crate::pid1;
+use crate::vmm::VmmKind;
+
+/// The signals vm-init reads from a signalfd (outer and PID 1 alike).
+pub const SIGNALS: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGCHLD];
+/// The highest open-file limit of any daemon of a VM (virtiofsd's).
+const VM_MAX_NOFILE: u64 = 65536;
+/// sun_path is 108 bytes with its NUL.
+const SUN_PATH_MAX: usize = 107;
+
+/// What vm-init knows of a VM once its directory passed the checks.
+#[derive(Debug)]
+pub struct Vm {
+    pub dir: PathBuf,
+    pub kind: VmmKind,
+    pub gpu: bool,
+    /// The directory holding vm-init and the wrappers it starts.
+    pub bin_dir: PathBuf,
+}
+
+impl Vm {
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// The listening sockets PID 1 hands to the wrappers.
+#[derive(Debug)]
+pub struct Listeners {
+    pub virtiofsd: UnixListener,
+    pub api: UnixListener,
+    pub gpu: Option<UnixListener>,
+}
+
+/// Every check that needs no privilege and changes nothing, so that bad
+/// input is a one-line error before anything is created.
+fn check(args: &Args) -> Result<Vm, Error> {
+    let dir = args.state_dir.join(args.name.as_str());
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "unknown VM: {} is not a directory",
+            dir.display()
+        )));
+    }
+    let config = dir.join("config");
+    if !config.is_dir() {
+        return Err(Error::Usage(format!(
+            "missing config: {} is not a directory",
+            config.display()
+        )));
+    }
+    let kind = VmmKind::from_config(&config)?;
+    let gpu = config.join("gpu").exists();
+    for name in ["virtiofsd.sock", "api.sock", "gpu.sock", "vsock.d/vsock"] {
+        let path = dir.join(name);
+        let len = path.as_os_str().len();
+        if len > SUN_PATH_MAX {
+            return Err(Error::Usage(format!(
+                "socket path {} is {len} bytes, longer than sun_path allows ({SUN_PATH_MAX})",
+                path.display()
+            )));
+        }
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::path("find own executable", "/proc/self/exe", e))?;
+    let bin_dir = exe.parent().map(Path::to_owned).unwrap_or_default();
+    for wrapper in ["wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+        if !bin_dir.join(wrapper).is_file() {
+            return Err(Error::path(
+                "find wrapper",
+                bin_dir.join(wrapper),
+                sandbox_core::Errno::ENOENT,
+            ));
+        }
+    }
+    Ok(Vm {
+        dir,
+        kind,
+        gpu,
+        bin_dir,
+    })
+}
+
+/// Files and sockets the outer creates in the VM directory as host root,
+/// each owned by the host id of the one service that uses it; removed when
+/// the VM ends (or, after a kill -9, by the next start).
+#[derive(Debug)]
+struct Created(Vec<PathBuf>);
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn bind_listener(path: &Path, owner: u32, created: &mut Created) -> Result<UnixListener, Error> {
+    // A socket left by a VM that was killed: only ever remove a socket.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(Error::Usage(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(|e| Error::path("remove stale socket", path, e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| Error::path("bind", path, e))?;
+    created.0.push(path.to_owned());
+    chown(path, Some(owner), Some(owner)).map_err(|e| Error::path("chown", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::path("chmod", path, e))?;
+    Ok(listener)
+}
+
+/// Binds the VM's sockets and creates the VMM's files, each owned by the
+/// host id of the service that connects to or writes it. The VM directory
+/// itself stays host root's: no process of the VM can add or remove
+/// anything there but through these.
+fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners, Error> {
+    let vmm = slot.host_id(VMM_UID);
+    // The VMM connects to virtiofsd's and the GPU daemon's sockets.
+    let virtiofsd = bind_listener(&vm.socket("virtiofsd.sock"), vmm, created)?;
+    // PID 1 (root of the VM's namespace) connects to the API socket.
+    let api = bind_listener(&vm.socket("api.sock"), slot.host_id(0), created)?;
+    let gpu = if vm.gpu {
+        Some(bind_listener(&vm.socket("gpu.sock"), vmm, created)?)
+    } else {
+        None
+    };
+    let log = vm.dir.join("serial.log");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&log)
+        .map_err(|e| Error::path("create", &log, e))?;
+    chown(&log, Some(vmm), Some(vmm)).map_err(|e| Error::path("chown", &log, e))?;
+    let vsock = vm.dir.join("vsock.d");
+    match std::fs::create_dir(&vsock) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::path("mkdir", &vsock, e)),
+    }
+    chown(&vsock, Some(vmm), Some(vmm)).map_err(|e| Error::path("chown", &vsock, e))?;
+    std::fs::set_permissions(&vsock, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::path("chmod", &vsock, e))?;
+    Ok(Listeners {
+        virtiofsd,
+        api,
+        gpu,
+    })
+}
+
+pub fn run(args: &Args) -> Result<u8, Error> {
+    let vm = check(args)?;
+    let notify = args
+        .notify_fd
+        .map(|fd| take_fd(fd, "--notify-fd"))
+        .transpose()?;
+    // The supervisor may have died before we armed PDEATHSIG: check it now,
+    // before anything is created.
+    parent::arm_and_check(&args.parent)?;
+    let vm_lock: File = lock_vm_dir(&vm.dir)?;
+    let slots = SlotFile::open(&args.state_dir)?;
+    let slot = slots.lock_lowest_free()?;
+    let mut created = Created(Vec::new());
+    let listeners = create_files(&vm, slot, &mut created)?;
+    let etc_group =
+        std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
+    let groups = ids::host_groups(&etc_group);
+    // Hard limits only host root can raise; each wrapper lowers them to its
+    // daemon's values. Open files: virtiofsd's 65536. Locked memory: the
+    // VMM's guest RAM, whose size only wrap-vmm reads.
+    // Without CAP_SYS_RESOURCE (some containers) the host's limits stay the
+    // ceiling: each daemon then gets the lower of the two.
+    rlimits::raise_hard(Resource::Nofile, Some(VM_MAX_NOFILE))?;
+    rlimits::raise_hard(Resource::Memlock, None)?;
+    // Blocked before the clone: PID 1 inherits the mask and reads the same
+    // signals from its own signalfd; none can arrive in between unseen.
+    signals::block(SIGNALS)?;
+    let watch = ParentWatch::of_self()?;
+    match clone_vm()? {
+        Cloned::Child(pending) => {
+            // PID 1. The outer cleans up what it created, not us.
+            std::mem::forget(created);
+            let code = match pending
+                .wait_for_id_maps()
+                .and_then(|()| watch.arm_and_check())
+            {
+                Ok(()) => pid1::run(args, &vm, listeners, watch, notify),
+                Err(e) => {
+                    eprintln!("vm-init: {}: PID 1: {e}", args.name);
+                    e.exit_code()
+                }
+            };
+            std::process::exit(code.into());
+        }
+        Cloned::Parent(child) => {
+            let sigfd = SignalFd::new(SIGNALS)?;
+            let running = child.write_id_maps(slot, &groups)?;
+            // PID 1 holds the only copies that matter now.
+            drop((notify, listeners, watch));
+            loop {
+                let ready = event::wait_readable(&[sigfd.as_fd(), running.pidfd.as_fd()])?;
+                if ready[0] {
+                    while let Some(sig) = sigfd.read()? {
+                        if sig != SIGCHLD {
+                            // PID 1 may be exiting already: ESRCH is fine.
+                            let _ = signals::send(&running.pidfd, sig);
+                        }
+                    }
+                }
+                if ready[1] {
+                    break;
+                }
+            }
+            let status = event::wait_for(running.pid)?;
+            drop((created, vm_lock, slots));
+            Ok(status.relay_code())
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! PID 1 of the VM: builds the VM's mount namespace, starts the wrappers,
+//! and runs one event loop (signalfd, the outer's pidfd, the VMM's
+//! streams, a shutdown timer) until the VM ends. It reaps every child,
+//! known or not, and never polls on a clock.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use sandbox_core::event::{self, notify_ready, reap_any, Timer};
+use sandbox_core::parent::ParentWatch;
+use sandbox_core::signals::{SignalFd, SIGCHLD};
+use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
+use sandbox_core::{mount, prctl, Error};
+
+use crate::args::Args;
+use crate::outer::{Listeners, Vm, SIGNALS};
+use crate::vmm::{Control, Said, VmmKind};
+
+/// Exit codes of PID 1 (documented in --help).
+const EXIT_VMM_FAILED: u8 = 1;
+const EXIT_TIMEOUT: u8 = 2;
+
+pub fn run(
+    args: &Args,
+    vm: &Vm,
+    listeners: Listeners,
+    watch: ParentWatch,
+    notify: Option<OwnedFd>,
+) -> u8 {
+    match run_vm(args, vm, listeners, &watch, notify) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vm-init: {}: {e}", args.name);
+            e.exit_code()
+        }
+    }
+}
+
+struct Daemon {
+    name: &'static str,
+    child: Child,
+}
+
+fn wrapper(
+    vm: &Vm,
+    wrapper: &str,
+    program: Option<&Path>,
+    fds: &[(BorrowedFd<'_>, i32)],
+) -> Result<Child, Error> {
+    let mut cmd = Command::new(&vm.bin_dir.join(wrapper))?;
+    if let Some(p) = program {
+        cmd.arg("--program")?.arg(p)?;
+    }
+    cmd.arg(&vm.dir)?;
+    for (fd, target) in fds {
+        cmd.pass_fd(fd.as_raw_fd(), *target);
+    }
+    spawn(&cmd)
+}
+
+fn run_vm(
+    args: &Args,
+    vm: &Vm,
+    listeners: Listeners,
+    watch: &ParentWatch,
+    notify: Option<OwnedFd>,
+) -> Result<u8, Error> {
+    let name = &args.name;
+    // Non-dumpable first: virtiofsd shares our uid (root of the VM's user
+    // namespace) and must not ptrace or read us.
+    prctl::not_dumpable()?;
+    mount::build_vm_namespace(&args.state_dir, name.as_str())?;
+    // No process of this VM may create a user namespace (and with it, the
+    // capabilities to mount and unshare): the limit applies to this user
+    // namespace and every one below it.
+    std::fs::write("/proc/sys/user/max_user_namespaces", "0")
+        .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
+    let sigfd = SignalFd::new(SIGNALS)?;
+
+    let Listeners {
+        virtiofsd,
+        api,
+        gpu,
+    } = listeners;
+    let fs = wrapper(
+        vm,
+        "wrap-virtiofsd",
+        args.virtiofsd.as_deref(),
+        &[(virtiofsd.as_fd(), 3)],
+    )?;
+    drop(virtiofsd);
+    let mut daemons = vec![Daemon {
+        name: "virtiofsd",
+        child: fs,
+    }];
+    let (events_read, events_write) = match vm.kind {
+        VmmKind::CloudHypervisor => {
+            let (r, w) = event::pipe()?;
+            (Some(r), Some(w))
+        }
+        VmmKind::Qemu => (None, None),
+    };
+    let vmm = {
+        let mut fds = vec![(api.as_fd(), 3)];
+        if let Some(w) = &events_write {
+            fds.push((w.as_fd(), 4));
+        }
+        wrapper(vm, "wrap-vmm", args.vmm.as_deref(), &fds)?
+    };
+    // Our copies would keep the pipe open after the VMM exits.
+    drop((api, events_write));
+    let vmm_pid = vmm.pid.as_raw_nonzero().get();
+    daemons.push(Daemon {
+        name: "the VMM",
+        child: vmm,
+    });
+    let mut control = Control::new(vm.kind, vm.socket("api.sock"), events_read)?;
+    // The GPU daemon gets the VMM's connection, accepted here: crosvm's
+    // --fd takes a connected socket (see wrap-gpu's policy.rs).
+    let mut gpu_listener: Option<UnixListener> = gpu;
+    if let Some(l) = &gpu_listener {
+        l.set_nonblocking(true)
+            .map_err(|e| Error::sys("set non-blocking", e))?;
+    }
+    let timer = Timer::new()?;
+    let mut notify = notify;
+    let mut stopping = false;
+
+    loop {
+        let mut fds: Vec<BorrowedFd<'_>> = vec![sigfd.as_fd(), watch.fd(), timer.as_fd()];
+        if let Some(l) = &gpu_listener {
+            fds.push(l.as_fd());
+        }
+        fds.extend(control.fds());
+        let ready = event::wait_readable(&fds)?;
+        if ready[1] {
+            return Err(Error::Refused("the outer vm-init is gone".into()));
+        }
+        if ready[2] {
+            eprintln!(
+                "vm-init: {name}: the guest did not power off within {} s: stopping the VMM",
+                args.shutdown_timeout.as_secs()
+            );
+            let _ = control.force_stop();
+            return Ok(EXIT_TIMEOUT);
+        }
+        if gpu_listener.is_some() && ready[3] {
+            let l = gpu_listener.take().expect("checked");
+            match l.accept() {
+                Ok((conn, _)) => {
+                    let child = wrapper(vm, "wrap-gpu", args.gpu.as_deref(), &[(conn.as_fd(), 3)])?;
+                    daemons.push(Daemon {
+                        name: "the GPU daemon",
+                        child,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => gpu_listener = Some(l),
+                Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
+            }
+        }
+        if ready
+            .iter()
+            .skip(3 + usize::from(gpu_listener.is_some()))
+            .any(|&r| r)
+        {
+            match control.on_readable()? {
+                Said::Ready => {
+                    if let Some(fd) = notify.take() {
+                        notify_ready(fd)?;
+                    }
+                    eprintln!("vm-init: {name}: ready");
+                }
+                Said::Nothing | Said::Closed => {}
+            }
+        }
+        if ready[0] {
+            while let Some(sig) = sigfd.read()? {
+                if sig == SIGCHLD {
+                    continue;
+                }
+                if stopping {
+                    continue;
+                }
+                if !control.is_ready() {
+                    eprintln!(
+                        "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
+                    );
+                    let _ = control.force_stop();
+                    return Ok(0);
+                }
+                stopping = true;
+                eprintln!("vm-init: {name}: signal {sig}: asking the guest to power off");
+                if let Err(e) = control.request_powerdown() {
+                    eprintln!("vm-init: {name}: {e}");
+                }
+                timer.arm(args.shutdown_timeout)?;
+            }
+            // Reap everything that exited, ours or orphans reparented to us.
+            while let Some((pid, status)) = reap_any()? {
+                let Some(i) = daemons
+                    .iter()
+                    .position(|d| d.child.pid.as_raw_nonzero().get() == pid)
+                else {
+                    continue;
+                };
+                let d = daemons.remove(i);
+                if pid == vmm_pid {
+                    return Ok(vmm_exit(name.as_str(), status, stopping));
+                }
+                if !stopping {
+                    eprintln!(
+                        "vm-init: {name}: {} {status}: the VM cannot go on, tearing it down",
+                        d.name
+                    );
+                    return Ok(EXIT_VMM_FAILED);
+                }
+            }
+        }
+    }
+}
+
+fn vmm_exit(name: &str, status: ExitStatus, stopping: bool) -> u8 {
+    match (status, stopping) {
+        (ExitStatus::Code(0), true) => {
+            eprintln!("vm-init: {name}: the guest powered off");
+            0
+        }
+        (ExitStatus::Code(0), false) => {
+            eprintln!("vm-init: {name}: the VMM exited by itself (guest powered off)");
+            0
+        }
+        (s, _) => {
+            eprintln!("vm-init: {name}: the VMM {s}");
+            EXIT_VMM_FAILED
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Talking to the VMM: readiness, a clean guest shutdown, and a forced
+//! stop. cloud-hypervisor: HTTP/1.1 over its API socket plus the JSON
+//! events of `--event-monitor`; QEMU: QMP, one JSON message per line.
+//! Everything is non-blocking and driven by vm-init's event loop.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use sandbox_core::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmmKind {
+    CloudHypervisor,
+    Qemu,
+}
+
+impl VmmKind {
+    pub fn from_config(config: &Path) -> Result<VmmKind, Error> {
+        match std::fs::read_to_string(config.join("vmm"))
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("cloud-hypervisor") => Ok(VmmKind::CloudHypervisor),
+            Some("qemu") => Ok(VmmKind::Qemu),
+            Some(other) => Err(Error::Usage(format!(
+                "config/vmm is {other:?}: not cloud-hypervisor or qemu"
+            ))),
+        }
+    }
+}
+
+/// What the VMM said, as far as vm-init cares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Said {
+    Nothing,
+    /// The VM runs: cloud-hypervisor's "booted" event, QMP capabilities on.
+    Ready,
+    /// The stream ended (the VMM is exiting).
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Control {
+    kind: VmmKind,
+    api: PathBuf,
+    /// cloud-hypervisor: the event-monitor pipe; QEMU: the QMP connection.
+    stream: Option<Stream>,
+    /// cloud-hypervisor: the connection of the last API request.
+    request: Option<UnixStream>,
+    ready: bool,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Stream {
+    Events(std::fs::File),
+    Qmp(UnixStream),
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> Error + 'a {
+    move |e| Error::path(op, path, e)
+}
+
+fn connect(path: &Path) -> Result<UnixStream, Error> {
+    UnixStream::connect(path).map_err(io_err("connect", path))
+}
+
+impl Control {
+    /// For cloud-hypervisor, `events` is the read end of the event-monitor
+    /// pipe. For QEMU, connects to the QMP listener now: QEMU greets when
+    /// it accepts, which is when its main loop runs.
+    pub fn new(kind: VmmKind, api: PathBuf, events: Option<OwnedFd>) -> Result<Control, Error> {
+        let stream = match kind {
+            VmmKind::CloudHypervisor => events.map(|fd| Stream::Events(std::fs::File::from(fd))),
+            VmmKind::Qemu => {
+                let s = connect(&api)?;
+                s.set_nonblocking(true)
+                    .map_err(io_err("set non-blocking", &api))?;
+                Some(Stream::Qmp(s))
+            }
+        };
+        if let Some(Stream::Events(f)) = &stream {
+            sandbox_core::event::set_nonblocking(f)?;
+        }
+        Ok(Control {
+            kind,
+            api,
+            stream,
+            request: None,
+            ready: false,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The fds the event loop should watch for this VMM.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = Vec::new();
+        match &self.stream {
+            Some(Stream::Events(f)) => v.push(f.as_fd()),
+            Some(Stream::Qmp(s)) => v.push(s.as_fd()),
+            None => {}
+        }
+        if let Some(r) = &self.request {
+            v.push(r.as_fd());
+        }
+        v
+    }
+
+    /// Reads whatever is readable; returns what it meant.
+    pub fn on_readable(&mut self) -> Result<Said, Error> {
+        if let Some(mut r) = self.request.take() {
+            let mut answer = [0u8; 512];
+            match r.read(&mut answer) {
+                Ok(n) if n > 0 => {
+                    let head = String::from_utf8_lossy(&answer[..n]);
+                    let status = head.lines().next().unwrap_or("").to_owned();
+                    if !status.contains(" 204") && !status.contains(" 200") {
+                        eprintln!("vm-init: the VMM answered the shutdown request with {status:?}");
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.request = Some(r),
+                _ => {}
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = match &mut self.stream {
+            None => return Ok(Said::Nothing),
+            Some(Stream::Events(f)) => f.read(&mut chunk),
+            Some(Stream::Qmp(s)) => s.read(&mut chunk),
+        };
+        let n = match n {
+            Ok(0) => {
+                self.stream = None;
+                return Ok(Said::Closed);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Said::Nothing),
+            Err(e) => return Err(Error::sys("read from the VMM", e)),
+        };
+        self.buf.extend_from_slice(&chunk[..n]);
+        if self.ready {
+            self.buf.clear();
+            return Ok(Said::Nothing);
+        }
+        match self.kind {
+            VmmKind::CloudHypervisor => {
+                // Pretty-printed JSON objects: compare without white space.
+                let compact: Vec<u8> = self
+                    .buf
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                if contains(&compact, br#""event":"booted""#) {
+                    self.ready = true;
+                    self.buf.clear();
+                    return Ok(Said::Ready);
+                }
+            }
+            VmmKind::Qemu => {
+                if contains(&self.buf, b"\"QMP\"") && !contains(&self.buf, b"\"return\"") {
+                    self.buf.clear();
+                    self.qmp(r#"{"execute":"qmp_capabilities"}"#)?;
+                } else if contains(&self.buf, b"\"return\"") {
+                    self.ready = true;
+                    self.buf.clear();
+                    return Ok(Said::Ready);
+                }
+            }
+        }
+        Ok(Said::Nothing)
+    }
+
+    fn qmp(&mut self, command: &str) -> Result<(), Error> {
+        let Some(Stream::Qmp(s)) = &mut self.stream else {
+            return Err(Error::Refused("no QMP connection to the VMM".into()));
+        };
+        // A few bytes into an empty socket buffer: never blocks in practice,
+        // and a full buffer is an error we report, not wait on.
+        s.write_all(format!("{command}\r\n").as_bytes())
+            .map_err(|e| Error::path("write QMP command to", &self.api, e))
+    }
+
+    fn http_put(&mut self, path: &str) -> Result<(), Error> {
+        let mut s = connect(&self.api)?;
+        let request =
+            format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        s.write_all(request.as_bytes())
+            .map_err(io_err("send API request to", &self.api))?;
+        s.set_nonblocking(true)
+            .map_err(io_err("set non-blocking", &self.api))?;
+        self.request = Some(s);
+        Ok(())
+    }
+
+    /// Asks for a clean guest shutdown (the ACPI power button).
+    pub fn request_powerdown(&mut self) -> Result<(), Error> {
+        match self.kind {
+            VmmKind::CloudHypervisor => self.http_put("/api/v1/vm.power-button"),
+            VmmKind::Qemu => self.qmp(r#"{"execute":"system_powerdown"}"#),
+        }
+    }
+
+    /// The guest did not power off in time: tell the VMM to exit now.
+    pub fn force_stop(&mut self) -> Result<(), Error> {
+        match self.kind {
+            VmmKind::CloudHypervisor => self.http_put("/api/v1/vmm.shutdown"),
+            VmmKind::Qemu => self.qmp(r#"{"execute":"quit"}"#),
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_booted_event_in_pretty_json() {
+        let ev = b"{\n  \"timestamp\": {\"secs\": 0},\n  \"source\": \"vm\",\n  \"event\": \"booted\",\n  \"properties\": null\n}\n\n";
+        let compact: Vec<u8> = ev
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        assert!(contains(&compact, br#""event":"booted""#));
+        assert!(!contains(b"\"event\": \"booting\"", br#""event":"booted""#));
+    }
+}

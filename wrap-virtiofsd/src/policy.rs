@@ -1,0 +1,180 @@
+//! virtiofsd's sandbox, as a table, and its argv.
+//!
+//! virtiofsd serves `VMDIR/fs` to one guest. It runs as root of the VM's
+//! user namespace (it must create files owned by any guest id, and the
+//! outer vm-init made `VMDIR/fs` an idmapped mount so those ids land on disk
+//! unshifted), with only the capabilities file serving needs, inside the
+//! VM's namespaces only.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use sandbox_core::caps::CapabilitySet;
+use sandbox_core::ids::VIRTIOFSD_UID;
+use sandbox_core::landlock::{Access, FsRule};
+use sandbox_core::mount::ServiceMount;
+use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
+use sandbox_core::rlimits::{Limit, Resource};
+
+/// Where Debian's virtiofsd package installs the daemon.
+pub const DEFAULT_PROGRAM: &str = "/usr/libexec/virtiofsd";
+/// The vhost-user listener vm-init bound, passed as this fd.
+pub const SOCKET_FD: i32 = 3;
+/// Open files: virtiofsd keeps one O_PATH fd per inode the guest has
+/// looked up. 65536 is generous for a desktop VM and far below the host's
+/// nr_open; virtiofsd is told to leave it as it is (`--rlimit-nofile 0`).
+pub const NOFILE: u64 = 65536;
+
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, SETFCAP: what
+/// virtiofsd needs to act for any guest id on the guest's files (DESIGN.md).
+/// Not DAC_READ_SEARCH: file handles are off (`--inode-file-handles never`),
+/// and open_by_handle_at with it would reach any inode of the file system.
+pub const CAPS: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETFCAP);
+
+/// Landlock rows beyond the system libraries. `VMDIR/fs` is the only
+/// writable path; /proc is read for /proc/sys/fs/nr_open and
+/// /proc/self/fd (virtiofsd reopens its O_PATH fds through it); hidepid
+/// makes every other process's /proc invisible anyway.
+pub const TABLE: &[(&str, Access, bool)] = &[
+    ("/proc", Access::Read, false),
+    ("/dev/null", Access::Device, false),
+];
+
+pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
+    let mut landlock = rules(SYSTEM_LIBRARIES);
+    landlock.extend(rules(TABLE));
+    landlock.push(FsRule {
+        path: program.to_owned(),
+        access: Access::ReadExec,
+        optional: false,
+    });
+    landlock.push(FsRule {
+        path: vm_dir.join("fs"),
+        access: Access::ReadWrite,
+        optional: false,
+    });
+    Policy {
+        uid: VIRTIOFSD_UID,
+        gid: VIRTIOFSD_UID,
+        groups: vec![],
+        caps: CAPS,
+        // No /tmp, no /dev/shm: virtiofsd writes nowhere but the shared dir.
+        mounts: vec![ServiceMount::ProcHidden],
+        landlock,
+        scopes: ALL_SCOPES.to_vec(),
+        rlimits: vec![
+            Limit {
+                resource: Resource::Nofile,
+                value: Some(NOFILE),
+            },
+            Limit {
+                resource: Resource::Core,
+                value: Some(0),
+            },
+        ],
+        keep_fds: vec![SOCKET_FD],
+        env: vec![],
+        allow_weaker_landlock: false,
+    }
+}
+
+/// virtiofsd's argv, each flag for a reason:
+/// - `--fd 3`: the listener vm-init bound: the VMM can connect the moment
+///   it starts, no polling for readiness.
+/// - `--sandbox none`: ours replaces virtiofsd's own namespace sandbox
+///   (which needs to create namespaces: our policy forbids that).
+/// - `--seccomp kill`: virtiofsd's own syscall filter stays on, strictest.
+/// - `--inode-file-handles never`: no CAP_DAC_READ_SEARCH needed.
+/// - `--rlimit-nofile 0`: keep the limit the policy set.
+/// - `--xattr` is not given: no xattrs, so no security.* labels from guests.
+/// - no `--tag`: the VMM names the tag (virtiofs0).
+pub fn argv(vm_dir: &Path, program: &Path) -> Exec {
+    let shared = vm_dir.join("fs");
+    let args: Vec<OsString> = vec![
+        "--fd".into(),
+        SOCKET_FD.to_string().into(),
+        "--shared-dir".into(),
+        shared.into(),
+        "--sandbox".into(),
+        "none".into(),
+        "--seccomp".into(),
+        "kill".into(),
+        "--inode-file-handles".into(),
+        "never".into(),
+        "--rlimit-nofile".into(),
+        "0".into(),
+    ];
+    Exec {
+        program: program.to_owned(),
+        args,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> Policy {
+        policy(Path::new("/run/vm/a"), Path::new(DEFAULT_PROGRAM))
+    }
+
+    #[test]
+    fn every_path_is_absolute_and_listed_once() {
+        let p = p();
+        let mut seen = std::collections::HashSet::new();
+        for r in &p.landlock {
+            assert!(r.path.is_absolute(), "{}", r.path.display());
+            assert!(seen.insert(r.path.clone()), "{} twice", r.path.display());
+        }
+    }
+
+    #[test]
+    fn only_the_shared_dir_is_writable() {
+        let writable: Vec<_> = p()
+            .landlock
+            .into_iter()
+            .filter(|r| r.access == Access::ReadWrite)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(writable, [Path::new("/run/vm/a/fs")]);
+        assert!(p().landlock.iter().all(|r| r.path != Path::new("/")));
+    }
+
+    #[test]
+    fn exact_capability_set() {
+        assert_eq!(p().caps.bits().count_ones(), 7);
+        assert!(!p().caps.contains(CapabilitySet::DAC_READ_SEARCH));
+        assert!(!p().caps.contains(CapabilitySet::SYS_ADMIN));
+        assert_eq!(p().uid, 0);
+    }
+
+    #[test]
+    fn argv_is_what_virtiofsd_1_14_accepts() {
+        let e = argv(Path::new("/run/vm/a"), Path::new(DEFAULT_PROGRAM));
+        let a: Vec<_> = e.args.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            a,
+            [
+                "--fd",
+                "3",
+                "--shared-dir",
+                "/run/vm/a/fs",
+                "--sandbox",
+                "none",
+                "--seccomp",
+                "kill",
+                "--inode-file-handles",
+                "never",
+                "--rlimit-nofile",
+                "0"
+            ]
+        );
+        assert!(!a.contains(&"--tag"));
+    }
+}

@@ -1,0 +1,508 @@
+//! The VMM's sandbox and argv, one profile per VMM: cloud-hypervisor
+//! (Spectrum's) and QEMU (stock distributions, and CI, where
+//! cloud-hypervisor cannot be installed). `VMDIR/config/vmm` chooses.
+//!
+//! Both run as the VMM's own uid in the VM's user namespace, with the host
+//! `kvm` group mapped in and given to this daemon alone, no capabilities,
+//! no_new_privs, both scopes, no TCP, private /tmp and /dev/shm, and a
+//! /proc that shows only itself.
+//!
+//! fds: 3 is the API listener vm-init bound (cloud-hypervisor
+//! `--api-socket fd=3`, QEMU's QMP chardev `fd=3`); 4 is the write end of
+//! the event-monitor pipe vm-init reads (cloud-hypervisor only).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use sandbox_core::caps::CapabilitySet;
+use sandbox_core::ids::VMM_UID;
+use sandbox_core::landlock::{Access, FsRule};
+use sandbox_core::mount::ServiceMount;
+use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
+use sandbox_core::rlimits::{Limit, Resource};
+use sandbox_core::Error;
+
+pub const API_FD: i32 = 3;
+pub const EVENT_FD: i32 = 4;
+/// The virtio-fs tag the guest mounts.
+pub const FS_TAG: &str = "virtiofs0";
+/// Guest RAM when `config/memory` (MiB) is absent.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    CloudHypervisor,
+    Qemu,
+}
+
+impl Profile {
+    pub fn default_program(self) -> &'static str {
+        match self {
+            Profile::CloudHypervisor => "/usr/bin/cloud-hypervisor",
+            Profile::Qemu => "/usr/bin/qemu-system-x86_64",
+        }
+    }
+}
+
+/// Everything the argv and the table depend on, read from `VMDIR/config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub vm_dir: PathBuf,
+    pub profile: Profile,
+    pub initramfs: bool,
+    pub cmdline: Option<String>,
+    pub disks: Vec<PathBuf>,
+    pub gpu: bool,
+    pub memory_mib: u64,
+    /// QEMU only: `kvm` (default) or `tcg` (hosts whose /dev/kvm cannot
+    /// run stock kernels, like PVM).
+    pub accel: String,
+}
+
+fn usage(msg: String) -> Error {
+    Error::Usage(msg)
+}
+
+impl Config {
+    /// Reads and checks the VM's config: a one-line error for anything that
+    /// cannot be passed safely to the VMM, before anything is started.
+    pub fn read(vm_dir: &Path) -> Result<Config, Error> {
+        let config = vm_dir.join("config");
+        let text = |name: &str| -> Option<String> {
+            std::fs::read_to_string(config.join(name))
+                .ok()
+                .map(|s| s.trim().to_owned())
+        };
+        let profile = match text("vmm").as_deref() {
+            None | Some("cloud-hypervisor") => Profile::CloudHypervisor,
+            Some("qemu") => Profile::Qemu,
+            Some(other) => {
+                return Err(usage(format!(
+                    "config/vmm is {other:?}: not cloud-hypervisor or qemu"
+                )))
+            }
+        };
+        if !config.join("vmlinux").is_file() {
+            return Err(usage(format!(
+                "missing kernel {}",
+                config.join("vmlinux").display()
+            )));
+        }
+        let mut disks = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(config.join("blk")) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "img") {
+                    disks.push(path);
+                }
+            }
+        }
+        disks.sort();
+        for d in &disks {
+            // Both VMMs take comma-separated options: a comma would inject one.
+            if d.as_os_str().as_encoded_bytes().contains(&b',') {
+                return Err(usage(format!("disk path {} contains ','", d.display())));
+            }
+        }
+        let memory_mib = match text("memory") {
+            None => DEFAULT_MEMORY_MIB,
+            Some(m) => m
+                .parse()
+                .ok()
+                .filter(|&m| (64..=1 << 20).contains(&m))
+                .ok_or_else(|| {
+                    usage(format!("config/memory is {m:?}: not a size in MiB from 64"))
+                })?,
+        };
+        let accel = text("accel").unwrap_or_else(|| "kvm".into());
+        if !matches!(accel.as_str(), "kvm" | "tcg") {
+            return Err(usage(format!("config/accel is {accel:?}: not kvm or tcg")));
+        }
+        let vm_bytes = vm_dir.as_os_str().as_encoded_bytes();
+        if vm_bytes.contains(&b',') {
+            return Err(usage(format!(
+                "VM directory {} contains ','",
+                vm_dir.display()
+            )));
+        }
+        Ok(Config {
+            vm_dir: vm_dir.to_owned(),
+            profile,
+            initramfs: config.join("initramfs").is_file(),
+            cmdline: text("cmdline"),
+            disks,
+            gpu: config.join("gpu").exists(),
+            memory_mib,
+            accel,
+        })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.vm_dir.join(rel)
+    }
+
+    fn uses_kvm(&self) -> bool {
+        self.profile == Profile::CloudHypervisor || self.accel == "kvm"
+    }
+}
+
+/// For a QEMU unpacked under PREFIX (PREFIX/usr/bin/qemu-system-x86_64),
+/// PREFIX; "/" for a system QEMU.
+fn qemu_prefix(program: &Path) -> PathBuf {
+    program
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("/"), Path::to_owned)
+}
+
+/// `kvm`: the inside gid of the host's kvm group, when it is mapped.
+pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
+    let group = kvm.filter(|_| c.uses_kvm());
+    let mut landlock = rules(SYSTEM_LIBRARIES);
+    let mut add = |path: PathBuf, access, optional| {
+        landlock.push(FsRule {
+            path,
+            access,
+            optional,
+        })
+    };
+    add(program.to_owned(), Access::ReadExec, false);
+    // cloud-hypervisor reads /proc/self/maps; hidepid hides the rest.
+    add("/proc".into(), Access::Read, false);
+    add("/dev/urandom".into(), Access::Read, false);
+    add("/dev/null".into(), Access::Device, false);
+    if c.uses_kvm() {
+        add("/dev/kvm".into(), Access::Device, false);
+    }
+    add(c.path("config"), Access::Read, false);
+    add(c.path("serial.log"), Access::ReadWrite, false);
+    add("/tmp".into(), Access::ReadWrite, false);
+    add("/dev/shm".into(), Access::ReadWrite, false);
+    match c.profile {
+        Profile::CloudHypervisor => {
+            // cloud-hypervisor unlinks and binds its vsock socket (and
+            // connects to VSOCK_PORT sockets host programs bind beside it).
+            add(c.path("vsock.d"), Access::Sockets, false);
+        }
+        Profile::Qemu => {
+            // A system QEMU's files are under /usr already; an unpacked one
+            // brings its libraries and firmware under its prefix.
+            let prefix = qemu_prefix(program);
+            if prefix != Path::new("/") {
+                for dir in ["usr/share/qemu", "usr/share/seabios", "usr/lib", "lib"] {
+                    add(prefix.join(dir), Access::ReadExec, true);
+                }
+            }
+        }
+    }
+    let memory = c.memory_mib << 20;
+    Policy {
+        uid: VMM_UID,
+        gid: VMM_UID,
+        groups: group.into_iter().collect(),
+        caps: CapabilitySet::empty(),
+        mounts: vec![
+            ServiceMount::Tmpfs {
+                target: "/tmp".into(),
+                size: "16m",
+            },
+            ServiceMount::Tmpfs {
+                target: "/dev/shm".into(),
+                size: "64m",
+            },
+            ServiceMount::ProcHidden,
+        ],
+        landlock,
+        scopes: ALL_SCOPES.to_vec(),
+        rlimits: vec![
+            // Guest RAM is a memfd grown with ftruncate, which is checked
+            // against RLIMIT_FSIZE: the limit must cover it (with room for
+            // the serial log).
+            Limit {
+                resource: Resource::Fsize,
+                value: Some(memory + (256 << 20)),
+            },
+            // vhost-user and VFIO pin guest memory.
+            Limit {
+                resource: Resource::Memlock,
+                value: Some(memory + (64 << 20)),
+            },
+            Limit {
+                resource: Resource::Nofile,
+                value: Some(4096),
+            },
+            Limit {
+                resource: Resource::Core,
+                value: Some(0),
+            },
+        ],
+        keep_fds: match c.profile {
+            Profile::CloudHypervisor => vec![API_FD, EVENT_FD],
+            Profile::Qemu => vec![API_FD],
+        },
+        env: match c.profile {
+            Profile::CloudHypervisor => vec![],
+            Profile::Qemu => {
+                let prefix = qemu_prefix(program);
+                let libs = [
+                    prefix.join("usr/lib/x86_64-linux-gnu"),
+                    prefix.join("lib/x86_64-linux-gnu"),
+                ];
+                let joined = std::env::join_paths(libs).expect("no ':' in a prefix");
+                vec![("LD_LIBRARY_PATH".into(), joined)]
+            }
+        },
+        allow_weaker_landlock: false,
+    }
+}
+
+pub fn argv(c: &Config, program: &Path) -> Exec {
+    let p = |rel: &str| {
+        c.path(rel)
+            .into_os_string()
+            .into_string()
+            .expect("VM dir is UTF-8")
+    };
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    match c.profile {
+        Profile::CloudHypervisor => {
+            push(&[
+                "--api-socket",
+                &format!("fd={API_FD}"),
+                "--event-monitor",
+                &format!("fd={EVENT_FD}"),
+            ]);
+            push(&["--kernel", &p("config/vmlinux")]);
+            if c.initramfs {
+                push(&["--initramfs", &p("config/initramfs")]);
+            }
+            if let Some(cmdline) = &c.cmdline {
+                push(&["--cmdline", cmdline]);
+            }
+            for d in &c.disks {
+                push(&["--disk", &format!("path={},readonly=on", d.display())]);
+            }
+            push(&[
+                "--fs",
+                &format!("tag={FS_TAG},socket={}", p("virtiofsd.sock")),
+            ]);
+            if c.gpu {
+                push(&["--gpu", &format!("socket={}", p("gpu.sock"))]);
+            }
+            push(&["--memory", &format!("size={}M,shared=on", c.memory_mib)]);
+            push(&[
+                "--serial",
+                &format!("file={}", p("serial.log")),
+                "--console",
+                "off",
+            ]);
+            push(&["--vsock", &format!("cid=3,socket={}", p("vsock.d/vsock"))]);
+        }
+        Profile::Qemu => {
+            let prefix = qemu_prefix(program);
+            for dir in ["usr/share/qemu", "usr/share/seabios"] {
+                push(&["-L", &prefix.join(dir).display().to_string()]);
+            }
+            push(&["-nodefaults", "-nographic", "-no-user-config"]);
+            push(&[
+                "-machine",
+                &format!("q35,accel={},memory-backend=mem", c.accel),
+            ]);
+            push(&[
+                "-object",
+                &format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    c.memory_mib
+                ),
+            ]);
+            push(&["-m", &format!("{}M", c.memory_mib)]);
+            push(&["-kernel", &p("config/vmlinux")]);
+            if c.initramfs {
+                push(&["-initrd", &p("config/initramfs")]);
+            }
+            if let Some(cmdline) = &c.cmdline {
+                push(&["-append", cmdline]);
+            }
+            for d in &c.disks {
+                push(&[
+                    "-drive",
+                    &format!("file={},if=virtio,format=raw,readonly=on", d.display()),
+                ]);
+            }
+            push(&[
+                "-chardev",
+                &format!("socket,id=vfs,path={}", p("virtiofsd.sock")),
+            ]);
+            push(&[
+                "-device",
+                &format!("vhost-user-fs-pci,chardev=vfs,tag={FS_TAG}"),
+            ]);
+            push(&[
+                "-chardev",
+                &format!("socket,id=qmp,fd={API_FD},server=on,wait=off"),
+            ]);
+            push(&["-mon", "chardev=qmp,mode=control"]);
+            push(&["-serial", &format!("file:{}", p("serial.log"))]);
+        }
+    }
+    Exec {
+        program: program.to_owned(),
+        args: a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox_core::ids::host_group_inside_gid;
+
+    fn config(profile: Profile) -> Config {
+        Config {
+            vm_dir: "/run/vm/a".into(),
+            profile,
+            initramfs: true,
+            cmdline: Some("console=ttyS0 quiet".into()),
+            disks: vec!["/run/vm/a/config/blk/root.img".into()],
+            gpu: true,
+            memory_mib: 256,
+            accel: "tcg".into(),
+        }
+    }
+
+    fn strs(e: &Exec) -> Vec<&str> {
+        e.args.iter().map(|s| s.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn cloud_hypervisor_argv() {
+        let c = config(Profile::CloudHypervisor);
+        let e = argv(&c, Path::new("/usr/bin/cloud-hypervisor"));
+        assert_eq!(
+            strs(&e),
+            [
+                "--api-socket",
+                "fd=3",
+                "--event-monitor",
+                "fd=4",
+                "--kernel",
+                "/run/vm/a/config/vmlinux",
+                "--initramfs",
+                "/run/vm/a/config/initramfs",
+                "--cmdline",
+                "console=ttyS0 quiet",
+                "--disk",
+                "path=/run/vm/a/config/blk/root.img,readonly=on",
+                "--fs",
+                "tag=virtiofs0,socket=/run/vm/a/virtiofsd.sock",
+                "--gpu",
+                "socket=/run/vm/a/gpu.sock",
+                "--memory",
+                "size=256M,shared=on",
+                "--serial",
+                "file=/run/vm/a/serial.log",
+                "--console",
+                "off",
+                "--vsock",
+                "cid=3,socket=/run/vm/a/vsock.d/vsock",
+            ]
+        );
+    }
+
+    #[test]
+    fn qemu_argv_uses_the_bound_qmp_fd_and_shared_memfd() {
+        let c = config(Profile::Qemu);
+        let e = argv(&c, Path::new("/opt/q/usr/bin/qemu-system-x86_64"));
+        let a = strs(&e);
+        let has = |pair: [&str; 2]| a.windows(2).any(|w| w == pair);
+        assert!(has(["-L", "/opt/q/usr/share/qemu"]));
+        assert!(has(["-machine", "q35,accel=tcg,memory-backend=mem"]));
+        assert!(has([
+            "-object",
+            "memory-backend-memfd,id=mem,size=256M,share=on"
+        ]));
+        assert!(has(["-chardev", "socket,id=qmp,fd=3,server=on,wait=off"]));
+        assert!(has([
+            "-device",
+            "vhost-user-fs-pci,chardev=vfs,tag=virtiofs0"
+        ]));
+        assert!(has(["-serial", "file:/run/vm/a/serial.log"]));
+        for flag in ["-nodefaults", "-nographic", "-no-user-config"] {
+            assert!(a.contains(&flag));
+        }
+        assert!(
+            !a.iter().any(|s| s.contains("path=/run/vm/a/qmp")),
+            "QEMU must not bind QMP itself"
+        );
+    }
+
+    #[test]
+    fn tables_write_only_the_serial_log_and_vsock_dir() {
+        for profile in [Profile::CloudHypervisor, Profile::Qemu] {
+            let p = policy(
+                &config(profile),
+                Path::new("/usr/bin/vmm"),
+                host_group_inside_gid("kvm"),
+            );
+            let mut seen = std::collections::HashSet::new();
+            for r in &p.landlock {
+                assert!(r.path.is_absolute(), "{}", r.path.display());
+                assert!(seen.insert(r.path.clone()), "{} twice", r.path.display());
+                if r.access.writes() {
+                    let ok = r.path.starts_with("/run/vm/a")
+                        || r.path == Path::new("/tmp")
+                        || r.path == Path::new("/dev/shm")
+                        || (r.access == Access::Device && r.path.starts_with("/dev"));
+                    assert!(ok, "{} is writable", r.path.display());
+                }
+                if r.path.starts_with("/run/vm/a") && r.access.writes() {
+                    assert!(
+                        r.path.ends_with("serial.log") || r.path.ends_with("vsock.d"),
+                        "{} writable",
+                        r.path.display()
+                    );
+                }
+            }
+            assert!(p.caps.is_empty());
+            assert_eq!(p.uid, VMM_UID);
+            let kvm = host_group_inside_gid("kvm").unwrap();
+            let want: &[u32] = if profile == Profile::Qemu {
+                &[]
+            } else {
+                &[kvm]
+            };
+            assert_eq!(p.groups, want, "kvm only for a VMM that uses /dev/kvm");
+        }
+    }
+
+    #[test]
+    fn kvm_only_when_used() {
+        let mut c = config(Profile::Qemu);
+        let has_kvm = |c: &Config| {
+            policy(c, Path::new("/usr/bin/q"), None)
+                .landlock
+                .iter()
+                .any(|r| r.path == Path::new("/dev/kvm"))
+        };
+        assert!(!has_kvm(&c));
+        c.accel = "kvm".into();
+        assert!(has_kvm(&c));
+        assert!(has_kvm(&config(Profile::CloudHypervisor)));
+    }
+
+    #[test]
+    fn fsize_covers_guest_ram() {
+        let p = policy(
+            &config(Profile::CloudHypervisor),
+            Path::new("/usr/bin/ch"),
+            None,
+        );
+        let fsize = p
+            .rlimits
+            .iter()
+            .find(|l| l.resource == Resource::Fsize)
+            .unwrap();
+        assert!(fsize.value.unwrap() > 256 << 20);
+    }
+}
