@@ -149,9 +149,9 @@ pub fn test_policy(
     }
 }
 
-/// The directory holding the test binaries (probe, target, test-wrap,
-/// vm-harness): next to the running executable, or its parent for the
-/// integration tests under target/debug/deps.
+/// The directory of the running executable, or its parent for the
+/// integration tests under target/debug/deps: where cargo put the
+/// binaries, or where a test linked them (see [`StateDir::bin`]).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("exe has a dir").to_owned();
@@ -159,6 +159,30 @@ pub fn bin_dir() -> PathBuf {
         dir.parent().expect("deps has a parent").to_owned()
     } else {
         dir
+    }
+}
+
+/// Binaries the tests run, linked (or copied) from the build tree.
+pub const BINARIES: &[&str] = &[
+    "vm-init",
+    "wrap-virtiofsd",
+    "wrap-vmm",
+    "wrap-gpu",
+    "probe",
+    "target",
+    "test-wrap",
+    "vm-harness",
+    "standin",
+];
+
+/// Hard-links (or copies) [`BINARIES`] from `from` into `to`.
+pub fn link_binaries(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create bin dir");
+    for b in BINARIES {
+        let (src, dst) = (from.join(b), to.join(b));
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        }
     }
 }
 
@@ -218,7 +242,15 @@ impl StateDir {
         let _ = std::fs::remove_dir_all(&top);
         let dir = top.join("state");
         std::fs::create_dir_all(&dir).expect("create state dir");
+        link_binaries(&bin_dir(), &top.join("bin"));
         StateDir(dir)
+    }
+
+    /// The project's binaries, linked next to the state dir: never run
+    /// from the build tree, which may sit under /tmp, where every service
+    /// has a private tmpfs (and under the state dir, which a VM replaces).
+    pub fn bin(&self) -> PathBuf {
+        self.top().join("bin")
     }
 
     /// The directory around the state dir.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{bin_dir, StateDir};
+use crate::StateDir;
 
 /// Names the standin binary answers to (see tests/src/bin/standin.rs).
 pub const STANDINS: &[&str] = &[
@@ -27,15 +27,14 @@ impl StateDir {
         vm
     }
 
-    /// The stand-ins, hard-linked (or copied) under this state dir's bin/
-    /// (not under /tmp: every service gets a private /tmp).
+    /// The stand-ins, linked under [`StateDir::bin`] by the names that
+    /// choose their behaviour.
     pub fn standins(&self) -> PathBuf {
-        let dir = self.top().join("bin");
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = self.bin();
         for name in STANDINS {
             let to = dir.join(name);
-            if !to.exists() && std::fs::hard_link(bin_dir().join("standin"), &to).is_err() {
-                std::fs::copy(bin_dir().join("standin"), &to).unwrap();
+            if !to.exists() && std::fs::hard_link(dir.join("standin"), &to).is_err() {
+                std::fs::copy(dir.join("standin"), &to).unwrap();
             }
         }
         dir
@@ -129,7 +128,7 @@ impl S6 {
         std::fs::create_dir_all(&scan).unwrap();
         let path = format!(
             "{}:/usr/lib/execline/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            bin_dir().display()
+            state.bin().display()
         );
         let log = std::fs::File::create(state.top().join("s6.log")).unwrap();
         let svscan = Command::new("s6-svscan")

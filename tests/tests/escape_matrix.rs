@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
 
 use sandbox_core::ids::Slot;
-use tests::{bin_dir, privileged, StateDir, UID_A};
+use tests::{privileged, StateDir, UID_A};
 
 struct Outcome {
     code: Option<i32>,
@@ -22,7 +22,7 @@ struct Outcome {
 /// killed; returns once it is ready.
 fn hold_vm(state: &StateDir, name: &str, slot: u32) -> Child {
     state.add_vm(name, Slot::new(slot).unwrap(), UID_A);
-    let mut child = Command::new(bin_dir().join("vm-harness"))
+    let mut child = Command::new(state.bin().join("vm-harness"))
         .args([
             "--state-dir",
             state.0.to_str().unwrap(),
@@ -64,7 +64,7 @@ fn run_matrix(test: &str, scenario: &str, profile: &str, weaken: Option<&str>) -
     let mut vm2 = hold_vm(&state, &vm2_name, base + 1);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let mut cmd = Command::new(bin_dir().join("vm-harness"));
+    let mut cmd = Command::new(state.bin().join("vm-harness"));
     cmd.args([
         "--state-dir",
         state.0.to_str().unwrap(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sandbox_core::ids::{Slot, BLOCK, FIRST_ID, SLOTS, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
 use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, within, S6};
-use tests::{bin_dir, privileged_with, StateDir};
+use tests::{privileged_with, StateDir};
 
 const S6_TOOLS: &[&str] = &[
     "s6-svscan",
@@ -206,7 +206,7 @@ fn kill_9_of_pid_1_takes_the_vm_down() {
 /// vm-init started directly by this test (its parent), stderr piped.
 fn direct(state: &StateDir, name: &str, vmm: &str, fs: &str, extra: &[&str]) -> Child {
     let bin = state.standins();
-    Command::new(bin_dir().join("vm-init"))
+    Command::new(state.bin().join("vm-init"))
         .args(["--parent-pid", &std::process::id().to_string()])
         .args(["--state-dir", state.0.to_str().unwrap()])
         .args([
@@ -269,7 +269,7 @@ fn wrong_parent_starts_nothing() {
     let bin = state.standins();
     let vmm = bin.join("vmm-cooperative");
     // A wrong --parent-pid.
-    let out = Command::new(bin_dir().join("vm-init"))
+    let out = Command::new(state.bin().join("vm-init"))
         .args([
             "--parent-pid",
             "1",
@@ -289,7 +289,7 @@ fn wrong_parent_starts_nothing() {
     let code = state.top().join("code");
     let script = format!(
         "(sleep 0.2; {} --parent-pid $$ --state-dir {} --vmm {} p 2>{}; echo $? > {}) & exit 0",
-        bin_dir().join("vm-init").display(),
+        state.bin().join("vm-init").display(),
         state.0.display(),
         vmm.display(),
         state.top().join("err").display(),
@@ -406,7 +406,7 @@ fn fifty_cycles_leave_nothing_behind() {
 }
 
 fn refused(state: &StateDir, name: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin_dir().join("vm-init"))
+    let out = Command::new(state.bin().join("vm-init"))
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -448,7 +448,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     // A state dir deep enough that DIR/NAME/vsock.d/vsock overflows sun_path.
     let deep = state.0.join("d".repeat(90));
     std::fs::create_dir_all(deep.join("long/config")).unwrap();
-    let out = Command::new(bin_dir().join("vm-init"))
+    let out = Command::new(state.bin().join("vm-init"))
         .args([
             "--parent-pid",
             &std::process::id().to_string(),

@@ -16,11 +16,24 @@ const UID_B: u32 = 65601;
 pub fn run() -> Result {
     require_root()?;
     sh(cargo().args(["build", "--package", "tests", "--bins"]))?;
-    let bin = root().join("target/debug");
-    let state = std::path::PathBuf::from(format!("/run/vm-sandbox-matrix-{}", std::process::id()));
-    let result = tables(&bin, &state);
-    let _ = std::fs::remove_dir_all(&state);
+    // Run from /run, not from the build tree: it may be under /tmp, which
+    // every sandboxed service covers with a private tmpfs.
+    let top = std::path::PathBuf::from(format!("/run/vm-sandbox-matrix-{}", std::process::id()));
+    let (bin, state) = (top.join("bin"), top.join("state"));
+    let result = link_test_binaries(&bin).and_then(|()| tables(&bin, &state));
+    let _ = std::fs::remove_dir_all(&top);
     result
+}
+
+fn link_test_binaries(bin: &std::path::Path) -> Result {
+    std::fs::create_dir_all(bin).map_err(|e| format!("mkdir {}: {e}", bin.display()))?;
+    for b in ["vm-harness", "test-wrap", "probe", "target"] {
+        let (src, dst) = (root().join("target/debug").join(b), bin.join(b));
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn require_root() -> Result {
