@@ -3,10 +3,15 @@
 //! child go on. The two sides talk over a socketpair whose messages say what
 //! each waits for, and an EOF on either side is an error with a clear line.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 use rustix::process::Pid;
 use syscalls::{syscall, Sysno};
 
@@ -97,20 +102,43 @@ pub fn clone_vm() -> Result<Cloned> {
 
 impl VmChild {
     /// Writes the child's uid_map and gid_map (the VM's id block plus each
-    /// host group, as (inside, host), mapped alone) and lets it go on.
-    pub fn write_id_maps(mut self, slot: Slot, host_groups: &[(u32, u32)]) -> Result<Running> {
+    /// host group, as (inside, host), mapped alone).
+    pub fn write_id_maps(&self, slot: Slot, host_groups: &[(u32, u32)]) -> Result<()> {
         let dir = format!("/proc/{}", self.pid.as_raw_nonzero());
         write_proc(&format!("{dir}/uid_map"), &ids::uid_map(slot))?;
-        write_proc(&format!("{dir}/gid_map"), &ids::gid_map(slot, host_groups))?;
-        self.chan
-            .write_all(b"m")
-            .op("tell PID 1 its id maps are written")?;
+        write_proc(&format!("{dir}/gid_map"), &ids::gid_map(slot, host_groups))
+    }
+
+    /// The child's user namespace (for idmapped mounts), once mapped.
+    pub fn user_namespace(&self) -> Result<std::fs::File> {
+        let path = format!("/proc/{}/ns/user", self.pid.as_raw_nonzero());
+        std::fs::File::open(&path).op_path("open", &path)
+    }
+
+    /// Lets the child go on, handing it `fds` (SCM_RIGHTS) with the message.
+    pub fn release(self, fds: &[BorrowedFd<'_>]) -> Result<Running> {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDED_FDS))];
+        let mut ancillary = SendAncillaryBuffer::new(&mut space);
+        assert!(fds.len() <= MAX_HANDED_FDS);
+        if !fds.is_empty() && !ancillary.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(Error::Refused("too many fds for the handshake".into()));
+        }
+        sendmsg(
+            &self.chan,
+            &[IoSlice::new(b"m")],
+            &mut ancillary,
+            SendFlags::empty(),
+        )
+        .op("tell PID 1 its id maps are written")?;
         Ok(Running {
             pid: self.pid,
             pidfd: self.pidfd,
         })
     }
 }
+
+/// The most fds the parent hands PID 1 with the handshake.
+pub const MAX_HANDED_FDS: usize = 4;
 
 /// PID 1 as the parent sees it once it runs.
 #[derive(Debug)]
@@ -131,17 +159,33 @@ fn write_proc(path: &str, text: &str) -> Result<()> {
 impl MapsPending {
     /// Blocks until the parent has written the id maps, then becomes root
     /// of the new user namespace (until then our host ids are unmapped in
-    /// it). An EOF means the parent failed or died: PID 1 must not go on
-    /// without its ids. The id change clears PDEATHSIG: arm it afterwards.
-    pub fn wait_for_id_maps(mut self) -> Result<()> {
+    /// it). Returns the fds the parent handed over. An EOF means the parent
+    /// failed or died: PID 1 must not go on without its ids. The id change
+    /// clears PDEATHSIG: arm it afterwards.
+    pub fn wait_for_id_maps(self) -> Result<Vec<OwnedFd>> {
         let mut byte = [0u8; 1];
-        match self.chan.read(&mut byte) {
-            Ok(1) if byte[0] == b'm' => crate::creds::switch_ids(0, 0, &[]),
-            Ok(_) => Err(Error::Refused(
-                "the parent closed the handshake before writing the id maps".into(),
-            )),
-            Err(e) => Err(Error::sys("read the id-map handshake", e)),
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDED_FDS))];
+        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        let got = recvmsg(
+            &self.chan,
+            &mut [IoSliceMut::new(&mut byte)],
+            &mut ancillary,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+        .op("read the id-map handshake")?;
+        let mut fds = Vec::new();
+        for msg in ancillary.drain() {
+            if let RecvAncillaryMessage::ScmRights(handed) = msg {
+                fds.extend(handed);
+            }
         }
+        if got.bytes != 1 || byte[0] != b'm' {
+            return Err(Error::Refused(
+                "the parent closed the handshake before writing the id maps".into(),
+            ));
+        }
+        crate::creds::switch_ids(0, 0, &[])?;
+        Ok(fds)
     }
 
     pub fn as_raw_fd(&self) -> RawFd {

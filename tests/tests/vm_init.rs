@@ -448,6 +448,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     // A state dir deep enough that DIR/NAME/vsock.d/vsock overflows sun_path.
     let deep = state.0.join("d".repeat(90));
     std::fs::create_dir_all(deep.join("long/config")).unwrap();
+    std::fs::create_dir_all(deep.join("long/fs")).unwrap();
     let out = Command::new(state.bin().join("vm-init"))
         .args([
             "--parent-pid",

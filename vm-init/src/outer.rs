@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use sandbox_core::event::{self, take_fd};
 use sandbox_core::ids::{self, Slot, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
+use sandbox_core::mount;
 use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
@@ -72,6 +73,12 @@ fn check(args: &Args) -> Result<Vm, Error> {
         )));
     }
     let kind = VmmKind::from_config(&config)?;
+    if !dir.join("fs").is_dir() {
+        return Err(Error::Usage(format!(
+            "missing storage: {} is not a directory",
+            dir.join("fs").display()
+        )));
+    }
     let gpu = config.join("gpu").exists();
     for name in ["virtiofsd.sock", "api.sock", "gpu.sock", "vsock.d/vsock"] {
         let path = dir.join(name);
@@ -177,6 +184,19 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     })
 }
 
+/// A detached, idmapped copy of `VMDIR/fs` for the VM's user namespace.
+/// A file system without idmapped mounts is an error, never a fallback to
+/// shifted ownership.
+fn idmapped_storage(
+    vm: &Vm,
+    child: &sandbox_core::ns::VmChild,
+) -> Result<std::os::fd::OwnedFd, Error> {
+    let fs = vm.dir.join("fs");
+    let tree = mount::clone_tree(&fs)?;
+    mount::idmap_tree(&tree, child.user_namespace()?, &fs)?;
+    Ok(tree)
+}
+
 pub fn run(args: &Args) -> Result<u8, Error> {
     let vm = check(args)?;
     let notify = args
@@ -209,11 +229,14 @@ pub fn run(args: &Args) -> Result<u8, Error> {
         Cloned::Child(pending) => {
             // PID 1. The outer cleans up what it created, not us.
             std::mem::forget(created);
-            let code = match pending
-                .wait_for_id_maps()
-                .and_then(|()| watch.arm_and_check())
-            {
-                Ok(()) => pid1::run(args, &vm, listeners, watch, notify),
+            let started = pending.wait_for_id_maps().and_then(|fds| {
+                watch.arm_and_check()?;
+                fds.into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Refused("the outer sent no idmapped mount of fs/".into()))
+            });
+            let code = match started {
+                Ok(storage) => pid1::run(args, &vm, listeners, storage, watch, notify),
                 Err(e) => {
                     eprintln!("vm-init: {}: PID 1: {e}", args.name);
                     e.exit_code()
@@ -223,7 +246,13 @@ pub fn run(args: &Args) -> Result<u8, Error> {
         }
         Cloned::Parent(child) => {
             let sigfd = SignalFd::new(SIGNALS)?;
-            let running = child.write_id_maps(slot, &groups)?;
+            child.write_id_maps(slot, &groups)?;
+            // Storage does not depend on the slot: fs/ is mounted idmapped
+            // through the VM's user namespace, so the guest's uid N is N on
+            // disk. Only host root can make it; PID 1 attaches it.
+            let storage = idmapped_storage(&vm, &child)?;
+            let running = child.release(&[storage.as_fd()])?;
+            drop(storage);
             // PID 1 holds the only copies that matter now.
             drop((notify, listeners, watch));
             loop {

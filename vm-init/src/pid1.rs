@@ -20,15 +20,18 @@ use crate::vmm::{Control, Said, VmmKind};
 /// Exit codes of PID 1 (documented in --help).
 const EXIT_VMM_FAILED: u8 = 1;
 const EXIT_TIMEOUT: u8 = 2;
+/// How long the VMM may take to exit after one of its backends ended.
+const BACKEND_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub fn run(
     args: &Args,
     vm: &Vm,
     listeners: Listeners,
+    storage: OwnedFd,
     watch: ParentWatch,
     notify: Option<OwnedFd>,
 ) -> u8 {
-    match run_vm(args, vm, listeners, &watch, notify) {
+    match run_vm(args, vm, listeners, storage, &watch, notify) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vm-init: {}: {e}", args.name);
@@ -63,6 +66,7 @@ fn run_vm(
     args: &Args,
     vm: &Vm,
     listeners: Listeners,
+    storage: OwnedFd,
     watch: &ParentWatch,
     notify: Option<OwnedFd>,
 ) -> Result<u8, Error> {
@@ -70,7 +74,10 @@ fn run_vm(
     // Non-dumpable first: virtiofsd shares our uid (root of the VM's user
     // namespace) and must not ptrace or read us.
     prctl::not_dumpable()?;
-    mount::build_vm_namespace(&args.state_dir, name.as_str())?;
+    let vm_dir = mount::build_vm_namespace(&args.state_dir, name.as_str())?;
+    // The idmapped fs/ the outer made, over the plain one.
+    mount::attach(&storage, &vm_dir.join("fs"))?;
+    drop(storage);
     // No process of this VM may create a user namespace (and with it, the
     // capabilities to mount and unshare): the limit applies to this user
     // namespace and every one below it.
@@ -126,6 +133,8 @@ fn run_vm(
     let timer = Timer::new()?;
     let mut notify = notify;
     let mut stopping = false;
+    // A daemon other than the VMM that ended while the VM ran.
+    let mut lost: Option<(&'static str, ExitStatus)> = None;
 
     loop {
         let mut fds: Vec<BorrowedFd<'_>> = vec![sigfd.as_fd(), watch.fd(), timer.as_fd()];
@@ -138,6 +147,13 @@ fn run_vm(
             return Err(Error::Refused("the outer vm-init is gone".into()));
         }
         if ready[2] {
+            if let Some((daemon, status)) = &lost {
+                // The VMM did not follow its backend within the grace time.
+                eprintln!(
+                    "vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down"
+                );
+                return Ok(EXIT_VMM_FAILED);
+            }
             eprintln!(
                 "vm-init: {name}: the guest did not power off within {} s: stopping the VMM",
                 args.shutdown_timeout.as_secs()
@@ -179,7 +195,7 @@ fn run_vm(
                 if sig == SIGCHLD {
                     continue;
                 }
-                if stopping {
+                if stopping || lost.is_some() {
                     continue;
                 }
                 if !control.is_ready() {
@@ -206,14 +222,19 @@ fn run_vm(
                 };
                 let d = daemons.remove(i);
                 if pid == vmm_pid {
+                    if let Some((daemon, status)) = lost.filter(|(_, s)| *s != ExitStatus::Code(0))
+                    {
+                        eprintln!("vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down");
+                        return Ok(EXIT_VMM_FAILED);
+                    }
                     return Ok(vmm_exit(name.as_str(), status, stopping));
                 }
-                if !stopping {
-                    eprintln!(
-                        "vm-init: {name}: {} {status}: the VM cannot go on, tearing it down",
-                        d.name
-                    );
-                    return Ok(EXIT_VMM_FAILED);
+                if !stopping && lost.is_none() {
+                    // virtiofsd also exits, with 0, when the VMM closes its
+                    // connection on the way out: give the VMM a moment to
+                    // be reaped, so its status (a guest poweroff) decides.
+                    lost = Some((d.name, status));
+                    timer.arm(BACKEND_GRACE)?;
                 }
             }
         }

@@ -27,15 +27,27 @@ pub const NOFILE: u64 = 65536;
 
 /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, SETFCAP: what
 /// virtiofsd needs to act for any guest id on the guest's files (DESIGN.md).
-/// Not DAC_READ_SEARCH: file handles are off (`--inode-file-handles never`),
+/// Not DAC_READ_SEARCH: file handles are off (`--inode-file-handles=never`),
 /// and open_by_handle_at with it would reach any inode of the file system.
-pub const CAPS: CapabilitySet = CapabilitySet::CHOWN
+/// Not MKNOD: `--modcaps=-mknod`, a guest makes no device nodes on host
+/// storage (fifos and sockets need no capability).
+pub const SERVING_CAPS: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::DAC_OVERRIDE)
     .union(CapabilitySet::FOWNER)
     .union(CapabilitySet::FSETID)
     .union(CapabilitySet::SETGID)
     .union(CapabilitySet::SETUID)
     .union(CapabilitySet::SETFCAP);
+
+/// What virtiofsd is exec'd with: SERVING_CAPS plus SETPCAP. Running as
+/// uid 0 it always applies its own capability set with libcap-ng
+/// (`capng_apply(CAPNG_SELECT_BOTH)`, bounding set included), which fails
+/// without SETPCAP; it then exits through an error path its own seccomp
+/// filter kills (measured: SIGSYS on readlink). Its first act is to drop
+/// SETPCAP with everything outside SERVING_CAPS, before it serves the
+/// guest; our bounding set already holds nothing more, so SETPCAP can
+/// drop, never add.
+pub const CAPS: CapabilitySet = SERVING_CAPS.union(CapabilitySet::SETPCAP);
 
 /// Landlock rows beyond the system libraries. `VMDIR/fs` is the only
 /// writable path; /proc is read for /proc/sys/fs/nr_open and
@@ -90,7 +102,9 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
 /// - `--sandbox none`: ours replaces virtiofsd's own namespace sandbox
 ///   (which needs to create namespaces: our policy forbids that).
 /// - `--seccomp kill`: virtiofsd's own syscall filter stays on, strictest.
-/// - `--inode-file-handles never`: no CAP_DAC_READ_SEARCH needed.
+/// - `--inode-file-handles=never`: no CAP_DAC_READ_SEARCH needed.
+/// - `--modcaps=-mknod`: the one capability of virtiofsd's default set we
+///   do not grant (see CAPS).
 /// - `--rlimit-nofile 0`: keep the limit the policy set.
 /// - `--xattr` is not given: no xattrs, so no security.* labels from guests.
 /// - no `--tag`: the VMM names the tag (virtiofs0).
@@ -105,8 +119,8 @@ pub fn argv(vm_dir: &Path, program: &Path) -> Exec {
         "none".into(),
         "--seccomp".into(),
         "kill".into(),
-        "--inode-file-handles".into(),
-        "never".into(),
+        "--inode-file-handles=never".into(),
+        "--modcaps=-mknod".into(),
         "--rlimit-nofile".into(),
         "0".into(),
     ];
@@ -148,7 +162,8 @@ mod tests {
 
     #[test]
     fn exact_capability_set() {
-        assert_eq!(p().caps.bits().count_ones(), 7);
+        assert_eq!(SERVING_CAPS.bits().count_ones(), 7);
+        assert_eq!(p().caps, SERVING_CAPS | CapabilitySet::SETPCAP);
         assert!(!p().caps.contains(CapabilitySet::DAC_READ_SEARCH));
         assert!(!p().caps.contains(CapabilitySet::SYS_ADMIN));
         assert_eq!(p().uid, 0);
@@ -169,8 +184,8 @@ mod tests {
                 "none",
                 "--seccomp",
                 "kill",
-                "--inode-file-handles",
-                "never",
+                "--inode-file-handles=never",
+                "--modcaps=-mknod",
                 "--rlimit-nofile",
                 "0"
             ]

@@ -5,6 +5,8 @@
 //!   cargo xtask lint      fmt --check and clippy -D warnings
 //!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
 //!   cargo xtask deps      install the Debian packages the tests need
+//!   cargo xtask tools     virtiofsd (crates.io) and QEMU (Debian packages) into the cache
+//!   cargo xtask guest     the test guest: Debian's cloud kernel, a busybox initramfs
 //!   cargo xtask install --destdir D   release binaries and the s6 template under D
 
 #![forbid(unsafe_code)]
@@ -13,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod matrix;
+mod tools;
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
-const APT_PACKAGES: &[&str] = &["s6", "execline"];
+const APT_PACKAGES: &[&str] = &["s6", "execline", "libseccomp-dev", "libcap-ng-dev"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,8 +29,12 @@ fn main() -> ExitCode {
         Some("deps") => deps(),
         Some("matrix") => matrix::run(),
         Some("install") => install(&args[1..]),
+        Some("tools") => deps().and_then(|()| tools::tools()),
+        Some("guest") => deps().and_then(|()| tools::guest()),
         _ => {
-            eprintln!("usage: cargo xtask ci|test|lint|deps|matrix|install --destdir D");
+            eprintln!(
+                "usage: cargo xtask ci|test|lint|deps|tools|guest|matrix|install --destdir D"
+            );
             return ExitCode::from(100);
         }
     };
@@ -51,7 +58,9 @@ pub fn root() -> PathBuf {
 
 /// Runs a command in the workspace root, failing with its command line.
 pub fn sh(cmd: &mut Command) -> Result {
-    cmd.current_dir(root());
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
     eprintln!("xtask: running {cmd:?}");
     let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
     if status.success() {
@@ -107,6 +116,8 @@ fn test() -> Result {
 
 fn ci() -> Result {
     deps()?;
+    tools::tools()?;
+    tools::guest()?;
     lint()?;
     test()
 }

@@ -53,7 +53,8 @@ fn run(args: &Args) -> Result<i32, Error> {
     let watch = ParentWatch::of_self()?;
     match clone_vm()? {
         Cloned::Parent(child) => {
-            let running = child.write_id_maps(args.slot, &[])?;
+            child.write_id_maps(args.slot, &[])?;
+            let running = child.release(&[])?;
             let status = spawn::wait(&Child {
                 pid: running.pid,
                 pidfd: running.pidfd,
