@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::CWD;
 use rustix::mount::{
-    mount, mount_bind_recursive, mount_change, move_mount, open_tree, MountFlags,
-    MountPropagationFlags, MoveMountFlags, OpenTreeFlags,
+    mount, mount_change, move_mount, open_tree, MountFlags, MountPropagationFlags, MoveMountFlags,
+    OpenTreeFlags,
 };
 use syscalls::{syscall, Sysno};
 
@@ -154,15 +154,6 @@ pub fn mount_tmpfs(target: &Path, mode: u32, size: &str) -> Result<()> {
     .op_path("mount tmpfs on", target)
 }
 
-/// Binds `source` onto `target` (recursively), read-only unless `writable`.
-pub fn bind(source: &Path, target: &Path, writable: bool) -> Result<()> {
-    mount_bind_recursive(source, target).op_path("bind mount onto", target)?;
-    if !writable {
-        make_readonly_recursive(target)?;
-    }
-    Ok(())
-}
-
 /// The VM's mount namespace, built by PID 1 in the namespace clone_vm made:
 /// private propagation, the host rootfs read-only, a fresh /proc for the
 /// VM's PID namespace, the state dir replaced by one holding only this VM.
@@ -192,12 +183,47 @@ pub enum ServiceMount {
     Tmpfs { target: PathBuf, size: &'static str },
     /// A fresh /proc with hidepid=invisible.
     ProcHidden,
-    /// A bind of a host path, read-only unless `writable`.
-    Bind {
-        source: PathBuf,
-        target: PathBuf,
-        writable: bool,
+    /// `dir` replaced by a read-only tmpfs holding only the entries `keep`,
+    /// each bound from what was there: the VM directory as one daemon sees
+    /// it. Absent entries are skipped (gpu.sock of a VM without a GPU).
+    Only {
+        dir: PathBuf,
+        keep: Vec<&'static str>,
     },
+}
+
+/// Replaces `dir` by a read-only tmpfs holding only `keep`: everything
+/// else of the directory (other daemons' sockets, the VM's config, its
+/// storage) does not exist in this mount namespace. DAC cannot keep uid-0
+/// daemons (virtiofsd, with DAC_OVERRIDE) from each other's sockets, and
+/// Landlock below ABI 9 does not restrict connect(2) to a path socket.
+pub fn keep_only(dir: &Path, keep: &[&str]) -> Result<()> {
+    let mut trees = Vec::new();
+    for name in keep {
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        trees.push((path.clone(), meta.is_dir(), clone_tree(&path)?));
+    }
+    mount_tmpfs(dir, 0o755, "16k")?;
+    for (path, is_dir, tree) in &trees {
+        // A bind needs a mount point of its own kind: a directory for a
+        // directory, a file for anything else (a socket, a log).
+        if *is_dir {
+            std::fs::create_dir(path).op_path("mkdir", path)?;
+        } else {
+            std::fs::File::create(path).op_path("create", path)?;
+        }
+        attach(tree, path)?;
+    }
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    mount_setattr(CWD.as_raw_fd(), dir, 0, &attr)
 }
 
 /// A service's own mount namespace, nested in the VM's.
@@ -211,11 +237,7 @@ pub fn build_service_namespace(mounts: &[ServiceMount]) -> Result<()> {
         match m {
             ServiceMount::Tmpfs { target, size } => mount_tmpfs(target, 0o1777, size)?,
             ServiceMount::ProcHidden => mount_proc(Path::new("/proc"), true)?,
-            ServiceMount::Bind {
-                source,
-                target,
-                writable,
-            } => bind(source, target, *writable)?,
+            ServiceMount::Only { dir, keep } => keep_only(dir, keep)?,
         }
     }
     Ok(())

@@ -202,14 +202,19 @@ impl S6 {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// `s6-svwait FLAG -t MS service`; true if the state was reached.
+    /// `s6-svwait FLAG service` until it succeeds, at most `ms`: it fails
+    /// at once (111) while a restarted s6-supervise has not written its
+    /// status file yet, so a failure is retried, each wait at most 1 s.
     pub fn svwait(service: &Path, flag: &str, ms: u64) -> bool {
-        Command::new("s6-svwait")
-            .args([flag, "-t", &ms.to_string()])
-            .arg(service)
-            .status()
-            .unwrap()
-            .success()
+        within(Duration::from_millis(ms), || {
+            Command::new("s6-svwait")
+                .args([flag, "-t", "1000"])
+                .arg(service)
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        })
     }
 
     pub fn svc(service: &Path, flag: &str) {

@@ -43,9 +43,19 @@ fn vm_of(service: &Path) -> Vm {
 }
 
 fn up(service: &Path) -> Vm {
+    let log = service
+        .parent()
+        .and_then(Path::parent)
+        .map(|top| top.join("s6.log"))
+        .unwrap();
+    let started = Instant::now();
+    let ok = S6::svwait(service, "-U", 10_000);
     assert!(
-        S6::svwait(service, "-U", 10_000),
-        "the VM did not become ready"
+        ok,
+        "the VM did not become ready after {:?} ({}); s6 log:\n{}",
+        started.elapsed(),
+        S6::svstat(service, "up,ready,pid,exitcode,signal"),
+        std::fs::read_to_string(log).unwrap_or_default()
     );
     vm_of(service)
 }
@@ -180,7 +190,8 @@ fn kill_and_check_restart(test: &str, victim: impl Fn(&Vm) -> i32) {
     });
     assert!(second, "no new VM");
     let second = up(&svc);
-    assert_ne!(second.ns, first.ns);
+    // (PID namespace inode numbers are reused once freed: compare processes.)
+    assert_ne!((second.outer, second.pid1), (first.outer, first.pid1));
     assert_eq!(comm(ppid(second.outer).unwrap()), "s6-supervise");
     // The old VM's slot was freed: the new one got the same ids.
     let base = std::fs::read_to_string(format!("/proc/{}/uid_map", second.pid1)).unwrap();

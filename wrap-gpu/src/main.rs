@@ -11,6 +11,9 @@ fn main() {
     sandbox_core::wrapper::main("wrap-gpu", |args| {
         let program = args.program_or(policy::DEFAULT_PROGRAM);
         let render = sandbox_core::ids::mapped_host_group("render");
-        Ok((policy::policy(&program, render), policy::argv(&program)))
+        Ok((
+            policy::policy(&args.vm_dir, &program, render),
+            policy::argv(&program),
+        ))
     })
 }

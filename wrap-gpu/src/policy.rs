@@ -43,7 +43,7 @@ pub const TABLE: &[(&str, Access, bool)] = &[
 ];
 
 /// `render`: the inside gid of the host's render group, when it is mapped.
-pub fn policy(program: &Path, render: Option<u32>) -> Policy {
+pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>) -> Policy {
     let group = render;
     let mut landlock = rules(SYSTEM_LIBRARIES);
     landlock.extend(rules(TABLE));
@@ -75,6 +75,11 @@ pub fn policy(program: &Path, render: Option<u32>) -> Policy {
                 size: "512m",
             },
             ServiceMount::ProcHidden,
+            // Nothing of the VM directory: its socket comes as fd 3.
+            ServiceMount::Only {
+                dir: vm_dir.to_owned(),
+                keep: vec![],
+            },
         ],
         landlock,
         scopes: ALL_SCOPES.to_vec(),
@@ -123,7 +128,11 @@ mod tests {
 
     #[test]
     fn table_is_absolute_unique_and_writes_only_devices_and_tmpfs() {
-        let p = policy(Path::new(DEFAULT_PROGRAM), host_group_inside_gid("render"));
+        let p = policy(
+            Path::new("/run/vm/a"),
+            Path::new(DEFAULT_PROGRAM),
+            host_group_inside_gid("render"),
+        );
         let mut seen = std::collections::HashSet::new();
         for r in &p.landlock {
             assert!(r.path.is_absolute());

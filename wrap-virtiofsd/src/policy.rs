@@ -76,8 +76,16 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         gid: VIRTIOFSD_UID,
         groups: vec![],
         caps: CAPS,
-        // No /tmp, no /dev/shm: virtiofsd writes nowhere but the shared dir.
-        mounts: vec![ServiceMount::ProcHidden],
+        // No /tmp, no /dev/shm: virtiofsd writes nowhere but the shared
+        // dir. Of the VM directory it sees fs/ alone: not the VMM's API or
+        // the GPU daemon's socket, which its DAC_OVERRIDE would open.
+        mounts: vec![
+            ServiceMount::ProcHidden,
+            ServiceMount::Only {
+                dir: vm_dir.to_owned(),
+                keep: vec!["fs"],
+            },
+        ],
         landlock,
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
@@ -158,6 +166,14 @@ mod tests {
             .collect();
         assert_eq!(writable, [Path::new("/run/vm/a/fs")]);
         assert!(p().landlock.iter().all(|r| r.path != Path::new("/")));
+    }
+
+    #[test]
+    fn sees_only_its_storage_of_the_vm_dir() {
+        assert!(p().mounts.contains(&ServiceMount::Only {
+            dir: "/run/vm/a".into(),
+            keep: vec!["fs"]
+        }));
     }
 
     #[test]

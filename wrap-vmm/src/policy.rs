@@ -23,6 +23,14 @@ use sandbox_core::rlimits::{Limit, Resource};
 use sandbox_core::Error;
 
 pub const API_FD: i32 = 3;
+/// What the VMM sees of its VM directory.
+pub const VM_DIR_ENTRIES: &[&str] = &[
+    "config",
+    "serial.log",
+    "vsock.d",
+    "virtiofsd.sock",
+    "gpu.sock",
+];
 pub const EVENT_FD: i32 = 4;
 /// The virtio-fs tag the guest mounts.
 pub const FS_TAG: &str = "virtiofs0";
@@ -212,6 +220,12 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
                 size: "64m",
             },
             ServiceMount::ProcHidden,
+            // Of the VM directory, only what the VMM uses: not api.sock (it
+            // has the listener as fd 3), not fs/ (virtiofsd serves it).
+            ServiceMount::Only {
+                dir: c.vm_dir.clone(),
+                keep: VM_DIR_ENTRIES.to_vec(),
+            },
         ],
         landlock,
         scopes: ALL_SCOPES.to_vec(),
