@@ -160,6 +160,8 @@ pub fn mount_tmpfs(target: &Path, mode: u32, size: &str) -> Result<()> {
 pub fn build_vm_namespace(state_dir: &Path, name: &str) -> Result<PathBuf> {
     // Private first: nothing below may leak to the host's mount namespace.
     make_private()?;
+    // The caller's working directory is a host path: leave it.
+    std::env::set_current_dir("/").op_path("chdir", "/")?;
     // Clone the VM's directory while it is still writable and visible.
     let vm_dir = state_dir.join(name);
     let tree = clone_tree(&vm_dir)?;

@@ -58,6 +58,9 @@ pub struct Policy {
     pub keep_fds: Vec<RawFd>,
     /// The daemon's whole environment.
     pub env: Vec<(String, OsString)>,
+    /// The daemon's working directory: a path of its table, never one the
+    /// parent happened to be in.
+    pub cwd: PathBuf,
     /// The opt-out for kernels below Landlock ABI 6. Never set by default.
     pub allow_weaker_landlock: bool,
 }
@@ -80,8 +83,12 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     mount::build_service_namespace(&policy.mounts)?;
     // 3. Limits may be raised only while CAP_SYS_RESOURCE is still held.
     rlimits::apply(&policy.rlimits)?;
-    // 4. Nothing of the parent's leaks but what the policy passes.
+    // 4. Nothing of the parent's leaks but what the policy passes: no fd,
+    //    and no working directory (a daemon opens its cwd: virtiofsd probes
+    //    openat2 on "." and falls back to weaker path resolution if that
+    //    fails, so its cwd must be a directory its table lets it read).
     fds::close_all_except(&policy.keep_fds)?;
+    std::env::set_current_dir(&policy.cwd).map_err(|e| Error::path("chdir", &policy.cwd, e))?;
     // 5. The Landlock paths are opened now, while every one of them is
     //    still visible to us; enforced at step 9.
     let ruleset = landlock::prepare(

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod guest;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -31,6 +32,11 @@ pub const ROOT_PROFILE_CAPS: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::SETGID)
     .union(CapabilitySet::SETUID)
     .union(CapabilitySet::SETFCAP);
+
+/// What wrap-virtiofsd execs virtiofsd with (its policy.rs: the serving
+/// set plus SETPCAP, which virtiofsd drops itself): the probe, in
+/// virtiofsd's place, must hold exactly these.
+pub const VIRTIOFSD_EXEC_CAPS: CapabilitySet = ROOT_PROFILE_CAPS.union(CapabilitySet::SETPCAP);
 
 /// What a test sandbox looks like: a non-root service (like the VMM) or a
 /// service that is root of the VM's user namespace (like virtiofsd).
@@ -145,6 +151,7 @@ pub fn test_policy(
         ],
         keep_fds,
         env: vec![("PATH".into(), OsString::from("/usr/bin:/bin"))],
+        cwd: "/".into(),
         allow_weaker_landlock: false,
     }
 }

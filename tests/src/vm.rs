@@ -1,6 +1,7 @@
 //! Helpers of the vm-init tests: a VM directory with stand-in daemons,
 //! real s6 (s6-svscan on a scan dir of the test's), and /proc scans.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,6 +39,52 @@ impl StateDir {
             }
         }
         dir
+    }
+}
+
+impl StateDir {
+    /// vm-init started directly by this test (its parent, so that its
+    /// --parent-pid check holds), stderr piped for [`wait_line`].
+    pub fn vm_init(&self, name: &str, vmm: &Path, virtiofsd: &Path, extra: &[&str]) -> Child {
+        Command::new(self.bin().join("vm-init"))
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .args(["--state-dir", self.0.to_str().unwrap()])
+            .arg("--vmm")
+            .arg(vmm)
+            .arg("--virtiofsd")
+            .arg(virtiofsd)
+            .args(extra)
+            .arg(name)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Reads a child's stderr up to the line containing `what` (or its end).
+pub fn wait_line(child: &mut Child, what: &str) -> String {
+    let mut lines = String::new();
+    let mut r = BufReader::new(child.stderr.as_mut().unwrap());
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap() == 0 {
+            return lines;
+        }
+        lines.push_str(&l);
+        if l.contains(what) {
+            return lines;
+        }
+    }
+}
+
+/// Waits for a child at most `limit`, killing it after that.
+pub fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    if within(limit, || child.try_wait().is_ok_and(|s| s.is_some())) {
+        child.wait().ok()
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 }
 

@@ -2,14 +2,13 @@
 //! process tree, graceful and forced shutdown, every way of killing the
 //! tree, crashes, the parent check, id slots, bad input, and leaks.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use sandbox_core::ids::{Slot, BLOCK, FIRST_ID, SLOTS, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
-use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, within, S6};
+use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, wait_line, within, S6};
 use tests::{privileged_with, StateDir};
 
 const S6_TOOLS: &[&str] = &[
@@ -214,39 +213,10 @@ fn kill_9_of_pid_1_takes_the_vm_down() {
     kill_and_check_restart("kill_pid1", |vm| vm.pid1);
 }
 
-/// vm-init started directly by this test (its parent), stderr piped.
+/// vm-init started directly by this test with stand-in daemons.
 fn direct(state: &StateDir, name: &str, vmm: &str, fs: &str, extra: &[&str]) -> Child {
     let bin = state.standins();
-    Command::new(state.bin().join("vm-init"))
-        .args(["--parent-pid", &std::process::id().to_string()])
-        .args(["--state-dir", state.0.to_str().unwrap()])
-        .args([
-            "--vmm",
-            bin.join(vmm).to_str().unwrap(),
-            "--virtiofsd",
-            bin.join(fs).to_str().unwrap(),
-        ])
-        .args(extra)
-        .arg(name)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Reads vm-init's stderr up to the line containing `what`.
-fn wait_line(child: &mut Child, what: &str) -> String {
-    let mut lines = String::new();
-    let mut r = BufReader::new(child.stderr.as_mut().unwrap());
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l).unwrap() == 0 {
-            return lines;
-        }
-        lines.push_str(&l);
-        if l.contains(what) {
-            return lines;
-        }
-    }
+    state.vm_init(name, &bin.join(vmm), &bin.join(fs), extra)
 }
 
 #[test]

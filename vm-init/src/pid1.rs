@@ -185,7 +185,7 @@ fn run_vm(
                     if let Some(fd) = notify.take() {
                         notify_ready(fd)?;
                     }
-                    eprintln!("vm-init: {name}: ready");
+                    eprintln!("vm-init: {name}: ready (slot {})", vm.slot.index());
                 }
                 Said::Nothing | Said::Closed => {}
             }

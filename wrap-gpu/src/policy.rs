@@ -95,6 +95,7 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>) -> Policy {
         ],
         keep_fds: vec![SOCKET_FD],
         env: vec![("XDG_RUNTIME_DIR".into(), OsString::from("/run/user/0"))],
+        cwd: "/".into(),
         allow_weaker_landlock: false,
     }
 }

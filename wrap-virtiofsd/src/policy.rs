@@ -100,6 +100,10 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         ],
         keep_fds: vec![SOCKET_FD],
         env: vec![],
+        // virtiofsd probes openat2(2) on its cwd ("."), and without it
+        // resolves guest paths without RESOLVE_BENEATH-style protection:
+        // its cwd must be readable, and the shared dir is.
+        cwd: vm_dir.join("fs"),
         allow_weaker_landlock: false,
     }
 }

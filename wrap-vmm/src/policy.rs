@@ -194,6 +194,16 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
             add(c.path("vsock.d"), Access::Sockets, false);
         }
         Profile::Qemu => {
+            // What QEMU's libraries read of the host at start (measured
+            // with the audit log): the CPUs possible and NUMA nodes (glib,
+            // libnuma), NVDIMM buses (libndctl, through libpmem).
+            add(
+                "/sys/devices/system/cpu/possible".into(),
+                Access::Read,
+                true,
+            );
+            add("/sys/devices/system/node".into(), Access::Read, true);
+            add("/sys/bus/nd/devices".into(), Access::Read, true);
             // A system QEMU's files are under /usr already; an unpacked one
             // brings its libraries and firmware under its prefix.
             let prefix = qemu_prefix(program);
@@ -267,6 +277,9 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
                 vec![("LD_LIBRARY_PATH".into(), joined)]
             }
         },
+        // Its config: a directory its table lets it read (QEMU opens its
+        // cwd; measured with the audit log).
+        cwd: c.vm_dir.join("config"),
         allow_weaker_landlock: false,
     }
 }

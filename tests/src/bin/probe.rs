@@ -88,6 +88,15 @@ const ESRCH: Want = Want::Err(Errno::ESRCH);
 const EROFS: Want = Want::Err(Errno::EROFS);
 
 fn main() {
+    // Started by wrap-virtiofsd in virtiofsd's place, with its argv.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(shared) = argv
+        .windows(2)
+        .find(|w| w[0] == "--shared-dir")
+        .map(|w| w[1].clone())
+    {
+        as_virtiofsd(Path::new(&shared));
+    }
     let mut profile = Profile::User;
     let (mut state_dir, mut vm, mut own_dir, mut other_vm) =
         (PathBuf::new(), String::new(), PathBuf::new(), None);
@@ -424,6 +433,180 @@ fn main() {
 
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
+    std::process::exit(i32::from(p.failed > 0));
+}
+
+/// The probe as the --virtiofsd program of vm-init: virtiofsd's exact argv,
+/// fds and policy. Everything outside VMDIR/fs must be out of reach; then
+/// it holds the VMM's connection like virtiofsd until the VMM goes away.
+fn as_virtiofsd(shared: &Path) -> ! {
+    let vm_dir = shared.parent().expect("fs/ has a parent").to_owned();
+    let state_dir = vm_dir.parent().expect("VM dir has a parent").to_owned();
+    let mut p = Probe {
+        attempts: 0,
+        failed: 0,
+    };
+    let me = std::process::id() as i32;
+    p.check(
+        "create fs/probe-out",
+        Want::Ok,
+        create(&shared.join("probe-out")),
+    );
+    p.check(
+        "read fs/from-host.txt",
+        Want::Ok,
+        io(fs::read(shared.join("from-host.txt"))),
+    );
+    // Not even listable (no rule), and holding nothing but fs/ anyway.
+    p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
+    for name in [
+        "config/vmlinux",
+        "api.sock",
+        "virtiofsd.sock",
+        "gpu.sock",
+        "serial.log",
+    ] {
+        p.check(
+            &format!("open VMDIR/{name}"),
+            ENOENT,
+            io(fs::File::open(vm_dir.join(name))),
+        );
+    }
+    p.check(
+        "connect VMDIR/api.sock",
+        ENOENT,
+        io(UnixStream::connect(vm_dir.join("api.sock"))),
+    );
+    p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
+    p.check(
+        "open fs/../config/vmlinux",
+        ENOENT,
+        io(fs::File::open(shared.join("../config/vmlinux"))),
+    );
+    let link = shared.join("probe-link");
+    let _ = fs::remove_file(&link);
+    p.check(
+        "symlink fs/probe-link -> /etc/shadow",
+        Want::Ok,
+        io(std::os::unix::fs::symlink("/etc/shadow", &link)),
+    );
+    p.check("read through fs/probe-link", EACCES, io(fs::read(&link)));
+    let _ = fs::remove_file(&link);
+    p.check(
+        "read /proc/self/root/etc/shadow",
+        EACCES,
+        io(fs::read("/proc/self/root/etc/shadow")),
+    );
+    p.check(
+        "read /etc/passwd (not in policy)",
+        EACCES,
+        io(fs::read("/etc/passwd")),
+    );
+    p.check(
+        "create /etc/vm-sandbox-probe",
+        EROFS,
+        create(Path::new("/etc/vm-sandbox-probe")),
+    );
+    p.check(
+        "create /tmp/x (no /tmp for virtiofsd)",
+        EROFS,
+        create(Path::new("/tmp/vm-sandbox-probe")),
+    );
+    let others: Vec<String> = fs::read_dir(&state_dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_else(|e| vec![format!("error {e}")]);
+    p.record(
+        "ls STATE_DIR: other VMs",
+        "EACCES",
+        &format!("{others:?}").replace('"', ""),
+        others.len() == 1 && others[0].contains("Permission denied"),
+    );
+    p.check(
+        "kill(1, SIGKILL)",
+        EPERM,
+        rx(kill_process(Pid::INIT, Signal::KILL)),
+    );
+    p.check(
+        "ptrace(PTRACE_ATTACH, 1)",
+        EPERM,
+        attempts::ptrace_attach(1),
+    );
+    p.check(
+        "open /proc/1/status",
+        ENOENT,
+        io(fs::File::open("/proc/1/status")),
+    );
+    let signalled: Vec<i32> = (1..=512)
+        .filter(|&n| n != me)
+        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
+        .collect();
+    p.record(
+        "kill(PID, 0) for PID 1..512 but self",
+        "none",
+        &format!("{signalled:?}"),
+        signalled.is_empty(),
+    );
+    p.check(
+        "unshare(CLONE_NEWUSER)",
+        Want::Err(Errno::ENOSPC),
+        attempts::unshare_user(),
+    );
+    p.check("unshare(CLONE_NEWNS)", EPERM, attempts::unshare_mount());
+    p.check("chroot /", EPERM, rx(rustix::process::chroot("/")));
+    p.check(
+        "TCP bind 127.0.0.1:0",
+        EACCES,
+        io(TcpListener::bind(("127.0.0.1", 0))),
+    );
+    p.check(
+        "open /dev/kvm",
+        EACCES,
+        io(fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")),
+    );
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let caps = format!("{:016x}", tests::VIRTIOFSD_EXEC_CAPS.bits());
+    p.record(
+        "CapEff (virtiofsd's)",
+        &caps,
+        &field("CapEff"),
+        field("CapEff") == caps,
+    );
+    p.record(
+        "CapBnd (virtiofsd's)",
+        &caps,
+        &field("CapBnd"),
+        field("CapBnd") == caps,
+    );
+    p.record(
+        "NoNewPrivs",
+        "1",
+        &field("NoNewPrivs"),
+        field("NoNewPrivs") == "1",
+    );
+    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+    let _ = std::io::stdout().flush();
+    // Like virtiofsd: serve the VMM's connection until it goes away.
+    if let Ok(fd) = sandbox_core::event::take_fd(3, "--fd") {
+        let listener = std::os::unix::net::UnixListener::from(fd);
+        if let Ok((mut conn, _)) = listener.accept() {
+            let mut buf = [0u8; 64];
+            while std::io::Read::read(&mut conn, &mut buf).is_ok_and(|n| n > 0) {}
+        }
+    }
     std::process::exit(i32::from(p.failed > 0));
 }
 

@@ -1,0 +1,138 @@
+//! The real components of the end-to-end tests (virtiofsd, QEMU, the test
+//! guest), as `cargo xtask tools` and `cargo xtask guest` leave them in the
+//! project's cache, and the kernel's audit log, where Landlock denials show.
+
+use std::path::{Path, PathBuf};
+
+use crate::StateDir;
+
+/// The project's cache: /var/cache/vm-sandbox, or $VM_SANDBOX_CACHE.
+pub fn cache() -> PathBuf {
+    std::env::var_os("VM_SANDBOX_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/vm-sandbox"), PathBuf::from)
+}
+
+#[derive(Debug)]
+pub struct Tools {
+    pub virtiofsd: PathBuf,
+    pub qemu: PathBuf,
+    pub vmlinuz: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+impl Tools {
+    /// The tools, or None (with a printed reason) when they are not built;
+    /// under CI=true their absence fails the test.
+    pub fn find(test: &str) -> Option<Tools> {
+        let c = cache();
+        let t = Tools {
+            virtiofsd: c.join("virtiofsd/bin/virtiofsd"),
+            qemu: c.join("qemu/root/usr/bin/qemu-system-x86_64"),
+            vmlinuz: c.join("guest/vmlinuz"),
+            initramfs: c.join("guest/initramfs"),
+        };
+        let missing: Vec<String> = [&t.virtiofsd, &t.qemu, &t.vmlinuz, &t.initramfs]
+            .iter()
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
+        if missing.is_empty() {
+            return Some(t);
+        }
+        let why = format!(
+            "{} missing (run cargo xtask tools && cargo xtask guest)",
+            missing.join(", ")
+        );
+        if std::env::var_os("CI").is_some_and(|v| v == "true") {
+            panic!("{test}: precondition missing under CI=true: {why}");
+        }
+        eprintln!("SKIP {test}: {why}");
+        None
+    }
+}
+
+impl StateDir {
+    /// A VM booting the test guest under QEMU (TCG: /dev/kvm here is PVM),
+    /// the guest's job chosen by `mode` (see xtask/guest/init).
+    pub fn add_guest_vm(&self, name: &str, tools: &Tools, mode: &str) -> PathBuf {
+        let vm = self.0.join(name);
+        let config = vm.join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::create_dir_all(vm.join("fs")).unwrap();
+        for (from, to) in [(&tools.vmlinuz, "vmlinux"), (&tools.initramfs, "initramfs")] {
+            let _ = std::fs::remove_file(config.join(to));
+            if std::fs::hard_link(from, config.join(to)).is_err() {
+                std::fs::copy(from, config.join(to)).unwrap();
+            }
+        }
+        set_guest_mode(&vm, mode);
+        for (file, text) in [("vmm", "qemu"), ("accel", "tcg"), ("memory", "256")] {
+            std::fs::write(config.join(file), text).unwrap();
+        }
+        vm
+    }
+}
+
+pub fn set_guest_mode(vm: &Path, mode: &str) {
+    let cmdline = format!("console=ttyS0 panic=-1 vmsandbox.mode={mode}");
+    std::fs::write(vm.join("config/cmdline"), cmdline).unwrap();
+}
+
+/// Turns the kernel's audit on (AUDIT_SET over netlink; no auditd here),
+/// so Landlock logs its denials (ABI 7) to the kernel log, and turns off
+/// printk's rate limit, which otherwise drops audit records in bursts
+/// ("kauditd_printk_skb: N callbacks suppressed"): a check for zero
+/// denials must see every record.
+pub fn enable_kernel_audit() -> std::io::Result<()> {
+    std::fs::write("/proc/sys/kernel/printk_ratelimit", "0")?;
+    use rustix::net::netlink::{SocketAddrNetlink, AUDIT};
+    use rustix::net::{recv, sendto, socket, AddressFamily, RecvFlags, SendFlags, SocketType};
+    const AUDIT_SET: u16 = 1001;
+    const NLM_F_REQUEST_ACK: u16 = 1 | 4;
+    let fd = socket(AddressFamily::NETLINK, SocketType::RAW, Some(AUDIT))?;
+    // struct nlmsghdr, then struct audit_status { mask, enabled, ... }.
+    let mut msg = Vec::with_capacity(56);
+    msg.extend_from_slice(&56u32.to_ne_bytes());
+    msg.extend_from_slice(&AUDIT_SET.to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST_ACK.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    for field in [1u32, 1, 0, 0, 0, 0, 0, 0, 0, 0] {
+        msg.extend_from_slice(&field.to_ne_bytes());
+    }
+    sendto(&fd, &msg, SendFlags::empty(), &SocketAddrNetlink::new(0, 0))?;
+    let mut answer = [0u8; 256];
+    let (n, _) = recv(&fd, &mut answer, RecvFlags::empty())?;
+    // NLMSG_ERROR with error 0 is the ack.
+    let error = i32::from_ne_bytes(answer[16..20].try_into().unwrap());
+    if n < 20 || error != 0 {
+        return Err(std::io::Error::from_raw_os_error(-error));
+    }
+    Ok(())
+}
+
+/// The kernel log (dmesg), as one string.
+pub fn kernel_log() -> String {
+    let out = std::process::Command::new("dmesg").output().expect("dmesg");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Landlock denial records (audit type 1423) of the domains created by the
+/// wrapper at `wrapper` (type 1424 names the domain's creator), in `log`.
+pub fn landlock_denials(log: &str, wrapper: &Path) -> Vec<String> {
+    let exe = format!("exe=\"{}\"", wrapper.display());
+    let domain = |l: &str| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix("domain="))
+            .map(str::to_owned)
+    };
+    let ours: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("type=1424") && l.contains(&exe))
+        .filter_map(domain)
+        .collect();
+    log.lines()
+        .filter(|l| l.contains("type=1423") && domain(l).is_some_and(|d| ours.contains(&d)))
+        .map(str::to_owned)
+        .collect()
+}

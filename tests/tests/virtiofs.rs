@@ -1,0 +1,219 @@
+//! The real thing: virtiofsd 1.14.0 serving a QEMU (TCG) guest through
+//! wrap-virtiofsd and wrap-vmm under vm-init, every file operation checked
+//! from the host; the same VM again in another id slot; the probe in
+//! virtiofsd's place; path traversal from the guest; and the kernel's audit
+//! log, which must show no Landlock denial of the real virtiofsd.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tests::guest::{enable_kernel_audit, kernel_log, landlock_denials, set_guest_mode, Tools};
+use tests::vm::{wait_at_most, wait_line};
+use tests::{privileged, StateDir};
+
+const BOOT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Boots the VM once; returns vm-init's stderr and serial.log.
+fn boot(state: &StateDir, tools: &Tools, name: &str) -> (String, String) {
+    let start = Instant::now();
+    let mut child = state.vm_init(name, &tools.qemu, &tools.virtiofsd, &[]);
+    let log = wait_line(&mut child, "\u{0}");
+    let status = wait_at_most(&mut child, BOOT_LIMIT).expect("the guest did not power off in time");
+    let serial = std::fs::read_to_string(state.0.join(name).join("serial.log")).unwrap();
+    eprintln!(
+        "guest run: {:?} from vm-init start to exit\n{log}",
+        start.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "vm-init: {log}\nserial:\n{serial}");
+    assert!(serial.contains("GUEST-DONE"), "{serial}");
+    assert!(!serial.contains("GUEST-FAIL"), "{serial}");
+    (log, serial)
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn guest_file_operations_land_on_the_host_with_their_owners() {
+    if !privileged("virtiofs_ops") {
+        return;
+    }
+    let Some(tools) = Tools::find("virtiofs_ops") else {
+        return;
+    };
+    // That denials are logged at all is shown by the probe test below.
+    enable_kernel_audit().expect("turn the kernel's audit on");
+    let state = StateDir::new("virtiofs_ops");
+    let vm = state.add_guest_vm("guest", &tools, "ops");
+    let fs = vm.join("fs");
+    let secret = format!("from the host {}", std::process::id());
+    std::fs::write(fs.join("from-host.txt"), &secret).unwrap();
+
+    let (log, serial) = boot(&state, &tools, "guest");
+    for op in [
+        "write", "mkdir", "rename", "hardlink", "symlink", "chmod", "chown", "truncate", "remove",
+    ] {
+        let line = format!("GUEST-OK {op}");
+        assert!(
+            serial.lines().any(|l| l.trim_end() == line),
+            "{op}: {serial}"
+        );
+    }
+    assert!(serial.contains(&format!("GUEST-READ {secret}")), "{serial}");
+    assert!(log.contains("ready (slot 0)"), "{log}");
+    // Seen from the host: contents, modes, links, and uid 1000 on disk.
+    let renamed = fs.join("dir/renamed.txt");
+    assert_eq!(std::fs::read_to_string(&renamed).unwrap(), "hello\n");
+    let meta = std::fs::metadata(&renamed).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!(owner(&renamed), (1000, 1000));
+    assert_eq!(meta.nlink(), 2);
+    assert_eq!(
+        std::fs::metadata(fs.join("hardlink.txt")).unwrap().ino(),
+        meta.ino()
+    );
+    assert_eq!(
+        std::fs::read_link(fs.join("symlink")).unwrap(),
+        Path::new("dir/renamed.txt")
+    );
+    assert_eq!(std::fs::metadata(fs.join("trunc.txt")).unwrap().len(), 4);
+    assert!(!fs.join("removed.txt").exists() && !fs.join("new.txt").exists());
+    // Created by the guest's root: root on disk, whatever the slot.
+    assert_eq!(owner(&fs.join("dir")), (0, 0));
+
+    // Again, with another VM holding slot 0: other host ids, same files.
+    let bin = state.standins();
+    state.add_standin_vm("holder");
+    let mut holder = state.vm_init(
+        "holder",
+        &bin.join("vmm-cooperative"),
+        &bin.join("virtiofsd-ok"),
+        &[],
+    );
+    assert!(wait_line(&mut holder, ": ready").contains("ready (slot 0)"));
+    set_guest_mode(&vm, "check");
+    let (log, serial) = boot(&state, &tools, "guest");
+    assert!(log.contains("ready (slot 1)"), "{log}");
+    assert!(serial.contains("GUEST-OWNER 1000:1000"), "{serial}");
+    assert!(serial.contains("GUEST-CONTENT hello"), "{serial}");
+    assert!(serial.contains("GUEST-OK write-again"), "{serial}");
+    assert_eq!(owner(&fs.join("second.txt")), (1000, 1000));
+    Command::new("kill")
+        .args(["-TERM", &holder.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(holder.wait().unwrap().code(), Some(0));
+
+    // Neither the real virtiofsd nor QEMU hit its Landlock table (the
+    // kernel logs every denial of a domain made with log_new_exec).
+    let log = kernel_log();
+    for wrapper in ["wrap-virtiofsd", "wrap-vmm"] {
+        let denials = landlock_denials(&log, &state.bin().join(wrapper));
+        assert!(
+            denials.is_empty(),
+            "Landlock denied {wrapper}'s daemon:\n{}",
+            denials.join("\n")
+        );
+    }
+}
+
+#[test]
+fn the_guest_cannot_walk_out_of_its_storage() {
+    if !privileged("virtiofs_escape") {
+        return;
+    }
+    let Some(tools) = Tools::find("virtiofs_escape") else {
+        return;
+    };
+    let state = StateDir::new("virtiofs_escape");
+    let vm = state.add_guest_vm("guest", &tools, "escape");
+    let secret = format!("host secret {}", std::process::id());
+    std::fs::write(vm.join("secret"), &secret).unwrap();
+    std::fs::write(state.0.join("secret"), &secret).unwrap();
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let (_, serial) = boot(&state, &tools, "guest");
+    assert!(serial.contains("GUEST-OK listing"), "{serial}");
+    assert!(
+        !serial.contains(&secret),
+        "the guest read a host file:\n{serial}"
+    );
+    let hostname = hostname.trim();
+    if !hostname.is_empty() {
+        let leaked = serial
+            .lines()
+            .any(|l| l.starts_with("GUEST-ESCAPE symlink") && l.contains(hostname));
+        assert!(
+            !leaked,
+            "the guest read the host's /etc/hostname:\n{serial}"
+        );
+    }
+    // The guest's symlink is a symlink in its storage, nothing more.
+    assert_eq!(
+        std::fs::read_link(vm.join("fs/etc-link")).unwrap(),
+        Path::new("/etc")
+    );
+}
+
+#[test]
+fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
+    if !privileged("virtiofs_probe") {
+        return;
+    }
+    enable_kernel_audit().expect("turn the kernel's audit on");
+    let state = StateDir::new("virtiofs_probe");
+    let vm = state.add_standin_vm("p");
+    state.add_standin_vm("other");
+    std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
+    let bin = state.standins();
+    let mut cmd = Command::new(state.bin().join("vm-init"));
+    cmd.args([
+        "--parent-pid",
+        &std::process::id().to_string(),
+        "--state-dir",
+        state.0.to_str().unwrap(),
+    ])
+    .arg("--vmm")
+    .arg(bin.join("vmm-cooperative"))
+    .arg("--virtiofsd")
+    .arg(bin.join("probe"))
+    .arg("p");
+    // The VMM stand-in boots, the probe runs; stop the VM once it has.
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut report = String::new();
+    loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() == 0 {
+            break;
+        }
+        report.push_str(&line);
+        if line.starts_with("probe:") {
+            break;
+        }
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = wait_at_most(&mut child, Duration::from_secs(10));
+    eprintln!("{report}");
+    assert!(report.contains("probe: "), "{report}");
+    let failed: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(
+        report.lines().filter(|l| l.starts_with("ok ")).count() >= 25,
+        "{report}"
+    );
+    assert!(vm.join("fs/probe-out").exists());
+    // The positive control of the audit check of the real virtiofsd: the
+    // same wrapper's domain logs each denied attempt of the probe.
+    let denials = landlock_denials(&kernel_log(), &state.bin().join("wrap-virtiofsd"));
+    assert!(
+        denials.iter().any(|d| d.contains("path=\"/etc/passwd\"")),
+        "no Landlock audit records: {denials:?}"
+    );
+}
