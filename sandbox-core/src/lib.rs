@@ -22,6 +22,7 @@ pub mod prctl;
 pub mod rlimits;
 pub mod signals;
 pub mod spawn;
+pub mod vmconfig;
 pub mod wrapper;
 
 pub use error::{Errno, Error, Result, EXIT_SYSCALL, EXIT_USAGE};

@@ -430,6 +430,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     let deep = state.0.join("d".repeat(90));
     std::fs::create_dir_all(deep.join("long/config")).unwrap();
     std::fs::create_dir_all(deep.join("long/fs")).unwrap();
+    std::fs::write(deep.join("long/config/vmlinux"), "").unwrap();
     let out = Command::new(state.bin().join("vm-init"))
         .args([
             "--parent-pid",
@@ -447,6 +448,38 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         "{err}"
     );
     assert!(!deep.join("long/api.sock").exists());
+    // Bad VM configs: refused before anything is created.
+    let bad = state.add_standin_vm("badconf");
+    std::fs::remove_file(bad.join("config/vmlinux")).unwrap();
+    let (code, err) = refused(&state, "badconf", &[]);
+    assert_eq!(
+        (code, err.contains("missing kernel")),
+        (Some(100), true),
+        "{err}"
+    );
+    std::fs::write(bad.join("config/vmlinux"), "").unwrap();
+    std::fs::create_dir_all(bad.join("config/blk")).unwrap();
+    std::fs::write(bad.join("config/blk/a,b.img"), "").unwrap();
+    let (code, err) = refused(&state, "badconf", &[]);
+    assert_eq!(
+        (code, err.contains("contains ','")),
+        (Some(100), true),
+        "{err}"
+    );
+    std::fs::remove_file(bad.join("config/blk/a,b.img")).unwrap();
+    std::fs::write(bad.join("config/vmm"), "firecracker\n").unwrap();
+    let (code, err) = refused(&state, "badconf", &[]);
+    assert_eq!(
+        (code, err.contains("not cloud-hypervisor or qemu")),
+        (Some(100), true),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&bad)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "created something: {left:?}");
+
     // Every slot taken (held by this test): refused, nothing created.
     let vm = state.add_standin_vm("full");
     let slots = SlotFile::open(&state.0).unwrap();

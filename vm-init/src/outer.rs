@@ -23,6 +23,7 @@ use sandbox_core::Error;
 use crate::args::Args;
 use crate::pid1;
 use crate::vmm::VmmKind;
+use sandbox_core::vmconfig::VmConfig;
 
 /// The signals vm-init reads from a signalfd (outer and PID 1 alike).
 pub const SIGNALS: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGCHLD];
@@ -74,7 +75,9 @@ fn check(args: &Args) -> Result<Vm, Error> {
             config.display()
         )));
     }
-    let kind = VmmKind::from_config(&config)?;
+    // The whole config, checked as wrap-vmm will read it: a missing kernel
+    // or a disk path with a comma stops the VM before anything exists.
+    let kind = VmConfig::read(&dir)?.vmm;
     if !dir.join("fs").is_dir() {
         return Err(Error::Usage(format!(
             "missing storage: {} is not a directory",

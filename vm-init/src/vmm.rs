@@ -10,27 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sandbox_core::Error;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmmKind {
-    CloudHypervisor,
-    Qemu,
-}
-
-impl VmmKind {
-    pub fn from_config(config: &Path) -> Result<VmmKind, Error> {
-        match std::fs::read_to_string(config.join("vmm"))
-            .ok()
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("cloud-hypervisor") => Ok(VmmKind::CloudHypervisor),
-            Some("qemu") => Ok(VmmKind::Qemu),
-            Some(other) => Err(Error::Usage(format!(
-                "config/vmm is {other:?}: not cloud-hypervisor or qemu"
-            ))),
-        }
-    }
-}
+pub use sandbox_core::vmconfig::Vmm as VmmKind;
 
 /// What the VMM said, as far as vm-init cares.
 #[derive(Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ mod policy;
 fn main() {
     sandbox_core::wrapper::main("wrap-vmm", |args| {
         let config = policy::Config::read(&args.vm_dir)?;
-        let program = args.program_or(config.profile.default_program());
+        let program = args.program_or(config.vmm.default_program());
         let kvm = sandbox_core::ids::mapped_host_group("kvm");
         Ok((
             policy::policy(&config, &program, kvm),

@@ -20,7 +20,6 @@ use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
-use sandbox_core::Error;
 
 pub const API_FD: i32 = 3;
 /// What the VMM sees of its VM directory.
@@ -34,125 +33,8 @@ pub const VM_DIR_ENTRIES: &[&str] = &[
 pub const EVENT_FD: i32 = 4;
 /// The virtio-fs tag the guest mounts.
 pub const FS_TAG: &str = "virtiofs0";
-/// Guest RAM when `config/memory` (MiB) is absent.
-pub const DEFAULT_MEMORY_MIB: u64 = 512;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    CloudHypervisor,
-    Qemu,
-}
-
-impl Profile {
-    pub fn default_program(self) -> &'static str {
-        match self {
-            Profile::CloudHypervisor => "/usr/bin/cloud-hypervisor",
-            Profile::Qemu => "/usr/bin/qemu-system-x86_64",
-        }
-    }
-}
-
-/// Everything the argv and the table depend on, read from `VMDIR/config`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    pub vm_dir: PathBuf,
-    pub profile: Profile,
-    pub initramfs: bool,
-    pub cmdline: Option<String>,
-    pub disks: Vec<PathBuf>,
-    pub gpu: bool,
-    pub memory_mib: u64,
-    /// QEMU only: `kvm` (default) or `tcg` (hosts whose /dev/kvm cannot
-    /// run stock kernels, like PVM).
-    pub accel: String,
-}
-
-fn usage(msg: String) -> Error {
-    Error::Usage(msg)
-}
-
-impl Config {
-    /// Reads and checks the VM's config: a one-line error for anything that
-    /// cannot be passed safely to the VMM, before anything is started.
-    pub fn read(vm_dir: &Path) -> Result<Config, Error> {
-        let config = vm_dir.join("config");
-        let text = |name: &str| -> Option<String> {
-            std::fs::read_to_string(config.join(name))
-                .ok()
-                .map(|s| s.trim().to_owned())
-        };
-        let profile = match text("vmm").as_deref() {
-            None | Some("cloud-hypervisor") => Profile::CloudHypervisor,
-            Some("qemu") => Profile::Qemu,
-            Some(other) => {
-                return Err(usage(format!(
-                    "config/vmm is {other:?}: not cloud-hypervisor or qemu"
-                )))
-            }
-        };
-        if !config.join("vmlinux").is_file() {
-            return Err(usage(format!(
-                "missing kernel {}",
-                config.join("vmlinux").display()
-            )));
-        }
-        let mut disks = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(config.join("blk")) {
-            for entry in dir.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "img") {
-                    disks.push(path);
-                }
-            }
-        }
-        disks.sort();
-        for d in &disks {
-            // Both VMMs take comma-separated options: a comma would inject one.
-            if d.as_os_str().as_encoded_bytes().contains(&b',') {
-                return Err(usage(format!("disk path {} contains ','", d.display())));
-            }
-        }
-        let memory_mib = match text("memory") {
-            None => DEFAULT_MEMORY_MIB,
-            Some(m) => m
-                .parse()
-                .ok()
-                .filter(|&m| (64..=1 << 20).contains(&m))
-                .ok_or_else(|| {
-                    usage(format!("config/memory is {m:?}: not a size in MiB from 64"))
-                })?,
-        };
-        let accel = text("accel").unwrap_or_else(|| "kvm".into());
-        if !matches!(accel.as_str(), "kvm" | "tcg") {
-            return Err(usage(format!("config/accel is {accel:?}: not kvm or tcg")));
-        }
-        let vm_bytes = vm_dir.as_os_str().as_encoded_bytes();
-        if vm_bytes.contains(&b',') {
-            return Err(usage(format!(
-                "VM directory {} contains ','",
-                vm_dir.display()
-            )));
-        }
-        Ok(Config {
-            vm_dir: vm_dir.to_owned(),
-            profile,
-            initramfs: config.join("initramfs").is_file(),
-            cmdline: text("cmdline"),
-            disks,
-            gpu: config.join("gpu").exists(),
-            memory_mib,
-            accel,
-        })
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.vm_dir.join(rel)
-    }
-
-    fn uses_kvm(&self) -> bool {
-        self.profile == Profile::CloudHypervisor || self.accel == "kvm"
-    }
-}
+pub use sandbox_core::vmconfig::{VmConfig as Config, Vmm as Profile};
 
 /// For a QEMU unpacked under PREFIX (PREFIX/usr/bin/qemu-system-x86_64),
 /// PREFIX; "/" for a system QEMU.
@@ -187,7 +69,7 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
     add(c.path("serial.log"), Access::ReadWrite, false);
     add("/tmp".into(), Access::ReadWrite, false);
     add("/dev/shm".into(), Access::ReadWrite, false);
-    match c.profile {
+    match c.vmm {
         Profile::CloudHypervisor => {
             // cloud-hypervisor unlinks and binds its vsock socket (and
             // connects to VSOCK_PORT sockets host programs bind beside it).
@@ -261,11 +143,11 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
                 value: Some(0),
             },
         ],
-        keep_fds: match c.profile {
+        keep_fds: match c.vmm {
             Profile::CloudHypervisor => vec![API_FD, EVENT_FD],
             Profile::Qemu => vec![API_FD],
         },
-        env: match c.profile {
+        env: match c.vmm {
             Profile::CloudHypervisor => vec![],
             Profile::Qemu => {
                 let prefix = qemu_prefix(program);
@@ -293,7 +175,7 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
     };
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    match c.profile {
+    match c.vmm {
         Profile::CloudHypervisor => {
             push(&[
                 "--api-socket",
@@ -333,6 +215,12 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
                 push(&["-L", &prefix.join(dir).display().to_string()]);
             }
             push(&["-nodefaults", "-nographic", "-no-user-config"]);
+            // QEMU's own seccomp filter, like cloud-hypervisor's: no
+            // obsolete syscalls, no setuid, no fork/exec, no setpriority.
+            push(&[
+                "-sandbox",
+                "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            ]);
             push(&[
                 "-machine",
                 &format!("q35,accel={},memory-backend=mem", c.accel),
@@ -388,7 +276,7 @@ mod tests {
     fn config(profile: Profile) -> Config {
         Config {
             vm_dir: "/run/vm/a".into(),
-            profile,
+            vmm: profile,
             initramfs: true,
             cmdline: Some("console=ttyS0 quiet".into()),
             disks: vec!["/run/vm/a/config/blk/root.img".into()],
@@ -455,6 +343,10 @@ mod tests {
             "vhost-user-fs-pci,chardev=vfs,tag=virtiofs0"
         ]));
         assert!(has(["-serial", "file:/run/vm/a/serial.log"]));
+        assert!(has([
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ]));
         for flag in ["-nodefaults", "-nographic", "-no-user-config"] {
             assert!(a.contains(&flag));
         }

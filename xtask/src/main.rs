@@ -3,6 +3,7 @@
 //!   cargo xtask ci        install what the tests need, then fmt, clippy, build, every test
 //!   cargo xtask test      every test (privileged ones need root)
 //!   cargo xtask lint      fmt --check and clippy -D warnings
+//!   cargo xtask demo      boot a real VM fully sandboxed under s6 and show what each daemon reaches
 //!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
 //!   cargo xtask deps      install the Debian packages the tests need
 //!   cargo xtask tools     virtiofsd (crates.io) and QEMU (Debian packages) into the cache
@@ -14,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod demo;
 mod matrix;
 mod tools;
 
@@ -28,12 +30,13 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("deps") => deps(),
         Some("matrix") => matrix::run(),
+        Some("demo") => demo::run(),
         Some("install") => install(&args[1..]),
         Some("tools") => deps().and_then(|()| tools::tools()),
         Some("guest") => deps().and_then(|()| tools::guest()),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci|test|lint|deps|tools|guest|matrix|install --destdir D"
+                "usage: cargo xtask ci|test|lint|deps|tools|guest|demo|matrix|install --destdir D"
             );
             return ExitCode::from(100);
         }
@@ -74,7 +77,7 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn deps() -> Result {
+pub fn deps() -> Result {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()

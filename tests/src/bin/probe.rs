@@ -97,6 +97,10 @@ fn main() {
     {
         as_virtiofsd(Path::new(&shared));
     }
+    // Started by wrap-vmm in cloud-hypervisor's place, with its argv.
+    if argv.iter().any(|a| a == "--api-socket") {
+        as_vmm(&argv);
+    }
     let mut profile = Profile::User;
     let (mut state_dir, mut vm, mut own_dir, mut other_vm) =
         (PathBuf::new(), String::new(), PathBuf::new(), None);
@@ -608,6 +612,246 @@ fn as_virtiofsd(shared: &Path) -> ! {
         }
     }
     std::process::exit(i32::from(p.failed > 0));
+}
+
+fn arg_after<'a>(argv: &'a [String], flag: &str) -> &'a str {
+    argv.windows(2)
+        .find(|w| w[0] == flag)
+        .map_or("", |w| w[1].as_str())
+}
+
+/// The probe as the --vmm program of vm-init, config/vmm cloud-hypervisor:
+/// cloud-hypervisor's exact argv, fds and policy. It prints its argv, tries
+/// what a compromised VMM would, then serves its API like cloud-hypervisor
+/// (a booted event on fd 4, 204 to vm.power-button, then exit 0).
+fn as_vmm(argv: &[String]) -> ! {
+    println!("argv: {}", argv[1..].join(" "));
+    let serial = arg_after(argv, "--serial")
+        .trim_start_matches("file=")
+        .to_owned();
+    let vm_dir = Path::new(&serial)
+        .parent()
+        .expect("serial log in the VM dir")
+        .to_owned();
+    let fs_sock = arg_after(argv, "--fs")
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("socket="))
+        .unwrap_or("")
+        .to_owned();
+    let me = std::process::id() as i32;
+    let mut p = Probe {
+        attempts: 0,
+        failed: 0,
+    };
+    // What the table grants.
+    p.check(
+        "open serial.log for writing",
+        Want::Ok,
+        io(fs::OpenOptions::new().append(true).open(&serial)),
+    );
+    p.check(
+        "read config/vmlinux",
+        Want::Ok,
+        io(fs::read(vm_dir.join("config/vmlinux"))),
+    );
+    p.check(
+        "open /dev/kvm read-write",
+        Want::Ok,
+        io(fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")),
+    );
+    p.check(
+        "read /dev/urandom",
+        Want::Ok,
+        io(fs::File::open("/dev/urandom")),
+    );
+    // Held, like cloud-hypervisor's vhost-user connection: virtiofsd ends
+    // when its one client goes away.
+    let backend = UnixStream::connect(&fs_sock);
+    p.check(
+        "connect virtiofsd.sock",
+        Want::Ok,
+        backend
+            .as_ref()
+            .map(drop)
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
+    );
+    let vsock = vm_dir.join("vsock.d/probe.sock");
+    let _ = fs::remove_file(&vsock);
+    p.check(
+        "bind a socket in vsock.d",
+        Want::Ok,
+        io(std::os::unix::net::UnixListener::bind(&vsock)),
+    );
+    let _ = fs::remove_file(&vsock);
+    // What it does not.
+    p.check(
+        "create vsock.d/file (sockets only)",
+        EACCES,
+        create(&vm_dir.join("vsock.d/file")),
+    );
+    p.check(
+        "create config/evil",
+        EACCES,
+        create(&vm_dir.join("config/evil")),
+    );
+    p.check(
+        "open config/vmlinux for writing",
+        EACCES,
+        io(fs::OpenOptions::new()
+            .append(true)
+            .open(vm_dir.join("config/vmlinux"))),
+    );
+    p.check(
+        "open VMDIR/fs (the VM's storage)",
+        ENOENT,
+        io(fs::read_dir(vm_dir.join("fs"))),
+    );
+    p.check(
+        "connect VMDIR/api.sock",
+        ENOENT,
+        io(UnixStream::connect(vm_dir.join("api.sock"))),
+    );
+    p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
+    p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
+    p.check("open /dev/kmsg", EACCES, io(fs::File::open("/dev/kmsg")));
+    p.check(
+        "open /dev/console",
+        EACCES,
+        io(fs::File::open("/dev/console")),
+    );
+    p.check("open /dev/tty0", EACCES, io(fs::File::open("/dev/tty0")));
+    p.check(
+        "read /etc/passwd (not in policy)",
+        EACCES,
+        io(fs::read("/etc/passwd")),
+    );
+    p.check(
+        "create /etc/vm-sandbox-probe",
+        EROFS,
+        create(Path::new("/etc/vm-sandbox-probe")),
+    );
+    p.check(
+        "kill(1, SIGKILL)",
+        EPERM,
+        rx(kill_process(Pid::INIT, Signal::KILL)),
+    );
+    p.check(
+        "ptrace(PTRACE_ATTACH, 1)",
+        EPERM,
+        attempts::ptrace_attach(1),
+    );
+    // virtiofsd is PID 2 of the VM (started first): no signal, no ptrace.
+    let vfs = Pid::from_raw(2).expect("2 > 0");
+    p.check(
+        "kill(virtiofsd, SIGKILL)",
+        EPERM,
+        rx(kill_process(vfs, Signal::KILL)),
+    );
+    p.check(
+        "ptrace(PTRACE_ATTACH, virtiofsd)",
+        EPERM,
+        attempts::ptrace_attach(2),
+    );
+    p.check(
+        "open /proc/2/environ",
+        ENOENT,
+        io(fs::File::open("/proc/2/environ")),
+    );
+    let signalled: Vec<i32> = (1..=512)
+        .filter(|&n| n != me)
+        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
+        .collect();
+    p.record(
+        "kill(PID, 0) for PID 1..512 but self",
+        "none",
+        &format!("{signalled:?}"),
+        signalled.is_empty(),
+    );
+    p.check(
+        "TCP bind 127.0.0.1:0",
+        EACCES,
+        io(TcpListener::bind(("127.0.0.1", 0))),
+    );
+    p.check(
+        "unshare(CLONE_NEWUSER)",
+        Want::Err(Errno::ENOSPC),
+        attempts::unshare_user(),
+    );
+    p.check(
+        "mount tmpfs on /tmp",
+        EPERM,
+        rx(rustix::mount::mount(
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )),
+    );
+    p.check(
+        "setuid(0)",
+        EPERM,
+        rx(rustix::thread::set_thread_uid(rustix::process::Uid::ROOT)),
+    );
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    p.record(
+        "CapEff",
+        "0000000000000000",
+        &field("CapEff"),
+        field("CapEff") == "0000000000000000",
+    );
+    p.record(
+        "NoNewPrivs",
+        "1",
+        &field("NoNewPrivs"),
+        field("NoNewPrivs") == "1",
+    );
+    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+    let _ = std::io::stdout().flush();
+    serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
+}
+
+fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, failed: usize) -> ! {
+    use std::io::Read as _;
+    if let Ok(fd) = sandbox_core::event::take_fd(4, "--event-monitor") {
+        let mut events = fs::File::from(fd);
+        let _ = events.write_all(b"{\n  \"source\": \"vm\",\n  \"event\": \"booted\"\n}\n\n");
+        std::mem::forget(events);
+    }
+    let api = match sandbox_core::event::take_fd(3, "--api-socket") {
+        Ok(fd) => std::os::unix::net::UnixListener::from(fd),
+        Err(e) => {
+            eprintln!("probe: {e}");
+            std::process::exit(111);
+        }
+    };
+    for conn in api.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut req = [0u8; 1024];
+        let n = conn.read(&mut req).unwrap_or(0);
+        let line = String::from_utf8_lossy(&req[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        println!("api: {line}");
+        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+        if line.starts_with("PUT /api/v1/vm.power-button ") {
+            let _ = std::io::stdout().flush();
+            std::process::exit(i32::from(failed > 0));
+        }
+    }
+    std::process::exit(1);
 }
 
 fn usage() -> ! {

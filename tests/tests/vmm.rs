@@ -1,0 +1,113 @@
+//! wrap-vmm with the probe in cloud-hypervisor's place: it gets exactly
+//! cloud-hypervisor's argv and fds, its API listener answers vm-init's
+//! power-button request, and from inside it reaches /dev/kvm, its config,
+//! its log and virtiofsd's socket, and nothing else.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tests::vm::{wait_at_most, wait_line};
+use tests::{privileged, StateDir};
+
+/// As udev does on a normal host: a kvm group owning /dev/kvm, mode 0660.
+fn give_dev_kvm_a_group() {
+    let has_group = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("kvm:"));
+    if !has_group {
+        assert!(Command::new("groupadd")
+            .args(["--system", "kvm"])
+            .status()
+            .unwrap()
+            .success());
+    }
+    assert!(Command::new("chgrp")
+        .args(["kvm", "/dev/kvm"])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("chmod")
+        .args(["0660", "/dev/kvm"])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn the_probe_in_cloud_hypervisors_place() {
+    if !privileged("vmm_probe") {
+        return;
+    }
+    give_dev_kvm_a_group();
+    let state = StateDir::new("vmm_probe");
+    let vm = state.add_standin_vm("ch");
+    std::fs::write(vm.join("config/initramfs"), "").unwrap();
+    std::fs::write(vm.join("config/cmdline"), "console=hvc0 quiet\n").unwrap();
+    std::fs::write(vm.join("config/memory"), "128\n").unwrap();
+    std::fs::create_dir_all(vm.join("config/blk")).unwrap();
+    std::fs::write(vm.join("config/blk/root.img"), "").unwrap();
+    let bin = state.standins();
+    let mut child = Command::new(state.bin().join("vm-init"))
+        .args([
+            "--parent-pid",
+            &std::process::id().to_string(),
+            "--state-dir",
+            state.0.to_str().unwrap(),
+        ])
+        .arg("--vmm")
+        .arg(bin.join("probe"))
+        .arg("--virtiofsd")
+        .arg(bin.join("virtiofsd-ok"))
+        .arg("ch")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut report = String::new();
+    while !report.contains("probe: ") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        report.push_str(&line);
+    }
+    eprintln!("{report}");
+    let v = vm.display();
+    let argv = format!(
+        "argv: --api-socket fd=3 --event-monitor fd=4 --kernel {v}/config/vmlinux \
+         --initramfs {v}/config/initramfs --cmdline console=hvc0 quiet \
+         --disk path={v}/config/blk/root.img,readonly=on --fs tag=virtiofs0,socket={v}/virtiofsd.sock \
+         --memory size=128M,shared=on --serial file={v}/serial.log --console off \
+         --vsock cid=3,socket={v}/vsock.d/vsock"
+    );
+    assert!(
+        report.lines().any(|l| l == argv),
+        "argv differs:\n{report}\nwanted\n{argv}"
+    );
+    let failed: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(
+        report.lines().filter(|l| l.starts_with("ok ")).count() >= 28,
+        "{report}"
+    );
+    // The probe sent cloud-hypervisor's "booted" event on fd 4.
+    assert!(wait_line(&mut child, ": ready").contains("ready (slot"));
+    // vm-init's graceful stop reaches the probe over the API listener fd.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+    assert!(
+        rest.contains("api: PUT /api/v1/vm.power-button HTTP/1.1"),
+        "{rest}\nvm-init:\n{err}"
+    );
+    let status = wait_at_most(&mut child, Duration::from_secs(10)).expect("vm-init exits");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,485 @@
+//! `cargo xtask demo`: a real VM booted fully sandboxed under s6, on a
+//! fresh machine. Fetches and prepares everything (QEMU, virtiofsd, the
+//! guest), starts s6-svscan with the project's service template, brings
+//! the VM up, shows the guest booting and writing into its storage, what
+//! each daemon can and cannot reach, then `s6-svc -d`: the guest gets the
+//! ACPI power button and powers off; the demo checks nothing is left.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{cargo, root, sh, tools, Result};
+
+const TOP: &str = "/run/vm-sandbox-demo";
+
+fn phase(name: &str, start: Instant) {
+    println!("   [{name}: {:.2} s]", start.elapsed().as_secs_f64());
+}
+
+fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn write(path: &Path, text: &str) -> Result {
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn link(from: &Path, to: &Path) -> Result {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).map_err(|e| format!("copy {}: {e}", from.display()))?;
+    }
+    Ok(())
+}
+
+fn status_field(pid: i32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn pidns(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+const CAP_NAMES: &[&str] = &[
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+fn cap_names(hex: &str) -> String {
+    let bits = u64::from_str_radix(hex, 16).unwrap_or(0);
+    let names: Vec<&str> = (0..CAP_NAMES.len())
+        .filter(|i| bits & (1 << i) != 0)
+        .map(|i| CAP_NAMES[i])
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// What a live daemon is, read from the host: ids, capabilities, seccomp,
+/// its view of the VM directory and of /proc, /tmp, /dev/shm.
+fn inspect(pid: i32, vm_dir: &Path) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let uid = status_field(pid, "Uid");
+    let host_uid = uid.split_whitespace().next().unwrap_or("?");
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
+    let base: u64 = uid_map
+        .split_whitespace()
+        .nth(1)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    let inside = host_uid
+        .parse::<u64>()
+        .map_or("?".into(), |u| (u - base).to_string());
+    println!("   {} (host pid {pid})", comm.trim());
+    println!(
+        "     uid {inside} in the VM = host uid {host_uid}; groups {}",
+        status_field(pid, "Groups")
+    );
+    println!(
+        "     capabilities: {}",
+        cap_names(&status_field(pid, "CapEff"))
+    );
+    println!(
+        "     bounding set: {}",
+        cap_names(&status_field(pid, "CapBnd"))
+    );
+    println!(
+        "     no_new_privs {}, seccomp mode {} (the daemon's own filter)",
+        status_field(pid, "NoNewPrivs"),
+        status_field(pid, "Seccomp")
+    );
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let seen = |p: &Path| -> String {
+        let rel = p.strip_prefix("/").unwrap_or(p);
+        match std::fs::read_dir(root.join(rel)) {
+            Ok(d) => {
+                let mut v: Vec<String> = d
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                format!("[{}]", v.join(" "))
+            }
+            Err(e) => format!("({e})"),
+        }
+    };
+    println!("     sees of its VM directory: {}", seen(vm_dir));
+    println!(
+        "     sees of the state dir:    {}",
+        seen(vm_dir.parent().unwrap_or(vm_dir))
+    );
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    for target in ["/proc", "/tmp", "/dev/shm"] {
+        // mountinfo: ... mount-point mount-options ... - fstype source super-options
+        let m = mountinfo
+            .lines()
+            .rfind(|l| l.split_whitespace().nth(4) == Some(target))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let sep = f.iter().position(|&x| x == "-").unwrap_or(0);
+                let (opts, fstype, sup) = (
+                    f[5],
+                    f.get(sep + 1).unwrap_or(&"?"),
+                    f.get(sep + 3).unwrap_or(&""),
+                );
+                let own = if sup.contains("hidepid") {
+                    "hidepid=invisible"
+                } else {
+                    ""
+                };
+                format!("{fstype} {opts} {own}")
+            });
+        println!(
+            "     {target:<9} {}",
+            m.unwrap_or_else(|| "the host's (read-only)".into())
+        );
+    }
+}
+
+/// s6-svscan, stopped (with every service) when dropped.
+struct S6(Child);
+
+impl Drop for S6 {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn s6_ok(args: &[&str], service: &Path) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .arg(service)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a probe VM: the probe in one daemon's place, a stand-in in the
+/// other's. Prints the probe's report; returns whether every attempt held.
+fn probe_vm(bin: &Path, state: &Path, name: &str, vmm: &str, virtiofsd: &str) -> Result<bool> {
+    let vm = state.join(name);
+    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
+    write(&vm.join("config/vmlinux"), "")?;
+    write(&vm.join("fs/from-host.txt"), "x")?;
+    let mut child = Command::new(bin.join("vm-init"))
+        .args([
+            "--parent-pid",
+            &std::process::id().to_string(),
+            "--state-dir",
+        ])
+        .arg(state)
+        .arg("--vmm")
+        .arg(bin.join(vmm))
+        .arg("--virtiofsd")
+        .arg(bin.join(virtiofsd))
+        .arg(name)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("vm-init: {e}"))?;
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut ok = false;
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if !line.starts_with("argv:") && !line.starts_with("api:") {
+            print!("     {line}");
+        }
+        if line.starts_with("probe: ") {
+            ok = line.contains(" 0 failed");
+            break;
+        }
+    }
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("piped"));
+    let ready = within(Duration::from_secs(10), || {
+        let mut l = String::new();
+        err.read_line(&mut l).unwrap_or(0) > 0 && l.contains(": ready")
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    Ok(ok && ready)
+}
+
+pub fn run() -> Result {
+    let total = Instant::now();
+    println!("== vm-sandbox demo: one VM, fully sandboxed, under s6\n");
+    println!("1. Preparing: Debian packages, virtiofsd {} (crates.io), QEMU (Debian packages), the guest", tools::VIRTIOFSD_VERSION);
+    let t = Instant::now();
+    crate::deps()?;
+    tools::tools()?;
+    tools::guest()?;
+    sh(cargo().args(["build", "--workspace", "--bins"]))?;
+    phase("prepare", t);
+
+    let top = PathBuf::from(TOP);
+    let _ = std::fs::remove_dir_all(&top);
+    let (bin, state, scan) = (top.join("bin"), top.join("state"), top.join("scan"));
+    for d in [&bin, &state, &scan] {
+        std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+    }
+    let build = root().join("target/debug");
+    for b in [
+        "vm-init",
+        "wrap-virtiofsd",
+        "wrap-vmm",
+        "wrap-gpu",
+        "probe",
+        "standin",
+    ] {
+        link(&build.join(b), &bin.join(b))?;
+    }
+    for s in ["vmm-cooperative", "virtiofsd-ok"] {
+        link(&build.join("standin"), &bin.join(s))?;
+    }
+    let vm = state.join("demo");
+    let config = vm.join("config");
+    std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
+    let guest = tools::guest_dir();
+    link(&guest.join("vmlinuz"), &config.join("vmlinux"))?;
+    link(&guest.join("initramfs"), &config.join("initramfs"))?;
+    write(
+        &config.join("cmdline"),
+        "console=ttyS0 panic=-1 vmsandbox.mode=wait",
+    )?;
+    write(&config.join("vmm"), "qemu")?;
+    // /dev/kvm here is PVM: stock guest kernels hang under it.
+    write(&config.join("accel"), "tcg")?;
+    write(&config.join("memory"), "256")?;
+    write(
+        &vm.join("fs/README"),
+        "the VM's private storage, shared by virtiofsd\n",
+    )?;
+
+    println!(
+        "\n2. Starting s6-svscan on {} with the project's template (s6/vm)",
+        scan.display()
+    );
+    let t = Instant::now();
+    let service = scan.join("vm-demo");
+    std::fs::create_dir_all(&service).map_err(|e| e.to_string())?;
+    for f in ["run", "notification-fd", "timeout-kill"] {
+        std::fs::copy(root().join("s6/vm").join(f), service.join(f)).map_err(|e| e.to_string())?;
+    }
+    write(
+        &service.join("vm.conf"),
+        &format!(
+            "VM_NAME=demo\nVM_STATE_DIR={}\nVM_INIT_ARGS=--vmm {} --virtiofsd {}\n",
+            state.display(),
+            tools::qemu().display(),
+            tools::virtiofsd().display()
+        ),
+    )?;
+    let log = std::fs::File::create(top.join("s6.log")).map_err(|e| e.to_string())?;
+    let path = format!(
+        "{}:/usr/lib/execline/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        bin.display()
+    );
+    let svscan = Command::new("s6-svscan")
+        .arg(&scan)
+        .env_clear()
+        .env("PATH", path)
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("s6-svscan: {e}"))?;
+    let s6 = S6(svscan);
+    if !within(Duration::from_secs(60), || {
+        s6_ok(&["s6-svwait", "-U", "-t", "1000"], &service)
+    }) {
+        return Err(format!(
+            "the VM did not come up; s6 log:\n{}",
+            std::fs::read_to_string(top.join("s6.log")).unwrap_or_default()
+        ));
+    }
+    println!("   s6-svwait -U returned: the VM runs");
+    phase("up", t);
+
+    println!("\n3. The guest booting (serial.log, excerpts)");
+    let t = Instant::now();
+    let hello = vm.join("fs/hello-from-guest.txt");
+    let serial = vm.join("serial.log");
+    let waiting = || std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"));
+    if !within(Duration::from_secs(60), waiting) {
+        return Err("the guest did not reach its power-button wait".into());
+    }
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    for l in text.lines().filter(|l| {
+        l.contains("Linux version")
+            || l.contains("Command line")
+            || l.contains("fuse: init")
+            || l.contains("GUEST")
+    }) {
+        println!("   | {}", l.trim_end());
+    }
+    phase("boot", t);
+
+    println!("\n4. The guest wrote into its storage, through virtiofs");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&hello).map_err(|e| format!("{}: {e}", hello.display()))?;
+    println!(
+        "   {} (owner {} on disk): {}",
+        hello.display(),
+        meta.uid(),
+        std::fs::read_to_string(&hello).unwrap_or_default().trim()
+    );
+
+    println!("\n5. The live daemons, as the host sees them");
+    let outer: i32 = String::from_utf8_lossy(
+        &Command::new("s6-svstat")
+            .args(["-o", "pid"])
+            .arg(&service)
+            .output()
+            .map_err(|e| e.to_string())?
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .map_err(|_| "no pid from s6-svstat")?;
+    let pid1 = *children(outer).first().ok_or("vm-init has no PID 1")?;
+    println!(
+        "   s6-supervise -> vm-init (host pid {outer}) -> vm-init PID 1 (host pid {pid1}, NSpid {}), non-dumpable",
+        status_field(pid1, "NSpid").replace('\t', " ")
+    );
+    println!(
+        "   PID namespace {} (the host's is {})",
+        pidns(pid1).map_or("?".into(), |p| p.display().to_string()),
+        pidns(outer).map_or("?".into(), |p| p.display().to_string())
+    );
+    for d in children(pid1) {
+        inspect(d, &vm);
+    }
+
+    println!("\n6. What each daemon can and cannot reach: the probe in its place, same argv, fds and policy");
+    let t = Instant::now();
+    let probes = state.join("probes");
+    std::fs::create_dir_all(&probes).map_err(|e| e.to_string())?;
+    println!("   -- in virtiofsd's place (wrap-virtiofsd's policy):");
+    let a = probe_vm(&bin, &probes, "as-virtiofsd", "vmm-cooperative", "probe")?;
+    println!("   -- in the VMM's place (wrap-vmm's cloud-hypervisor profile):");
+    let b = probe_vm(&bin, &probes, "as-vmm", "probe", "virtiofsd-ok")?;
+    phase("probes", t);
+
+    println!("\n7. s6-svc -d: the guest gets the ACPI power button");
+    let t = Instant::now();
+    let ns = pidns(pid1);
+    sh(Command::new("s6-svc").arg("-d").arg(&service))?;
+    if !within(Duration::from_secs(40), || {
+        s6_ok(&["s6-svwait", "-D", "-t", "1000"], &service)
+    }) {
+        return Err("the VM did not go down".into());
+    }
+    let took = t.elapsed();
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    for l in text
+        .lines()
+        .filter(|l| l.contains("GUEST-POWER-BUTTON") || l.contains("reboot: Power down"))
+    {
+        println!("   | {}", l.trim_end());
+    }
+    println!(
+        "   down {:.0} ms after s6-svc -d (timeout 30 s)",
+        took.as_secs_f64() * 1000.0
+    );
+    drop(s6);
+    let left_procs = std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| ns.is_some() && pidns(p) == ns)
+        .count();
+    let left_socks: Vec<String> = std::fs::read_dir(&vm)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock"))
+        .collect();
+    println!("   left: {left_procs} processes of the VM's PID namespace, sockets {left_socks:?}");
+    println!(
+        "\n   probes: virtiofsd's policy {}, the VMM's {}",
+        if a { "held" } else { "FAILED" },
+        if b { "held" } else { "FAILED" }
+    );
+    phase("total", total);
+    let _ = std::fs::remove_dir_all(&top);
+    if a && b && left_procs == 0 && left_socks.is_empty() && text.contains("GUEST-POWER-BUTTON") {
+        Ok(())
+    } else {
+        Err("the demo found a problem (see above)".into())
+    }
+}
