@@ -27,3 +27,21 @@ pub mod wrapper;
 
 pub use error::{Errno, Error, Result, EXIT_SYSCALL, EXIT_USAGE};
 pub use name::VmName;
+
+/// Writes one line to stderr in a single write(2): several processes of a
+/// VM share s6's log pipe, and eprintln! writes a line in pieces that
+/// interleave with theirs.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut text = line.to_string();
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// eprintln!, one write per line (see [`say()`]).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say(format_args!($($arg)*))
+    };
+}

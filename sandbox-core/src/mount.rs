@@ -185,13 +185,11 @@ pub enum ServiceMount {
     Tmpfs { target: PathBuf, size: &'static str },
     /// A fresh /proc with hidepid=invisible.
     ProcHidden,
-    /// `dir` replaced by a read-only tmpfs holding only the entries `keep`,
-    /// each bound from what was there: the VM directory as one daemon sees
-    /// it. Absent entries are skipped (gpu.sock of a VM without a GPU).
-    Only {
-        dir: PathBuf,
-        keep: Vec<&'static str>,
-    },
+    /// `dir` replaced by a read-only tmpfs holding only the paths `keep`
+    /// (relative, may be nested), each bound from what was there: the VM
+    /// directory as one daemon sees it, or /dev with only its devices.
+    /// Absent paths are skipped (gpu.sock of a VM without a GPU).
+    Only { dir: PathBuf, keep: Vec<String> },
 }
 
 /// Replaces `dir` by a read-only tmpfs holding only `keep`: everything
@@ -199,10 +197,16 @@ pub enum ServiceMount {
 /// storage) does not exist in this mount namespace. DAC cannot keep uid-0
 /// daemons (virtiofsd, with DAC_OVERRIDE) from each other's sockets, and
 /// Landlock below ABI 9 does not restrict connect(2) to a path socket.
-pub fn keep_only(dir: &Path, keep: &[&str]) -> Result<()> {
+pub fn keep_only(dir: &Path, keep: &[String]) -> Result<()> {
     let mut trees = Vec::new();
     for name in keep {
         let path = dir.join(name);
+        if !path.starts_with(dir) || name.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(Error::Usage(format!(
+                "{name:?} is not a path below {}",
+                dir.display()
+            )));
+        }
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
@@ -210,6 +214,9 @@ pub fn keep_only(dir: &Path, keep: &[&str]) -> Result<()> {
     }
     mount_tmpfs(dir, 0o755, "16k")?;
     for (path, is_dir, tree) in &trees {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).op_path("mkdir", parent)?;
+        }
         // A bind needs a mount point of its own kind: a directory for a
         // directory, a file for anything else (a socket, a log).
         if *is_dir {

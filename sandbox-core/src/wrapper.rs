@@ -97,8 +97,8 @@ pub fn main(prog: &str, build: impl FnOnce(&WrapArgs) -> Result<(Policy, Exec)>)
 
 fn fail(prog: &str, vm_dir: Option<&Path>, e: &Error) -> ! {
     match vm_dir {
-        Some(d) => eprintln!("{prog}: {}: {e}", d.display()),
-        None => eprintln!("{prog}: {e}"),
+        Some(d) => crate::say(format_args!("{prog}: {}: {e}", d.display())),
+        None => crate::say(format_args!("{prog}: {e}")),
     }
     std::process::exit(e.exit_code().into())
 }

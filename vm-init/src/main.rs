@@ -18,14 +18,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("vm-init: {e}");
+            sandbox_core::say!("vm-init: {e}");
             return ExitCode::from(e.exit_code());
         }
     };
     match outer::run(&args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("vm-init: {}: {e}", args.name);
+            sandbox_core::say!("vm-init: {}: {e}", args.name);
             ExitCode::from(e.exit_code())
         }
     }

@@ -245,7 +245,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
             let code = match started {
                 Ok(storage) => pid1::run(args, &vm, listeners, storage, watch, notify),
                 Err(e) => {
-                    eprintln!("vm-init: {}: PID 1: {e}", args.name);
+                    sandbox_core::say!("vm-init: {}: PID 1: {e}", args.name);
                     e.exit_code()
                 }
             };

@@ -34,7 +34,7 @@ pub fn run(
     match run_vm(args, vm, listeners, storage, &watch, notify) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vm-init: {}: {e}", args.name);
+            sandbox_core::say!("vm-init: {}: {e}", args.name);
             e.exit_code()
         }
     }
@@ -149,12 +149,12 @@ fn run_vm(
         if ready[2] {
             if let Some((daemon, status)) = &lost {
                 // The VMM did not follow its backend within the grace time.
-                eprintln!(
+                sandbox_core::say!(
                     "vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down"
                 );
                 return Ok(EXIT_VMM_FAILED);
             }
-            eprintln!(
+            sandbox_core::say!(
                 "vm-init: {name}: the guest did not power off within {} s: stopping the VMM",
                 args.shutdown_timeout.as_secs()
             );
@@ -185,7 +185,7 @@ fn run_vm(
                     if let Some(fd) = notify.take() {
                         notify_ready(fd)?;
                     }
-                    eprintln!("vm-init: {name}: ready (slot {})", vm.slot.index());
+                    sandbox_core::say!("vm-init: {name}: ready (slot {})", vm.slot.index());
                 }
                 Said::Nothing | Said::Closed => {}
             }
@@ -199,16 +199,16 @@ fn run_vm(
                     continue;
                 }
                 if !control.is_ready() {
-                    eprintln!(
+                    sandbox_core::say!(
                         "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
                     );
                     let _ = control.force_stop();
                     return Ok(0);
                 }
                 stopping = true;
-                eprintln!("vm-init: {name}: signal {sig}: asking the guest to power off");
+                sandbox_core::say!("vm-init: {name}: signal {sig}: asking the guest to power off");
                 if let Err(e) = control.request_powerdown() {
-                    eprintln!("vm-init: {name}: {e}");
+                    sandbox_core::say!("vm-init: {name}: {e}");
                 }
                 timer.arm(args.shutdown_timeout)?;
             }
@@ -224,7 +224,7 @@ fn run_vm(
                 if pid == vmm_pid {
                     if let Some((daemon, status)) = lost.filter(|(_, s)| *s != ExitStatus::Code(0))
                     {
-                        eprintln!("vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down");
+                        sandbox_core::say!("vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down");
                         return Ok(EXIT_VMM_FAILED);
                     }
                     return Ok(vmm_exit(name.as_str(), status, stopping));
@@ -244,15 +244,15 @@ fn run_vm(
 fn vmm_exit(name: &str, status: ExitStatus, stopping: bool) -> u8 {
     match (status, stopping) {
         (ExitStatus::Code(0), true) => {
-            eprintln!("vm-init: {name}: the guest powered off");
+            sandbox_core::say!("vm-init: {name}: the guest powered off");
             0
         }
         (ExitStatus::Code(0), false) => {
-            eprintln!("vm-init: {name}: the VMM exited by itself (guest powered off)");
+            sandbox_core::say!("vm-init: {name}: the VMM exited by itself (guest powered off)");
             0
         }
         (s, _) => {
-            eprintln!("vm-init: {name}: the VMM {s}");
+            sandbox_core::say!("vm-init: {name}: the VMM {s}");
             EXIT_VMM_FAILED
         }
     }

@@ -102,7 +102,9 @@ impl Control {
                     let head = String::from_utf8_lossy(&answer[..n]);
                     let status = head.lines().next().unwrap_or("").to_owned();
                     if !status.contains(" 204") && !status.contains(" 200") {
-                        eprintln!("vm-init: the VMM answered the shutdown request with {status:?}");
+                        sandbox_core::say!(
+                            "vm-init: the VMM answered the shutdown request with {status:?}"
+                        );
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => self.request = Some(r),

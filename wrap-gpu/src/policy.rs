@@ -7,9 +7,29 @@
 //! to this wrapper. crosvm then needs no right to create anything in the
 //! VM directory, and readiness needs no inotify watch or polling: the VMM's
 //! connect completes against vm-init's listener at once.
+//!
+//! Every path, and why it is here:
+//! - /usr, /lib, /lib64, /etc/ld.so.cache (read, exec): crosvm, Mesa and
+//!   their libraries.
+//! - /usr/share/drirc.d, /etc/drirc (read): Mesa's driver configuration.
+//! - /usr/share/vulkan, /usr/share/glvnd (read): Vulkan ICD and GLVND json.
+//! - /dev/dri/renderD* (device): the render nodes, the GPU itself; never the
+//!   card* primary nodes (modesetting is the compositor's).
+//! - /dev/udmabuf (device, when present): guest memory shared as dmabufs.
+//! - /dev/null (device), /dev/urandom (read): what every program opens.
+//! - /sys/dev/char, /sys/devices (read, when present): libdrm and Mesa find
+//!   the PCI device behind a render node there.
+//! - /proc (read): its own /proc; hidepid hides everyone else.
+//! - /tmp, /dev/shm (read-write): private tmpfs; buffers travel as memfd
+//!   and shm.
+//! - the compositor's Wayland socket: connect(2) needs no Landlock right
+//!   below ABI 9; the mount namespace makes it the only thing under /run.
+//!
+//! Its mount namespace shows of /dev only those devices, of /run only the
+//! Wayland socket, and nothing of the VM directory.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sandbox_core::caps::CapabilitySet;
 use sandbox_core::ids::GPU_UID;
@@ -17,20 +37,19 @@ use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
+use sandbox_core::{Errno, Error};
 
 pub const DEFAULT_PROGRAM: &str = "/usr/bin/crosvm";
 /// The connected vhost-user socket vm-init passes.
 pub const SOCKET_FD: i32 = 3;
-/// Spectrum's compositor socket, as crosvm is started there.
-pub const WAYLAND_SOCKET: &str = "/run/user/0/wayland-1";
+/// Spectrum's compositor socket, as crosvm is started there; a VM's
+/// `config/gpu` may name another.
+pub const DEFAULT_WAYLAND_SOCKET: &str = "/run/user/0/wayland-1";
 
-/// Read-only: what Mesa loads to identify and drive the GPU; read-write:
-/// the render nodes and udmabuf. Optional rows are absent on hosts without
-/// a GPU (like CI): the wrapper still builds its namespace from what exists.
 pub const TABLE: &[(&str, Access, bool)] = &[
     ("/proc", Access::Read, false),
     ("/dev/null", Access::Device, false),
-    ("/dev/dri", Access::Device, true),
+    ("/dev/urandom", Access::Read, false),
     ("/dev/udmabuf", Access::Device, true),
     ("/sys/dev/char", Access::Read, true),
     ("/sys/devices", Access::Read, true),
@@ -42,9 +61,87 @@ pub const TABLE: &[(&str, Access, bool)] = &[
     ("/dev/shm", Access::ReadWrite, false),
 ];
 
+/// What of the host's GPU this daemon gets, found before anything starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuHost {
+    pub wayland: PathBuf,
+    pub render_nodes: Vec<PathBuf>,
+    pub udmabuf: bool,
+}
+
+impl GpuHost {
+    /// Reads `VMDIR/config/gpu` (empty, or the compositor's socket path) and
+    /// looks for the render nodes. A VM that asks for a GPU gets one or a
+    /// one-line error: no socket or no render node is exit 111.
+    pub fn find(vm_dir: &Path) -> Result<GpuHost, Error> {
+        let config = std::fs::read_to_string(vm_dir.join("config/gpu")).unwrap_or_default();
+        let wayland = PathBuf::from(match config.trim() {
+            "" => DEFAULT_WAYLAND_SOCKET,
+            p => p,
+        });
+        if !wayland.is_absolute() {
+            return Err(Error::Usage(format!(
+                "config/gpu: {} is not an absolute path",
+                wayland.display()
+            )));
+        }
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata(&wayland) {
+            Ok(m) if m.file_type().is_socket() => {}
+            Ok(_) => return Err(Error::path("compositor socket", &wayland, Errno(88))),
+            Err(e) => return Err(Error::path("compositor socket", &wayland, e)),
+        }
+        let mut render_nodes: Vec<PathBuf> = std::fs::read_dir("/dev/dri")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("renderD"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        render_nodes.sort();
+        if render_nodes.is_empty() {
+            return Err(Error::path(
+                "find a render node under",
+                "/dev/dri",
+                Errno::ENOENT,
+            ));
+        }
+        let udmabuf = Path::new("/dev/udmabuf").exists();
+        if !udmabuf {
+            sandbox_core::say!(
+                "wrap-gpu: {}: /dev/udmabuf is absent: going on without it",
+                vm_dir.display()
+            );
+        }
+        Ok(GpuHost {
+            wayland,
+            render_nodes,
+            udmabuf,
+        })
+    }
+
+    /// The paths under /dev the daemon's /dev keeps.
+    fn dev_entries(&self) -> Vec<String> {
+        let mut keep: Vec<String> = vec!["null".into(), "urandom".into(), "shm".into()];
+        keep.extend(
+            self.render_nodes
+                .iter()
+                .filter_map(|p| p.strip_prefix("/dev").ok())
+                .map(|p| p.display().to_string()),
+        );
+        if self.udmabuf {
+            keep.push("udmabuf".into());
+        }
+        keep
+    }
+}
+
 /// `render`: the inside gid of the host's render group, when it is mapped.
-pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>) -> Policy {
-    let group = render;
+pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
     let mut landlock = rules(SYSTEM_LIBRARIES);
     landlock.extend(rules(TABLE));
     landlock.push(FsRule {
@@ -52,35 +149,62 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>) -> Policy {
         access: Access::ReadExec,
         optional: false,
     });
-    // The compositor's socket: connect(2) to a path socket needs no Landlock
-    // right below ABI 9, but the file must be reachable; read is enough.
-    landlock.push(FsRule {
-        path: WAYLAND_SOCKET.into(),
-        access: Access::Read,
-        optional: true,
-    });
+    for node in &host.render_nodes {
+        landlock.push(FsRule {
+            path: node.clone(),
+            access: Access::Device,
+            optional: false,
+        });
+    }
+    let mut mounts = vec![
+        // Nothing of the VM directory: its socket comes as fd 3.
+        ServiceMount::Only {
+            dir: vm_dir.to_owned(),
+            keep: vec![],
+        },
+        ServiceMount::Only {
+            dir: "/dev".into(),
+            keep: host.dev_entries(),
+        },
+        ServiceMount::Tmpfs {
+            target: "/tmp".into(),
+            size: "64m",
+        },
+        // Buffers travel through memfd and shm.
+        ServiceMount::Tmpfs {
+            target: "/dev/shm".into(),
+            size: "512m",
+        },
+        ServiceMount::ProcHidden,
+    ];
+    if let Ok(rel) = host.wayland.strip_prefix("/run") {
+        // Of /run (the host's sockets, the state dir) only the compositor,
+        // and the program itself should it live there.
+        let mut keep = vec![rel.display().to_string()];
+        keep.extend(
+            program
+                .strip_prefix("/run")
+                .ok()
+                .map(|p| p.display().to_string()),
+        );
+        mounts.insert(
+            1,
+            ServiceMount::Only {
+                dir: "/run".into(),
+                keep,
+            },
+        );
+    }
+    let runtime_dir = host
+        .wayland
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_owned);
     Policy {
         uid: GPU_UID,
         gid: GPU_UID,
-        groups: group.into_iter().collect(),
+        groups: render.into_iter().collect(),
         caps: CapabilitySet::empty(),
-        mounts: vec![
-            ServiceMount::Tmpfs {
-                target: "/tmp".into(),
-                size: "64m",
-            },
-            // Buffers travel through memfd and shm.
-            ServiceMount::Tmpfs {
-                target: "/dev/shm".into(),
-                size: "512m",
-            },
-            ServiceMount::ProcHidden,
-            // Nothing of the VM directory: its socket comes as fd 3.
-            ServiceMount::Only {
-                dir: vm_dir.to_owned(),
-                keep: vec![],
-            },
-        ],
+        mounts,
         landlock,
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
@@ -94,14 +218,15 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>) -> Policy {
             },
         ],
         keep_fds: vec![SOCKET_FD],
-        env: vec![("XDG_RUNTIME_DIR".into(), OsString::from("/run/user/0"))],
+        env: vec![("XDG_RUNTIME_DIR".into(), OsString::from(runtime_dir))],
         cwd: "/".into(),
         allow_weaker_landlock: false,
     }
 }
 
 /// crosvm's argv as Spectrum runs it, with the connected fd for the socket.
-pub fn argv(program: &Path) -> Exec {
+pub fn argv(program: &Path, host: &GpuHost) -> Exec {
+    let wayland = host.wayland.display().to_string();
     let args: Vec<OsString> = [
         "--no-syslog",
         "device",
@@ -109,7 +234,7 @@ pub fn argv(program: &Path) -> Exec {
         "--fd",
         "3",
         "--wayland-sock",
-        WAYLAND_SOCKET,
+        &wayland,
         "--params",
         r#"{"context-types":"cross-domain"}"#,
     ]
@@ -127,13 +252,26 @@ mod tests {
     use super::*;
     use sandbox_core::ids::host_group_inside_gid;
 
-    #[test]
-    fn table_is_absolute_unique_and_writes_only_devices_and_tmpfs() {
-        let p = policy(
+    fn host() -> GpuHost {
+        GpuHost {
+            wayland: DEFAULT_WAYLAND_SOCKET.into(),
+            render_nodes: vec!["/dev/dri/renderD128".into()],
+            udmabuf: true,
+        }
+    }
+
+    fn p() -> Policy {
+        policy(
             Path::new("/run/vm/a"),
             Path::new(DEFAULT_PROGRAM),
             host_group_inside_gid("render"),
-        );
+            &host(),
+        )
+    }
+
+    #[test]
+    fn table_is_absolute_unique_and_writes_only_devices_and_tmpfs() {
+        let p = p();
         let mut seen = std::collections::HashSet::new();
         for r in &p.landlock {
             assert!(r.path.is_absolute());
@@ -148,24 +286,63 @@ mod tests {
             if r.access == Access::Device {
                 assert!(r.path.starts_with("/dev"));
             }
+            assert!(
+                !r.path.starts_with("/run/vm/a"),
+                "nothing of the VM dir: {}",
+                r.path.display()
+            );
         }
         assert!(!p.landlock.iter().any(|r| r.path == Path::new("/dev/kvm")));
+        assert!(p
+            .landlock
+            .iter()
+            .any(|r| r.path == Path::new("/dev/dri/renderD128") && r.access == Access::Device));
+        assert!(
+            !p.landlock.iter().any(|r| r.path == Path::new("/dev/dri")),
+            "render nodes only, not card*"
+        );
         assert!(p.caps.is_empty());
         assert_eq!(p.groups, [host_group_inside_gid("render").unwrap()]);
     }
 
     #[test]
+    fn dev_and_run_keep_only_what_it_uses() {
+        let p = p();
+        let only = |dir: &str| {
+            p.mounts.iter().find_map(|m| match m {
+                ServiceMount::Only { dir: d, keep } if d == Path::new(dir) => Some(keep.clone()),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            only("/dev").unwrap(),
+            ["null", "urandom", "shm", "dri/renderD128", "udmabuf"]
+        );
+        assert_eq!(only("/run").unwrap(), ["user/0/wayland-1"]);
+        assert_eq!(only("/run/vm/a").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
     fn argv_matches_crosvm_device_gpu() {
-        let e = argv(Path::new(DEFAULT_PROGRAM));
+        let e = argv(Path::new(DEFAULT_PROGRAM), &host());
         let a: Vec<_> = e.args.iter().map(|s| s.to_str().unwrap()).collect();
-        assert_eq!(a[..3], ["--no-syslog", "device", "gpu"]);
-        assert!(a.windows(2).any(|w| w == ["--fd", "3"]));
+        assert_eq!(
+            a,
+            [
+                "--no-syslog",
+                "device",
+                "gpu",
+                "--fd",
+                "3",
+                "--wayland-sock",
+                "/run/user/0/wayland-1",
+                "--params",
+                r#"{"context-types":"cross-domain"}"#
+            ]
+        );
         assert!(
             !a.contains(&"--socket-path"),
             "crosvm must not bind its own socket"
         );
-        assert!(a
-            .windows(2)
-            .any(|w| w == ["--params", r#"{"context-types":"cross-domain"}"#]));
     }
 }

@@ -83,7 +83,7 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
             ServiceMount::ProcHidden,
             ServiceMount::Only {
                 dir: vm_dir.to_owned(),
-                keep: vec!["fs"],
+                keep: vec!["fs".into()],
             },
         ],
         landlock,
@@ -176,7 +176,7 @@ mod tests {
     fn sees_only_its_storage_of_the_vm_dir() {
         assert!(p().mounts.contains(&ServiceMount::Only {
             dir: "/run/vm/a".into(),
-            keep: vec!["fs"]
+            keep: vec!["fs".into()]
         }));
     }
 

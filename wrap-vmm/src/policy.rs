@@ -116,7 +116,7 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
             // has the listener as fd 3), not fs/ (virtiofsd serves it).
             ServiceMount::Only {
                 dir: c.vm_dir.clone(),
-                keep: VM_DIR_ENTRIES.to_vec(),
+                keep: VM_DIR_ENTRIES.iter().map(|&e| e.into()).collect(),
             },
         ],
         landlock,

@@ -97,6 +97,10 @@ fn main() {
     {
         as_virtiofsd(Path::new(&shared));
     }
+    // Started by wrap-gpu in crosvm's place (`device gpu`), with its argv.
+    if argv.windows(2).any(|w| w == ["device", "gpu"]) {
+        as_gpu(&argv);
+    }
     // Started by wrap-vmm in cloud-hypervisor's place, with its argv.
     if argv.iter().any(|a| a == "--api-socket") {
         as_vmm(&argv);
@@ -820,6 +824,191 @@ fn as_vmm(argv: &[String]) -> ! {
     let _ = std::io::stdout().flush();
     serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
 }
+
+/// The probe as the --gpu program of vm-init: crosvm `device gpu`'s argv,
+/// fds and policy. The test put its fake compositor socket at
+/// TOP/wayland/wayland-0 and an open (0666) host socket at TOP/host.sock.
+fn as_gpu(argv: &[String]) -> ! {
+    let wayland = PathBuf::from(arg_after(argv, "--wayland-sock"));
+    let top = wayland
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"))
+        .to_owned();
+    let me = std::process::id() as i32;
+    let mut p = Probe {
+        attempts: 0,
+        failed: 0,
+    };
+    // /dev/dri is not listable (no rule); its render nodes are openable.
+    p.check("ls /dev/dri", EACCES, io(fs::read_dir("/dev/dri")));
+    let mut nodes = 0;
+    for n in 128..=255 {
+        let node = format!("/dev/dri/renderD{n}");
+        match fs::OpenOptions::new().read(true).write(true).open(&node) {
+            Err(e) if e.raw_os_error() == Some(2) => {}
+            r => {
+                nodes += 1;
+                p.check(&format!("open {node} read-write"), Want::Ok, io(r));
+            }
+        }
+    }
+    p.record(
+        "render nodes openable",
+        "at least one",
+        &nodes.to_string(),
+        nodes > 0,
+    );
+    p.check(
+        "open /dev/dri/card0 (primary node)",
+        ENOENT,
+        io(fs::File::open("/dev/dri/card0")),
+    );
+    p.check(
+        "connect the compositor's socket",
+        Want::Ok,
+        io(UnixStream::connect(&wayland)),
+    );
+    let memfd = rustix::fs::memfd_create("gpu-buffer", rustix::fs::MemfdFlags::CLOEXEC);
+    p.check(
+        "memfd_create + ftruncate 1 MiB",
+        Want::Ok,
+        memfd
+            .map_err(Errno::from)
+            .and_then(|fd| rx(rustix::fs::ftruncate(&fd, 1 << 20))),
+    );
+    p.check(
+        "create /dev/shm/gpu-buffer",
+        Want::Ok,
+        create(Path::new("/dev/shm/gpu-buffer")),
+    );
+    p.check(
+        "create /tmp/gpu-probe",
+        Want::Ok,
+        create(Path::new("/tmp/gpu-probe")),
+    );
+    p.check(
+        "read /sys/devices (GPU identification)",
+        Want::Ok,
+        io(fs::read_dir("/sys/devices")),
+    );
+    // Not the other daemons of its VM: virtiofsd is PID 2, the VMM PID 3.
+    for (pid, who) in [(1, "vm-init"), (2, "virtiofsd"), (3, "the VMM")] {
+        let target = Pid::from_raw(pid).expect("pid > 0");
+        p.check(
+            &format!("kill({who}, SIGKILL)"),
+            EPERM,
+            rx(kill_process(target, Signal::KILL)),
+        );
+        p.check(
+            &format!("ptrace(PTRACE_ATTACH, {who})"),
+            EPERM,
+            attempts::ptrace_attach(pid),
+        );
+        p.check(
+            &format!("open /proc/{pid}/status ({who})"),
+            ENOENT,
+            io(fs::File::open(format!("/proc/{pid}/status"))),
+        );
+    }
+    let signalled: Vec<i32> = (1..=512)
+        .filter(|&n| n != me)
+        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
+        .collect();
+    p.record(
+        "kill(PID, 0) for PID 1..512 but self",
+        "none",
+        &format!("{signalled:?}"),
+        signalled.is_empty(),
+    );
+    p.check(
+        "connect an open host socket under /run",
+        ENOENT,
+        io(UnixStream::connect(top.join("host.sock"))),
+    );
+    p.check(
+        "ls the state dir (VM storage)",
+        ENOENT,
+        io(fs::read_dir(top.join("state"))),
+    );
+    p.check(
+        "open /dev/kvm",
+        ENOENT,
+        io(fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")),
+    );
+    p.check("open /dev/vda", ENOENT, io(fs::File::open("/dev/vda")));
+    p.check(
+        "read /etc/passwd (not in policy)",
+        EACCES,
+        io(fs::read("/etc/passwd")),
+    );
+    p.check(
+        "create /etc/vm-sandbox-probe",
+        EROFS,
+        create(Path::new("/etc/vm-sandbox-probe")),
+    );
+    p.check(
+        "TCP bind 127.0.0.1:0",
+        EACCES,
+        io(TcpListener::bind(("127.0.0.1", 0))),
+    );
+    p.check(
+        "TCP connect 127.0.0.1:22",
+        EACCES,
+        io(TcpStream::connect(("127.0.0.1", 22))),
+    );
+    p.check(
+        "unshare(CLONE_NEWUSER)",
+        Want::Err(Errno::ENOSPC),
+        attempts::unshare_user(),
+    );
+    p.check(
+        "setuid(0)",
+        EPERM,
+        rx(rustix::thread::set_thread_uid(rustix::process::Uid::ROOT)),
+    );
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    p.record(
+        "CapEff",
+        "0000000000000000",
+        &field("CapEff"),
+        field("CapEff") == "0000000000000000",
+    );
+    p.record(
+        "CapBnd",
+        "0000000000000000",
+        &field("CapBnd"),
+        field("CapBnd") == "0000000000000000",
+    );
+    p.record(
+        "NoNewPrivs",
+        "1",
+        &field("NoNewPrivs"),
+        field("NoNewPrivs") == "1",
+    );
+    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+    let _ = std::io::stdout().flush();
+    // Like crosvm: serve the VMM's vhost-user connection until it goes away.
+    if let Ok(fd) = sandbox_core::event::take_fd(SOCKET_FD_GPU, "--fd") {
+        let mut conn = UnixStream::from(fd);
+        let mut buf = [0u8; 64];
+        while std::io::Read::read(&mut conn, &mut buf).is_ok_and(|n| n > 0) {}
+    }
+    std::process::exit(i32::from(p.failed > 0));
+}
+
+/// The connected socket wrap-gpu passes (crosvm's `--fd 3`).
+const SOCKET_FD_GPU: i32 = 3;
 
 fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, failed: usize) -> ! {
     use std::io::Read as _;

@@ -70,6 +70,10 @@ fn vmm(name: &str, args: &[String], api: &str) {
         .and_then(|s| s.split(',').find_map(|kv| kv.strip_prefix("socket=")))
         .expect("--fs socket=");
     let _fs = UnixStream::connect(fs_sock).expect("connect to virtiofsd");
+    // ... and to the GPU daemon's socket, when the VM has one.
+    let _gpu = arg_after(args, "--gpu")
+        .and_then(|s| s.strip_prefix("socket="))
+        .map(|p| UnixStream::connect(p).expect("connect to the GPU socket"));
     let event = |e: &mut std::fs::File, what: &str| {
         let _ = write!(e, "{{\n  \"timestamp\": {{\"secs\": 0, \"nanos\": 1}},\n  \"source\": \"vm\",\n  \"event\": \"{what}\",\n  \"properties\": null\n}}\n\n");
     };
