@@ -17,11 +17,3 @@ pub fn no_new_privs() -> Result<()> {
 pub fn not_dumpable() -> Result<()> {
     set_dumpable_behavior(DumpableBehavior::NotDumpable).op("prctl PR_SET_DUMPABLE 0")
 }
-
-/// Reads `NoNewPrivs` and `CapEff` style lines of /proc/self/status.
-pub fn status_field(field: &str) -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .map(|v| v.trim().to_owned())
-}

@@ -4,6 +4,7 @@
 //!   cargo xtask test      every test (privileged ones need root)
 //!   cargo xtask lint      fmt --check and clippy -D warnings
 //!   cargo xtask demo      boot a real VM fully sandboxed under s6 and show what each daemon reaches
+//!   cargo xtask bench     setup cost, memory and scale against bubblewrap (target/bench.json)
 //!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
 //!   cargo xtask deps      install the Debian packages the tests need
 //!   cargo xtask tools     virtiofsd (crates.io) and QEMU (Debian packages) into the cache
@@ -15,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod bench;
 mod demo;
 mod matrix;
 mod tools;
@@ -31,12 +33,13 @@ fn main() -> ExitCode {
         Some("deps") => deps(),
         Some("matrix") => matrix::run(),
         Some("demo") => demo::run(),
+        Some("bench") => bench::run(),
         Some("install") => install(&args[1..]),
         Some("tools") => deps().and_then(|()| tools::tools()),
         Some("guest") => deps().and_then(|()| tools::guest()),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci|test|lint|deps|tools|guest|demo|matrix|install --destdir D"
+                "usage: cargo xtask ci|test|lint|deps|tools|guest|demo|bench|matrix|install --destdir D"
             );
             return ExitCode::from(100);
         }

@@ -35,6 +35,8 @@ struct Args {
     weaken: Option<String>,
     tcp_port: Option<String>,
     other_vm: Option<String>,
+    bench_wrapper: Option<PathBuf>,
+    iterations: usize,
 }
 
 fn main() {
@@ -76,6 +78,9 @@ fn pid1(args: &Args) -> Result<i32, Error> {
     std::fs::write("/proc/sys/user/max_user_namespaces", "0")
         .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
     let name = args.name.as_str();
+    if let Some(wrapper) = &args.bench_wrapper {
+        return bench_wrapper(wrapper, &vm_dir, args.iterations);
+    }
     let b = start_target(args, &vm_dir, UID_B)?;
     let mut abstracts = vec![abstract_name(name, UID_B)];
     let mut pids = vec![1, b.pid.as_raw_nonzero().get()];
@@ -158,6 +163,50 @@ fn pid1(args: &Args) -> Result<i32, Error> {
     Ok(status.relay_code().into())
 }
 
+/// `cargo xtask bench`: starts WRAPPER --program /bin/true VMDIR (with a
+/// socket as fd 3, as vm-init passes) `n` times from PID 1 and prints each
+/// time from spawn to the exit of /bin/true, in microseconds: the cost of
+/// the wrapper's whole policy, exec of the daemon included.
+/// Also prints the time of /bin/true alone (bench-true-us), the floor of
+/// any spawn from here, so the bench can report the wrapper's own cost.
+fn bench_wrapper(wrapper: &Path, vm_dir: &Path, n: usize) -> Result<i32, Error> {
+    let (fd3, _peer) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| Error::sys("socketpair", e))?;
+    for (label, sandboxed) in [("bench-true-us", false), ("bench-wrap-us", true)] {
+        let times = time_spawns(wrapper, vm_dir, n, sandboxed, fd3.as_raw_fd())?;
+        println!("{label} {}", times.join(" "));
+    }
+    Ok(0)
+}
+
+fn time_spawns(
+    wrapper: &Path,
+    vm_dir: &Path,
+    n: usize,
+    sandboxed: bool,
+    fd3: i32,
+) -> Result<Vec<String>, Error> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut cmd = if sandboxed {
+            let mut c = Command::new(wrapper)?;
+            c.arg("--program")?.arg("/bin/true")?.arg(vm_dir)?;
+            c
+        } else {
+            Command::new(Path::new("/bin/true"))?
+        };
+        cmd.pass_fd(fd3, 3);
+        let start = std::time::Instant::now();
+        let child = spawn::spawn(&cmd)?;
+        let status = spawn::wait(&child)?;
+        times.push(start.elapsed().as_micros().to_string());
+        if status != spawn::ExitStatus::Code(0) {
+            return Err(Error::Refused(format!("{} {status}", wrapper.display())));
+        }
+    }
+    Ok(times)
+}
+
 /// Starts sibling B (a target) as `uid` and waits for its readiness line.
 fn start_target(args: &Args, vm_dir: &Path, uid: u32) -> Result<Child, Error> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -227,6 +276,8 @@ fn parse() -> Args {
         weaken: None,
         tcp_port: None,
         other_vm: None,
+        bench_wrapper: None,
+        iterations: 20,
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(k) = it.next() {
@@ -252,6 +303,8 @@ fn parse() -> Args {
             "--weaken" => a.weaken = Some(s),
             "--tcp-port" => a.tcp_port = Some(s),
             "--other-vm" => a.other_vm = Some(s),
+            "--bench-wrapper" => a.bench_wrapper = Some(v.into()),
+            "--iterations" => a.iterations = s.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }

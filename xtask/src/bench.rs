@@ -1,0 +1,633 @@
+//! `cargo xtask bench`: what the sandbox costs the host, each figure
+//! measured in the same run as its reference, median and spread (p10-p90)
+//! over repeated runs. Prints a table and writes target/bench.json.
+//!
+//! 1. service setup: a wrapper's whole policy up to the exec of the daemon
+//!    (/bin/true), against bubblewrap doing the equivalent and against
+//!    `unshare --pid --mount --fork --mount-proc true`; each minus the
+//!    time of /bin/true spawned the same way (the floor of any spawn).
+//! 2. VM start (vm-init to readiness) and stop (SIGTERM to exit), stand-in
+//!    daemons, the VMM's own exit being immediate.
+//! 3. memory: VmRSS (and its anonymous part) of the outer vm-init and PID 1;
+//!    the size of each release binary.
+//! 4. scale: 1, 10, 50, 100 VMs started at once, time and memory per VM,
+//!    nothing left after.
+//! 5. virtiofsd serving 1,000 small files to the test guest, with and
+//!    without the sandbox, alternating in one run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{cargo, root, sh, tools, Result};
+
+const TOP: &str = "/run/vm-sandbox-bench";
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<(String, String, String)>,
+    json: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, what: &str, value: String, note: String) {
+        println!("{what:<48} {value:<28} {note}");
+        self.rows.push((what.into(), value, note));
+    }
+
+    fn json(&mut self, key: &str, value: String) {
+        self.json.push(format!("  \"{key}\": {value}"));
+    }
+}
+
+/// Median, p10 and p90 of a sample.
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.1), at(0.9))
+}
+
+fn ms(s: (f64, f64, f64)) -> String {
+    format!("{:.2} ms ({:.2}-{:.2})", s.0, s.1, s.2)
+}
+
+fn time_cmd(cmd: &[&str]) -> Result<f64> {
+    let start = Instant::now();
+    let status = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .status()
+        .map_err(|e| format!("{}: {e}", cmd[0]))?;
+    if !status.success() {
+        return Err(format!("{cmd:?}: {status}"));
+    }
+    Ok(start.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn link_binaries(bin: &Path) -> Result {
+    std::fs::create_dir_all(bin).map_err(|e| e.to_string())?;
+    let release = root().join("target/release");
+    let debug = root().join("target/debug");
+    for (dir, b) in [
+        (&release, "vm-init"),
+        (&release, "wrap-virtiofsd"),
+        (&release, "wrap-vmm"),
+        (&release, "wrap-gpu"),
+        (&debug, "vm-harness"),
+        (&debug, "standin"),
+    ] {
+        let _ = std::fs::remove_file(bin.join(b));
+        if std::fs::hard_link(dir.join(b), bin.join(b)).is_err() {
+            std::fs::copy(dir.join(b), bin.join(b)).map_err(|e| format!("copy {b}: {e}"))?;
+        }
+    }
+    for s in ["vmm-cooperative", "virtiofsd-ok"] {
+        let _ = std::fs::remove_file(bin.join(s));
+        std::fs::hard_link(bin.join("standin"), bin.join(s))
+            .or_else(|_| std::fs::copy(bin.join("standin"), bin.join(s)).map(drop))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn standin_vm(state: &Path, name: &str) -> Result {
+    let vm = state.join(name);
+    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
+    std::fs::write(vm.join("config/vmlinux"), "").map_err(|e| e.to_string())
+}
+
+fn start_vm(bin: &Path, state: &Path, name: &str) -> Result<Child> {
+    Command::new(bin.join("vm-init"))
+        .args([
+            "--parent-pid",
+            &std::process::id().to_string(),
+            "--state-dir",
+        ])
+        .arg(state)
+        .arg("--vmm")
+        .arg(bin.join("vmm-cooperative"))
+        .arg("--virtiofsd")
+        .arg(bin.join("virtiofsd-ok"))
+        .arg(name)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("vm-init: {e}"))
+}
+
+fn wait_ready(child: &mut Child) -> Result {
+    let mut r = BufReader::new(child.stderr.as_mut().ok_or("no stderr")?);
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).map_err(|e| e.to_string())? == 0 {
+            return Err("vm-init ended before it was ready".into());
+        }
+        if l.contains(": ready") {
+            return Ok(());
+        }
+    }
+}
+
+fn stop_vm(mut child: Child) -> Result<f64> {
+    let start = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("vm-init: {status}"));
+    }
+    Ok(start.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Proportional set size: shared pages (libc, the binary) divided among
+/// the processes that map them; what a VM really adds to the host.
+fn pss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pid1_of(outer: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn host_mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| m.lines().count())
+}
+
+pub fn run() -> Result {
+    let total = Instant::now();
+    if !Command::new("sh")
+        .args(["-c", "command -v bwrap"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "bubblewrap"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    crate::deps()?;
+    tools::tools()?;
+    tools::guest()?;
+    let mut release = cargo();
+    release.args(["build", "--release"]);
+    for b in ["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+        release.args(["--package", b]);
+    }
+    sh(&mut release)?;
+    sh(cargo().args(["build", "--package", "tests", "--bins"]))?;
+    let top = PathBuf::from(TOP);
+    let _ = std::fs::remove_dir_all(&top);
+    let (bin, state) = (top.join("bin"), top.join("state"));
+    link_binaries(&bin)?;
+    let result = measure(&bin, &state);
+    let _ = std::fs::remove_dir_all(&top);
+    let report = result?;
+    let json = format!("{{\n{}\n}}\n", report.json.join(",\n"));
+    let out = root().join("target/bench.json");
+    std::fs::write(&out, json).map_err(|e| e.to_string())?;
+    println!(
+        "\nwrote {} ({:.0} s in all)",
+        out.display(),
+        total.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn measure(bin: &Path, state: &Path) -> Result<Report> {
+    let mut r = Report::default();
+    println!(
+        "
+{:<48} {:<28} reference / target",
+        "measure", "median (p10-p90)"
+    );
+
+    // 1. Service setup, five interleaved rounds of each.
+    standin_vm(state, "setup")?;
+    let fs = state.join("setup/fs");
+    let fs_s = fs.to_str().ok_or("non-UTF-8 path")?;
+    let bwrap: Vec<&str> = vec![
+        "bwrap",
+        "--unshare-user",
+        "--unshare-pid",
+        "--die-with-parent",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/dev/shm",
+        "--bind",
+        fs_s,
+        fs_s,
+        "/bin/true",
+    ];
+    let unshare = [
+        "unshare",
+        "--pid",
+        "--mount",
+        "--fork",
+        "--mount-proc",
+        "true",
+    ];
+    let (mut ours, mut ours_floor, mut bw, mut un, mut floor) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..5 {
+        let out = Command::new(bin.join("vm-harness"))
+            .args([
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--slot",
+                "255",
+                "--name",
+                "setup",
+                "--scenario",
+                "bench",
+            ])
+            .arg("--bench-wrapper")
+            .arg(bin.join("wrap-virtiofsd"))
+            .args(["--iterations", "20"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            let nums = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|n| n.parse::<f64>().ok())
+                .map(|us| us / 1000.0);
+            if line.starts_with("bench-wrap-us") {
+                ours.extend(nums);
+            } else if line.starts_with("bench-true-us") {
+                ours_floor.extend(nums);
+            }
+        }
+        if ours.is_empty() {
+            return Err(format!(
+                "vm-harness bench: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        for _ in 0..20 {
+            bw.push(time_cmd(&bwrap)?);
+            un.push(time_cmd(&unshare)?);
+            floor.push(time_cmd(&["/bin/true"])?);
+        }
+    }
+    let (ours_s, ours_floor_s, bw_s, un_s, floor_s) = (
+        stats(ours),
+        stats(ours_floor),
+        stats(bw),
+        stats(un),
+        stats(floor),
+    );
+    let net = |s: (f64, f64, f64), f: (f64, f64, f64)| (s.0 - f.0).max(0.001);
+    let (ours_net, bw_net, un_net) = (
+        net(ours_s, ours_floor_s),
+        net(bw_s, floor_s),
+        net(un_s, floor_s),
+    );
+    r.row(
+        "1. wrap-virtiofsd, policy to exec of the daemon",
+        ms(ours_s),
+        format!(
+            "{ours_net:.2} ms above spawning /bin/true ({:.2})",
+            ours_floor_s.0
+        ),
+    );
+    r.row(
+        "   bubblewrap, the equivalent",
+        ms(bw_s),
+        format!("{bw_net:.2} ms above /bin/true ({:.2})", floor_s.0),
+    );
+    r.row(
+        "   unshare --pid --mount --fork --mount-proc",
+        ms(un_s),
+        format!("{un_net:.2} ms above /bin/true"),
+    );
+    r.row(
+        "   ratio to bubblewrap",
+        format!("{:.2}", ours_net / bw_net),
+        "target <= 0.5".into(),
+    );
+    r.row(
+        "   ratio to the unshare floor",
+        format!("{:.2}", ours_net / un_net),
+        "target <= 1.5".into(),
+    );
+    r.json("setup_ms", format!("{{\"wrapper\": {:.3}, \"bwrap\": {:.3}, \"unshare\": {:.3}, \"true_harness\": {:.3}, \"true_host\": {:.3}}}", ours_s.0, bw_s.0, un_s.0, ours_floor_s.0, floor_s.0));
+    r.json("setup_ratio_bwrap", format!("{:.3}", ours_net / bw_net));
+    r.json("setup_ratio_unshare", format!("{:.3}", ours_net / un_net));
+
+    // 2. VM start and stop.
+    standin_vm(state, "cycle")?;
+    let (mut starts, mut stops) = (vec![], vec![]);
+    let (mut outer_rss, mut pid1_rss, mut outer_anon, mut pid1_anon, mut pss) = (0, 0, 0, 0, 0);
+    for i in 0..20 {
+        let start = Instant::now();
+        let mut child = start_vm(bin, state, "cycle")?;
+        wait_ready(&mut child)?;
+        starts.push(start.elapsed().as_secs_f64() * 1000.0);
+        if i == 0 {
+            let pid1 = pid1_of(child.id()).ok_or("no PID 1")?;
+            outer_rss = status_kib(child.id(), "VmRSS");
+            pid1_rss = status_kib(pid1, "VmRSS");
+            outer_anon = status_kib(child.id(), "RssAnon");
+            pid1_anon = status_kib(pid1, "RssAnon");
+            pss = pss_kib(child.id()) + pss_kib(pid1);
+        }
+        stops.push(stop_vm(child)?);
+    }
+    r.row(
+        "2. VM start: vm-init to ready (stand-ins)",
+        ms(stats(starts.clone())),
+        "target <= 20 ms".into(),
+    );
+    r.row(
+        "   VM stop: SIGTERM to exit (VMM exits at once)",
+        ms(stats(stops.clone())),
+        "target <= 10 ms".into(),
+    );
+    r.json("vm_start_ms", format!("{:.3}", stats(starts).0));
+    r.json("vm_stop_ms", format!("{:.3}", stats(stops).0));
+
+    // 3. Memory and sizes.
+    r.row(
+        "3. VmRSS outer + PID 1",
+        format!("{} + {} KiB", outer_rss, pid1_rss),
+        "target <= 1024 KiB together".into(),
+    );
+    r.row(
+        "   of which anonymous (RssAnon)",
+        format!("{outer_anon} + {pid1_anon} KiB"),
+        "the rest is libc and the binary, shared".into(),
+    );
+    r.row(
+        "   Pss outer + PID 1",
+        format!("{pss} KiB"),
+        "shared pages divided among their users".into(),
+    );
+    r.json("rss_kib", format!("{{\"outer\": {outer_rss}, \"pid1\": {pid1_rss}, \"outer_anon\": {outer_anon}, \"pid1_anon\": {pid1_anon}, \"pss_both\": {pss}}}"));
+    let mut sizes = vec![];
+    for b in ["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+        let size = std::fs::metadata(bin.join(b))
+            .map_err(|e| e.to_string())?
+            .len();
+        r.row(
+            &format!("   {b} (release, stripped)"),
+            format!("{} KiB", size / 1024),
+            "target <= 1024 KiB".into(),
+        );
+        sizes.push(format!("\"{b}\": {size}"));
+    }
+    r.json("binary_bytes", format!("{{{}}}", sizes.join(", ")));
+
+    // 4. Scale.
+    let mounts_before = host_mounts();
+    let mut per_vm = vec![];
+    for n in [1usize, 10, 50, 100] {
+        for i in 0..n {
+            standin_vm(state, &format!("s{i}"))?;
+        }
+        let start = Instant::now();
+        let mut children = Vec::with_capacity(n);
+        for i in 0..n {
+            children.push(start_vm(bin, state, &format!("s{i}"))?);
+        }
+        for c in &mut children {
+            wait_ready(c)?;
+        }
+        let up = start.elapsed().as_secs_f64() * 1000.0;
+        let mut kib = 0;
+        for c in &children {
+            kib += status_kib(c.id(), "RssAnon")
+                + pid1_of(c.id()).map_or(0, |p| status_kib(p, "RssAnon"));
+        }
+        let start = Instant::now();
+        for c in &children {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .map_err(|e| e.to_string())?;
+        }
+        for mut c in children {
+            let s = c.wait().map_err(|e| e.to_string())?;
+            if !s.success() {
+                return Err(format!("a VM of {n} ended with {s}"));
+            }
+        }
+        let down = start.elapsed().as_secs_f64() * 1000.0;
+        per_vm.push((n, up / n as f64));
+        r.row(
+            &format!("4. {n:>3} VMs at once: all ready / all stopped"),
+            format!("{up:.0} ms / {down:.0} ms"),
+            format!(
+                "{:.2} ms and {} KiB anonymous (vm-init) per VM",
+                up / n as f64,
+                kib / n as u64
+            ),
+        );
+        r.json(
+            &format!("scale_{n}"),
+            format!(
+                "{{\"ready_ms\": {up:.1}, \"stopped_ms\": {down:.1}, \"anon_kib_per_vm\": {}}}",
+                kib / n as u64
+            ),
+        );
+    }
+    let flat = per_vm.last().map_or(0.0, |l| l.1) / per_vm.first().map_or(1.0, |f| f.1);
+    r.row(
+        "   per-VM start cost at 100 / at 1",
+        format!("{flat:.2}"),
+        "flat is 1.0".into(),
+    );
+    r.json("scale_ratio_100_to_1", format!("{flat:.3}"));
+    let leftovers: Vec<String> = std::fs::read_dir(state)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok())
+        .flat_map(|e| {
+            std::fs::read_dir(e.path())
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.ok())
+        })
+        .map(|f| f.path().display().to_string())
+        .filter(|p| p.ends_with(".sock"))
+        .collect();
+    let stray = Command::new("pgrep")
+        .args(["-f", TOP])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stray = String::from_utf8_lossy(&stray.stdout).lines().count();
+    r.row(
+        "   left after: sockets, processes, mounts",
+        format!(
+            "{} / {} / {:+}",
+            leftovers.len(),
+            stray,
+            host_mounts() as i64 - mounts_before as i64
+        ),
+        "all 0".into(),
+    );
+
+    // 5. virtiofsd with and without the sandbox, the same guest, alternating.
+    let (mut with, mut without) = (vec![], vec![]);
+    for _ in 0..3 {
+        with.push(guest_bench(bin, state, true)?);
+        without.push(guest_bench(bin, state, false)?);
+    }
+    let (w, wo) = (stats(with), stats(without));
+    r.row(
+        "5. guest: 1,000 small files created + read",
+        format!("{:.2} s sandboxed", w.0),
+        format!("{:.2} s without the sandbox", wo.0),
+    );
+    r.row(
+        "   throughput ratio (sandboxed / not)",
+        format!("{:.2}", wo.0 / w.0),
+        "target >= 0.97".into(),
+    );
+    r.json(
+        "guest_files_s",
+        format!("{{\"sandboxed\": {:.3}, \"direct\": {:.3}}}", w.0, wo.0),
+    );
+    r.json("guest_ratio", format!("{:.3}", wo.0 / w.0));
+    Ok(r)
+}
+
+/// One boot of the test guest in bench mode; returns the guest's own
+/// time for creating and reading 1,000 files, in seconds.
+fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
+    let vm = state.join("guest");
+    let _ = std::fs::remove_dir_all(&vm);
+    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
+    let g = tools::guest_dir();
+    std::fs::copy(g.join("vmlinuz"), vm.join("config/vmlinux")).map_err(|e| e.to_string())?;
+    std::fs::copy(g.join("initramfs"), vm.join("config/initramfs")).map_err(|e| e.to_string())?;
+    let cmdline = "console=ttyS0 panic=-1 vmsandbox.mode=bench";
+    for (f, t) in [
+        ("cmdline", cmdline),
+        ("vmm", "qemu"),
+        ("accel", "tcg"),
+        ("memory", "256"),
+    ] {
+        std::fs::write(vm.join("config").join(f), t).map_err(|e| e.to_string())?;
+    }
+    let serial = vm.join("serial.log");
+    if sandboxed {
+        let status = Command::new(bin.join("vm-init"))
+            .args([
+                "--parent-pid",
+                &std::process::id().to_string(),
+                "--state-dir",
+            ])
+            .arg(state)
+            .arg("--vmm")
+            .arg(tools::qemu())
+            .arg("--virtiofsd")
+            .arg(tools::virtiofsd())
+            .arg("guest")
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("sandboxed guest: vm-init {status}"));
+        }
+    } else {
+        let sock = state.join("direct.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut vfsd = Command::new(tools::virtiofsd())
+            .arg("--socket-path")
+            .arg(&sock)
+            .arg("--shared-dir")
+            .arg(vm.join("fs"))
+            .args(["--sandbox", "none", "--inode-file-handles=never"])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        while !sock.exists() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let prefix = tools::cache().join("qemu/root");
+        let status = Command::new(tools::qemu())
+            .env("LD_LIBRARY_PATH", tools::qemu_library_path())
+            .env(
+                "QEMU_MODULE_DIR",
+                prefix.join("usr/lib/x86_64-linux-gnu/qemu"),
+            )
+            .arg("-L")
+            .arg(prefix.join("usr/share/qemu"))
+            .arg("-L")
+            .arg(prefix.join("usr/share/seabios"))
+            .args([
+                "-nodefaults",
+                "-nographic",
+                "-no-user-config",
+                "-machine",
+                "q35,accel=tcg,memory-backend=mem",
+            ])
+            .args([
+                "-object",
+                "memory-backend-memfd,id=mem,size=256M,share=on",
+                "-m",
+                "256M",
+                "-kernel",
+            ])
+            .arg(vm.join("config/vmlinux"))
+            .arg("-initrd")
+            .arg(vm.join("config/initramfs"))
+            .args(["-append", cmdline, "-chardev"])
+            .arg(format!("socket,id=vfs,path={}", sock.display()))
+            .args([
+                "-device",
+                "vhost-user-fs-pci,chardev=vfs,tag=virtiofs0",
+                "-serial",
+            ])
+            .arg(format!("file:{}", serial.display()))
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        let _ = vfsd.kill();
+        let _ = vfsd.wait();
+        if !status.success() {
+            return Err(format!("direct guest: qemu {status}"));
+        }
+    }
+    let text = std::fs::read_to_string(&serial).map_err(|e| e.to_string())?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("GUEST-BENCH"))
+        .ok_or_else(|| format!("no GUEST-BENCH line:\n{text}"))?;
+    let cs = |key: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    Ok((cs("create_cs=") + cs("read_cs=")) / 100.0)
+}
