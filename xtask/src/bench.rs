@@ -215,8 +215,7 @@ pub fn run() -> Result {
 fn measure(bin: &Path, state: &Path) -> Result<Report> {
     let mut r = Report::default();
     println!(
-        "
-{:<48} {:<28} reference / target",
+        "\n{:<48} {:<28} reference / target",
         "measure", "median (p10-p90)"
     );
 
