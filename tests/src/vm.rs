@@ -293,3 +293,30 @@ impl Drop for S6 {
         }
     }
 }
+
+/// The probe's report, read from `out` up to its closing line
+/// (`probe: N attempts, M failed`), or to the end of the stream.
+pub fn read_report(out: &mut impl BufRead) -> String {
+    let mut report = String::new();
+    while !report.contains("probe: ") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        report.push_str(&line);
+    }
+    report
+}
+
+/// Every attempt of a probe report held, and at least `min` ran.
+pub fn assert_report_holds(report: &str, min: usize) {
+    assert!(report.contains("probe: "), "no closing line: {report}");
+    let failed: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failed.is_empty(),
+        "attempts that got through:\n{}",
+        failed.join("\n")
+    );
+    let held = report.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(held >= min, "only {held} attempts ran:\n{report}");
+}

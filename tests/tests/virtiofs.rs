@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tests::guest::{enable_kernel_audit, kernel_log, landlock_denials, set_guest_mode, Tools};
-use tests::vm::{wait_at_most, wait_line};
+use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
@@ -184,30 +184,14 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     // The VMM stand-in boots, the probe runs; stop the VM once it has.
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut report = String::new();
-    loop {
-        let mut line = String::new();
-        if std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() == 0 {
-            break;
-        }
-        report.push_str(&line);
-        if line.starts_with("probe:") {
-            break;
-        }
-    }
+    let report = read_report(&mut stdout);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     let _ = wait_at_most(&mut child, Duration::from_secs(10));
     eprintln!("{report}");
-    assert!(report.contains("probe: "), "{report}");
-    let failed: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
-    assert!(
-        report.lines().filter(|l| l.starts_with("ok ")).count() >= 25,
-        "{report}"
-    );
+    assert_report_holds(&report, 25);
     assert!(vm.join("fs/probe-out").exists());
     // The positive control of the audit check of the real virtiofsd: the
     // same wrapper's domain logs each denied attempt of the probe.

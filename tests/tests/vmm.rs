@@ -3,11 +3,11 @@
 //! power-button request, and from inside it reaches /dev/kvm, its config,
 //! its log and virtiofsd's socket, and nothing else.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tests::vm::{wait_at_most, wait_line};
+use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
 /// As udev does on a normal host: a kvm group owning /dev/kvm, mode 0660.
@@ -66,14 +66,7 @@ fn the_probe_in_cloud_hypervisors_place() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut report = String::new();
-    while !report.contains("probe: ") {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        report.push_str(&line);
-    }
+    let report = read_report(&mut out);
     eprintln!("{report}");
     let v = vm.display();
     let argv = format!(
@@ -87,12 +80,7 @@ fn the_probe_in_cloud_hypervisors_place() {
         report.lines().any(|l| l == argv),
         "argv differs:\n{report}\nwanted\n{argv}"
     );
-    let failed: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
-    assert!(
-        report.lines().filter(|l| l.starts_with("ok ")).count() >= 28,
-        "{report}"
-    );
+    assert_report_holds(&report, 28);
     // The probe sent cloud-hypervisor's "booted" event on fd 4.
     assert!(wait_line(&mut child, ": ready").contains("ready (slot"));
     // vm-init's graceful stop reaches the probe over the API listener fd.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, root, sh, tools, Result};
+use crate::{cargo, link, root, sh, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-bench";
 
@@ -76,16 +76,10 @@ fn link_binaries(bin: &Path) -> Result {
         (&debug, "vm-harness"),
         (&debug, "standin"),
     ] {
-        let _ = std::fs::remove_file(bin.join(b));
-        if std::fs::hard_link(dir.join(b), bin.join(b)).is_err() {
-            std::fs::copy(dir.join(b), bin.join(b)).map_err(|e| format!("copy {b}: {e}"))?;
-        }
+        link(&dir.join(b), &bin.join(b))?;
     }
     for s in ["vmm-cooperative", "virtiofsd-ok"] {
-        let _ = std::fs::remove_file(bin.join(s));
-        std::fs::hard_link(bin.join("standin"), bin.join(s))
-            .or_else(|_| std::fs::copy(bin.join("standin"), bin.join(s)).map(drop))
-            .map_err(|e| e.to_string())?;
+        link(&bin.join("standin"), &bin.join(s))?;
     }
     Ok(())
 }

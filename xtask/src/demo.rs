@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, root, sh, tools, Result};
+use crate::{cargo, link, root, sh, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-demo";
 
@@ -30,14 +30,6 @@ fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 fn write(path: &Path, text: &str) -> Result {
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
-}
-
-fn link(from: &Path, to: &Path) -> Result {
-    let _ = std::fs::remove_file(to);
-    if std::fs::hard_link(from, to).is_err() {
-        std::fs::copy(from, to).map_err(|e| format!("copy {}: {e}", from.display()))?;
-    }
-    Ok(())
 }
 
 fn status_field(pid: i32, field: &str) -> String {

@@ -76,6 +76,19 @@ pub fn sh(cmd: &mut Command) -> Result {
     }
 }
 
+/// Hard-links `from` to `to` (a copy across file systems), replacing `to`:
+/// the demo, the bench and the matrix run binaries from /run, never from
+/// the build tree, which may be under /tmp, where every sandboxed service
+/// mounts a private tmpfs.
+pub fn link(from: &Path, to: &Path) -> Result {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::{cargo, root, sh, Result};
+use crate::{cargo, link, root, sh, Result};
 
 const FIRST_ID: u32 = 1 << 20;
 const BLOCK: u32 = 1 << 17;
@@ -28,10 +28,7 @@ pub fn run() -> Result {
 fn link_test_binaries(bin: &std::path::Path) -> Result {
     std::fs::create_dir_all(bin).map_err(|e| format!("mkdir {}: {e}", bin.display()))?;
     for b in ["vm-harness", "test-wrap", "probe", "target"] {
-        let (src, dst) = (root().join("target/debug").join(b), bin.join(b));
-        if std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
-        }
+        link(&root().join("target/debug").join(b), &bin.join(b))?;
     }
     Ok(())
 }

@@ -46,7 +46,39 @@ struct Probe {
     failed: usize,
 }
 
+/// A line of /proc/self/status, after the colon.
+fn status_field(name: &str) -> String {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
 impl Probe {
+    /// kill(PID, 0) of every PID of the namespace but ours: none may work.
+    fn kill_sweep(&mut self, me: i32) {
+        let signalled: Vec<i32> = (1..=512)
+            .filter(|&n| n != me)
+            .filter(|&n| {
+                rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok()
+            })
+            .collect();
+        self.record(
+            "kill(PID, 0) for PID 1..512 but self",
+            "none",
+            &format!("{signalled:?}"),
+            signalled.is_empty(),
+        );
+    }
+
+    /// A /proc/self/status field must read `want` (CapEff, NoNewPrivs, ...).
+    fn status_is(&mut self, attempt: &str, field: &str, want: &str) {
+        let got = status_field(field);
+        self.record(attempt, want, &got, got == want);
+    }
+
     fn check(&mut self, attempt: &str, want: Want, got: Result<(), Errno>) {
         let got = match got {
             Ok(()) => Want::Ok,
@@ -205,16 +237,7 @@ fn main() {
         );
     }
     // Every other PID number of the namespace: nothing may be signalled.
-    let signalled: Vec<i32> = (1..=512)
-        .filter(|&n| n != me)
-        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
-        .collect();
-    p.record(
-        "kill(PID, 0) for PID 1..512 but self",
-        "none",
-        &format!("{signalled:?}"),
-        signalled.is_empty(),
-    );
+    p.kill_sweep(me);
     let mut visible: Vec<String> = fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(Result::ok)
@@ -369,29 +392,11 @@ fn main() {
             rx(rustix::thread::set_thread_gid(rustix::process::Gid::ROOT)),
         );
     }
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
     let caps = format!("{:016x}", profile.caps().bits());
-    p.record(
-        "NoNewPrivs",
-        "1",
-        &field("NoNewPrivs"),
-        field("NoNewPrivs") == "1",
-    );
-    p.record("CapEff", &caps, &field("CapEff"), field("CapEff") == caps);
-    p.record("CapBnd", &caps, &field("CapBnd"), field("CapBnd") == caps);
-    p.record(
-        "CapAmb",
-        "0000000000000000",
-        &field("CapAmb"),
-        field("CapAmb") == "0000000000000000",
-    );
+    p.status_is("NoNewPrivs", "NoNewPrivs", "1");
+    p.status_is("CapEff", "CapEff", &caps);
+    p.status_is("CapBnd", "CapBnd", &caps);
+    p.status_is("CapAmb", "CapAmb", "0000000000000000");
 
     // Positive controls: what the policy grants works.
     p.check(
@@ -548,16 +553,7 @@ fn as_virtiofsd(shared: &Path) -> ! {
         ENOENT,
         io(fs::File::open("/proc/1/status")),
     );
-    let signalled: Vec<i32> = (1..=512)
-        .filter(|&n| n != me)
-        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
-        .collect();
-    p.record(
-        "kill(PID, 0) for PID 1..512 but self",
-        "none",
-        &format!("{signalled:?}"),
-        signalled.is_empty(),
-    );
+    p.kill_sweep(me);
     p.check(
         "unshare(CLONE_NEWUSER)",
         Want::Err(Errno::ENOSPC),
@@ -578,33 +574,10 @@ fn as_virtiofsd(shared: &Path) -> ! {
             .write(true)
             .open("/dev/kvm")),
     );
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
     let caps = format!("{:016x}", tests::VIRTIOFSD_EXEC_CAPS.bits());
-    p.record(
-        "CapEff (virtiofsd's)",
-        &caps,
-        &field("CapEff"),
-        field("CapEff") == caps,
-    );
-    p.record(
-        "CapBnd (virtiofsd's)",
-        &caps,
-        &field("CapBnd"),
-        field("CapBnd") == caps,
-    );
-    p.record(
-        "NoNewPrivs",
-        "1",
-        &field("NoNewPrivs"),
-        field("NoNewPrivs") == "1",
-    );
+    p.status_is("CapEff (virtiofsd's)", "CapEff", &caps);
+    p.status_is("CapBnd (virtiofsd's)", "CapBnd", &caps);
+    p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     // Like virtiofsd: serve the VMM's connection until it goes away.
@@ -764,16 +737,7 @@ fn as_vmm(argv: &[String]) -> ! {
         ENOENT,
         io(fs::File::open("/proc/2/environ")),
     );
-    let signalled: Vec<i32> = (1..=512)
-        .filter(|&n| n != me)
-        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
-        .collect();
-    p.record(
-        "kill(PID, 0) for PID 1..512 but self",
-        "none",
-        &format!("{signalled:?}"),
-        signalled.is_empty(),
-    );
+    p.kill_sweep(me);
     p.check(
         "TCP bind 127.0.0.1:0",
         EACCES,
@@ -800,26 +764,8 @@ fn as_vmm(argv: &[String]) -> ! {
         EPERM,
         rx(rustix::thread::set_thread_uid(rustix::process::Uid::ROOT)),
     );
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
-    p.record(
-        "CapEff",
-        "0000000000000000",
-        &field("CapEff"),
-        field("CapEff") == "0000000000000000",
-    );
-    p.record(
-        "NoNewPrivs",
-        "1",
-        &field("NoNewPrivs"),
-        field("NoNewPrivs") == "1",
-    );
+    p.status_is("CapEff", "CapEff", "0000000000000000");
+    p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
@@ -911,16 +857,7 @@ fn as_gpu(argv: &[String]) -> ! {
             io(fs::File::open(format!("/proc/{pid}/status"))),
         );
     }
-    let signalled: Vec<i32> = (1..=512)
-        .filter(|&n| n != me)
-        .filter(|&n| rustix::process::test_kill_process(Pid::from_raw(n).expect("n > 0")).is_ok())
-        .collect();
-    p.record(
-        "kill(PID, 0) for PID 1..512 but self",
-        "none",
-        &format!("{signalled:?}"),
-        signalled.is_empty(),
-    );
+    p.kill_sweep(me);
     p.check(
         "connect an open host socket under /run",
         ENOENT,
@@ -970,32 +907,9 @@ fn as_gpu(argv: &[String]) -> ! {
         EPERM,
         rx(rustix::thread::set_thread_uid(rustix::process::Uid::ROOT)),
     );
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
-    p.record(
-        "CapEff",
-        "0000000000000000",
-        &field("CapEff"),
-        field("CapEff") == "0000000000000000",
-    );
-    p.record(
-        "CapBnd",
-        "0000000000000000",
-        &field("CapBnd"),
-        field("CapBnd") == "0000000000000000",
-    );
-    p.record(
-        "NoNewPrivs",
-        "1",
-        &field("NoNewPrivs"),
-        field("NoNewPrivs") == "1",
-    );
+    p.status_is("CapEff", "CapEff", "0000000000000000");
+    p.status_is("CapBnd", "CapBnd", "0000000000000000");
+    p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     // Like crosvm: serve the VMM's vhost-user connection until it goes away.
