@@ -145,11 +145,18 @@ pub fn qemu_library_path() -> String {
 
 fn download(into: &Path, packages: &[&str]) -> Result {
     // apt's _apt user cannot write into root's directories: a harmless
-    // warning, the download runs as root then.
-    sh(Command::new("apt-get")
-        .arg("download")
-        .args(packages)
-        .current_dir(into))
+    // warning, the download runs as root then. A fresh machine may have no
+    // package lists yet: update them once and try again.
+    let get = || {
+        sh(Command::new("apt-get")
+            .arg("download")
+            .args(packages)
+            .current_dir(into))
+    };
+    get().or_else(|_| {
+        sh(Command::new("apt-get").args(["update", "-qq"]))?;
+        get()
+    })
 }
 
 fn unpack(debs: &Path, root: &Path) -> Result {
@@ -180,19 +187,27 @@ pub fn guest() -> Result {
     for d in [&debs, &x, &root] {
         mkdir(d)?;
     }
-    let depends = Command::new("apt-cache")
-        .args(["depends", "linux-image-cloud-amd64"])
-        .output()
-        .map_err(|e| format!("apt-cache: {e}"))?;
-    let kernel = String::from_utf8_lossy(&depends.stdout)
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Depends: ")
-                .filter(|p| p.starts_with("linux-image-"))
-                .map(str::to_owned)
-        })
-        .ok_or("apt-cache knows no linux-image-cloud-amd64 (apt-get update?)")?;
+    let kernel_package = || -> Option<String> {
+        let depends = Command::new("apt-cache")
+            .args(["depends", "linux-image-cloud-amd64"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&depends.stdout)
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Depends: ")
+                    .filter(|p| p.starts_with("linux-image-"))
+                    .map(str::to_owned)
+            })
+    };
+    let kernel = match kernel_package() {
+        Some(k) => k,
+        None => {
+            sh(Command::new("apt-get").args(["update", "-qq"]))?;
+            kernel_package().ok_or("apt-cache knows no linux-image-cloud-amd64")?
+        }
+    };
     download(&debs, &[&kernel, "busybox-static"])?;
     unpack(&debs, &x)?;
     let version = kernel.trim_start_matches("linux-image-");
