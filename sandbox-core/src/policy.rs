@@ -81,7 +81,9 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     // 2. Mounts need CAP_SYS_ADMIN and cannot happen inside a Landlock
     //    domain: they come first.
     mount::build_service_namespace(&policy.mounts)?;
-    // 3. Limits may be raised only while CAP_SYS_RESOURCE is still held.
+    // 3. Limits, lowered to the daemon's values (never above the hard
+    //    limit the outer vm-init could give the VM: raising one takes
+    //    CAP_SYS_RESOURCE in the host's user namespace).
     rlimits::apply(&policy.rlimits)?;
     // 4. Nothing of the parent's leaks but what the policy passes: no fd,
     //    and no working directory (a daemon opens its cwd: virtiofsd probes

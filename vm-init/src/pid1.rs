@@ -138,9 +138,11 @@ fn run_vm(
 
     loop {
         let mut fds: Vec<BorrowedFd<'_>> = vec![sigfd.as_fd(), watch.fd(), timer.as_fd()];
-        if let Some(l) = &gpu_listener {
+        let gpu_at = gpu_listener.as_ref().map(|l| {
             fds.push(l.as_fd());
-        }
+            fds.len() - 1
+        });
+        let control_from = fds.len();
         fds.extend(control.fds());
         let ready = event::wait_readable(&fds)?;
         if ready[1] {
@@ -161,8 +163,8 @@ fn run_vm(
             let _ = control.force_stop();
             return Ok(EXIT_TIMEOUT);
         }
-        if gpu_listener.is_some() && ready[3] {
-            let l = gpu_listener.take().expect("checked");
+        if gpu_at.is_some_and(|i| ready[i]) {
+            let l = gpu_listener.take().expect("polled, so present");
             match l.accept() {
                 Ok((conn, _)) => {
                     let child = wrapper(vm, "wrap-gpu", args.gpu.as_deref(), &[(conn.as_fd(), 3)])?;
@@ -175,11 +177,7 @@ fn run_vm(
                 Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
             }
         }
-        if ready
-            .iter()
-            .skip(3 + usize::from(gpu_listener.is_some()))
-            .any(|&r| r)
-        {
+        if ready[control_from..].iter().any(|&r| r) {
             match control.on_readable()? {
                 Said::Ready => {
                     if let Some(fd) = notify.take() {
