@@ -91,6 +91,18 @@ pub fn kernel_abi() -> i32 {
     ret.map_or(0, |v| i32::try_from(v).unwrap_or(0))
 }
 
+/// Refuses a kernel below [`REQUIRED_ABI`] unless the caller opted out
+/// explicitly: never a silently weaker sandbox.
+pub fn check_abi(found: i32, allow_weaker: bool) -> Result<()> {
+    if found < REQUIRED_ABI && !allow_weaker {
+        return Err(Error::LandlockAbi {
+            found,
+            required: REQUIRED_ABI,
+        });
+    }
+    Ok(())
+}
+
 /// A ruleset built and ready: its paths were opened while the caller could
 /// still see them; [`Prepared::restrict_self`] enforces it.
 #[derive(Debug)]
@@ -104,12 +116,7 @@ pub struct Prepared {
 /// `allow_weaker` is the explicit opt-out for kernels below ABI 6.
 pub fn prepare(rules: &[FsRule], scopes: &[Scope], allow_weaker: bool) -> Result<Prepared> {
     let found = kernel_abi();
-    if found < REQUIRED_ABI && !allow_weaker {
-        return Err(Error::LandlockAbi {
-            found,
-            required: REQUIRED_ABI,
-        });
-    }
+    check_abi(found, allow_weaker)?;
     let ll = |op| move |source| Error::Landlock { op, source };
     let required = if allow_weaker {
         CompatLevel::BestEffort
@@ -211,6 +218,20 @@ impl SourceErrno for landlock::PathFdError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_old_kernel_is_refused_with_its_abi_named() {
+        for found in [0, 1, 4, 5] {
+            let e = check_abi(found, false).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("Landlock ABI {found} on this kernel, 6 required (scopes); refusing to run with a weaker sandbox")
+            );
+            assert_eq!(e.exit_code(), 111);
+            assert!(check_abi(found, true).is_ok(), "the explicit opt-out");
+        }
+        assert!(check_abi(6, false).is_ok() && check_abi(7, false).is_ok());
+    }
 
     #[test]
     fn read_write_never_includes_execute() {

@@ -169,6 +169,14 @@ mod tests {
             .map(|r| r.path)
             .collect();
         assert_eq!(writable, [Path::new("/run/vm/a/fs")]);
+        // No device but /dev/null: /dev/kvm is the VMM's alone.
+        let devices: Vec<_> = p()
+            .landlock
+            .into_iter()
+            .filter(|r| r.access == Access::Device)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(devices, [Path::new("/dev/null")]);
         assert!(p().landlock.iter().all(|r| r.path != Path::new("/")));
     }
 
