@@ -133,14 +133,6 @@ impl Error {
             _ => EXIT_SYSCALL,
         }
     }
-
-    /// The errno behind this error, if a system call produced it.
-    pub fn errno(&self) -> Option<Errno> {
-        match self {
-            Error::Path { errno, .. } | Error::Sys { errno, .. } => Some(*errno),
-            _ => None,
-        }
-    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,7 +5,7 @@
 
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::net::{
@@ -186,9 +186,5 @@ impl MapsPending {
         }
         crate::creds::switch_ids(0, 0, &[])?;
         Ok(fds)
-    }
-
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.chan.as_raw_fd()
     }
 }

@@ -40,14 +40,14 @@ pub fn apply(limits: &[Limit]) -> Result<()> {
 /// Raises the hard limit of `resource` to at least `value` (soft stays).
 /// Only the host's root with CAP_SYS_RESOURCE can: the outer vm-init tries
 /// once for the whole VM, so that each wrapper, inside the VM's user
-/// namespace, only lowers limits to its daemon's values. Returns false
-/// when the host does not allow it (the host's limit stays the ceiling).
-pub fn raise_hard(resource: Resource, value: Option<u64>) -> Result<bool> {
+/// namespace, only lowers limits to its daemon's values. When the host
+/// does not allow it (EPERM), the host's limit stays the ceiling.
+pub fn raise_hard(resource: Resource, value: Option<u64>) -> Result<()> {
     let current = rustix::process::getrlimit(resource);
     let higher = match (current.maximum, value) {
-        (None, _) => return Ok(true),
+        (None, _) => return Ok(()),
         (Some(_), None) => None,
-        (Some(max), Some(v)) if v <= max => return Ok(true),
+        (Some(max), Some(v)) if v <= max => return Ok(()),
         (Some(_), Some(v)) => Some(v),
     };
     match setrlimit(
@@ -57,8 +57,7 @@ pub fn raise_hard(resource: Resource, value: Option<u64>) -> Result<bool> {
             maximum: higher,
         },
     ) {
-        Ok(()) => Ok(true),
-        Err(rustix::io::Errno::PERM) => Ok(false),
+        Ok(()) | Err(rustix::io::Errno::PERM) => Ok(()),
         Err(e) => Err(crate::error::Error::sys("setrlimit (raise hard limit)", e)),
     }
 }

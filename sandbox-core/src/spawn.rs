@@ -78,10 +78,6 @@ impl Command {
         self.fds.push((source, target));
         self
     }
-
-    pub fn argv(&self) -> impl Iterator<Item = &std::ffi::CStr> {
-        self.argv.iter().map(CString::as_c_str)
-    }
 }
 
 /// A started child: its pid and a pidfd (the event loop polls it).

@@ -36,8 +36,6 @@ const SUN_PATH_MAX: usize = 107;
 #[derive(Debug)]
 pub struct Vm {
     pub dir: PathBuf,
-    /// The id slot, once taken.
-    pub slot: Slot,
     pub kind: VmmKind,
     pub gpu: bool,
     /// The directory holding vm-init and the wrappers it starts.
@@ -109,7 +107,6 @@ fn check(args: &Args) -> Result<Vm, Error> {
     }
     Ok(Vm {
         dir,
-        slot: Slot::new(0).expect("slot 0 exists"),
         kind,
         gpu,
         bin_dir,
@@ -204,7 +201,7 @@ fn idmapped_storage(
 }
 
 pub fn run(args: &Args) -> Result<u8, Error> {
-    let mut vm = check(args)?;
+    let vm = check(args)?;
     let notify = args
         .notify_fd
         .map(|fd| take_fd(fd, "--notify-fd"))
@@ -215,7 +212,6 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     let vm_lock: File = lock_vm_dir(&vm.dir)?;
     let slots = SlotFile::open(&args.state_dir)?;
     let slot = slots.lock_lowest_free()?;
-    vm.slot = slot;
     let mut created = Created(Vec::new());
     let listeners = create_files(&vm, slot, &mut created)?;
     let etc_group =
@@ -243,7 +239,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
                     .ok_or_else(|| Error::Refused("the outer sent no idmapped mount of fs/".into()))
             });
             let code = match started {
-                Ok(storage) => pid1::run(args, &vm, listeners, storage, watch, notify),
+                Ok(storage) => pid1::run(args, &vm, slot, listeners, storage, watch, notify),
                 Err(e) => {
                     sandbox_core::say!("vm-init: {}: PID 1: {e}", args.name);
                     e.exit_code()

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use sandbox_core::event::{self, notify_ready, reap_any, Timer};
+use sandbox_core::ids::Slot;
 use sandbox_core::parent::ParentWatch;
 use sandbox_core::signals::{SignalFd, SIGCHLD};
 use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
@@ -26,12 +27,13 @@ const BACKEND_GRACE: std::time::Duration = std::time::Duration::from_millis(500)
 pub fn run(
     args: &Args,
     vm: &Vm,
+    slot: Slot,
     listeners: Listeners,
     storage: OwnedFd,
     watch: ParentWatch,
     notify: Option<OwnedFd>,
 ) -> u8 {
-    match run_vm(args, vm, listeners, storage, &watch, notify) {
+    match run_vm(args, vm, slot, listeners, storage, &watch, notify) {
         Ok(code) => code,
         Err(e) => {
             sandbox_core::say!("vm-init: {}: {e}", args.name);
@@ -65,6 +67,7 @@ fn wrapper(
 fn run_vm(
     args: &Args,
     vm: &Vm,
+    slot: Slot,
     listeners: Listeners,
     storage: OwnedFd,
     watch: &ParentWatch,
@@ -183,7 +186,7 @@ fn run_vm(
                     if let Some(fd) = notify.take() {
                         notify_ready(fd)?;
                     }
-                    sandbox_core::say!("vm-init: {name}: ready (slot {})", vm.slot.index());
+                    sandbox_core::say!("vm-init: {name}: ready (slot {})", slot.index());
                 }
                 Said::Nothing | Said::Closed => {}
             }
