@@ -85,21 +85,21 @@ pub fn mapped_host_group(name: &str) -> Option<u32> {
         .then_some(gid)
 }
 
+/// The gid of host group `name` in `etc_group` (the text of /etc/group).
+pub fn host_group_gid(etc_group: &str, name: &str) -> Option<u32> {
+    etc_group.lines().find_map(|line| {
+        let mut f = line.split(':');
+        (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
 /// Looks up the host gid of each group of [`HOST_GROUPS`] in `/etc/group`
 /// (read directly: no NSS module runs in vm-init). Returns (inside, host)
 /// pairs for the groups that exist.
 pub fn host_groups(etc_group: &str) -> Vec<(u32, u32)> {
     HOST_GROUPS
         .iter()
-        .filter_map(|&(name, inside)| {
-            etc_group
-                .lines()
-                .find_map(|line| {
-                    let mut f = line.split(':');
-                    (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
-                })
-                .map(|host| (inside, host))
-        })
+        .filter_map(|&(name, inside)| Some((inside, host_group_gid(etc_group, name)?)))
         .collect()
 }
 

@@ -10,6 +10,7 @@ pub mod creds;
 pub mod error;
 pub mod event;
 pub mod fds;
+pub mod host;
 pub mod ids;
 pub mod landlock;
 pub mod locks;

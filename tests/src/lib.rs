@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod guest;
+pub mod host;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -236,12 +237,22 @@ pub fn privileged_with(test: &str, programs: &[&str]) -> bool {
 /// (not under /tmp: every service gets a private /tmp that would cover it),
 /// removed with its parent when dropped. The parent holds what must stay
 /// visible inside a VM, where the state dir holds only the VM's own
-/// directory: the stand-in binaries, s6's scan dir.
+/// directory: the stand-in binaries, s6's scan dir. While it lives,
+/// /dev/kvm is usable by a VMM (see [`host::kvm_usable`]): stand-in VMs
+/// run the cloud-hypervisor profile, which needs it.
 #[derive(Debug)]
-pub struct StateDir(pub PathBuf);
+pub struct StateDir(pub PathBuf, Option<host::KvmUsable>);
 
 impl StateDir {
     pub fn new(test: &str) -> StateDir {
+        let kvm = host::kvm_usable();
+        let mut state = StateDir::bare(test);
+        state.1 = Some(kvm);
+        state
+    }
+
+    /// A state dir that leaves /dev/kvm as it is.
+    pub fn bare(test: &str) -> StateDir {
         let top = PathBuf::from(format!(
             "/run/vm-sandbox-tests/{test}-{}",
             std::process::id()
@@ -250,7 +261,7 @@ impl StateDir {
         let dir = top.join("state");
         std::fs::create_dir_all(&dir).expect("create state dir");
         link_binaries(&bin_dir(), &top.join("bin"));
-        StateDir(dir)
+        StateDir(dir, None)
     }
 
     /// The project's binaries, linked next to the state dir: never run

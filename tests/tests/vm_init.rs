@@ -513,3 +513,91 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         .unwrap();
     assert_eq!(first.wait().unwrap().code(), Some(0));
 }
+
+/// Runs vm-init on `state_dir`/`name` and asserts exit 100, one line that
+/// names `path`, and nothing created in the VM directory or the state dir.
+fn refused_by_host_setup(bin: &Path, state_dir: &Path, name: &str, path: &Path) -> String {
+    let vm = state_dir.join(name);
+    let before = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (vm_before, state_before) = (before(&vm), before(state_dir));
+    let out = Command::new(bin.join("vm-init"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg(name)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(100), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&path.display().to_string()),
+        "does not name {}: {err}",
+        path.display()
+    );
+    assert_eq!(before(&vm), vm_before, "created something in the VM dir");
+    assert_eq!(before(state_dir), state_before, "created a slot file");
+    err
+}
+
+#[test]
+fn bad_host_setups_are_one_line_and_create_nothing() {
+    if !privileged_with("host_setup", &[]) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let state = StateDir::new("host_setup");
+    let bin = state.bin();
+    // A state dir under /tmp: every daemon has a private /tmp, so the VM
+    // directory would not exist for any of them.
+    let tmp = Path::new("/tmp").join(format!("vm-sandbox-host-setup-{}", std::process::id()));
+    let tmp_state = tmp.join("state");
+    std::fs::create_dir_all(tmp_state.join("t/config")).unwrap();
+    std::fs::create_dir_all(tmp_state.join("t/fs")).unwrap();
+    std::fs::write(tmp_state.join("t/config/vmlinux"), "").unwrap();
+    let err = refused_by_host_setup(&bin, &tmp_state, "t", &tmp_state);
+    assert!(err.contains("private tmpfs"), "{err}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+
+    // The state dir writable by others than root.
+    let vm = state.add_standin_vm("w");
+    mode(&state.0, 0o777);
+    let err = refused_by_host_setup(&bin, &state.0, "w", &state.0);
+    assert!(err.contains("drwxrwxrwx"), "{err}");
+    mode(&state.0, 0o1777);
+    refused_by_host_setup(&bin, &state.0, "w", &state.0);
+    mode(&state.0, 0o755);
+    // ... or a directory above it.
+    let top = state.top();
+    mode(&top, 0o757);
+    let err = refused_by_host_setup(&bin, &state.0, "w", &state.0);
+    assert!(err.contains(&format!("through {}", top.display())), "{err}");
+    mode(&top, 0o755);
+    // The VM directory group-writable for a group other than root's, or
+    // owned by a user.
+    std::os::unix::fs::chown(&vm, None, Some(100)).unwrap();
+    mode(&vm, 0o775);
+    refused_by_host_setup(&bin, &state.0, "w", &vm);
+    std::os::unix::fs::chown(&vm, Some(1000), Some(0)).unwrap();
+    mode(&vm, 0o755);
+    let err = refused_by_host_setup(&bin, &state.0, "w", &vm);
+    assert!(err.contains("VM directory"), "{err}");
+    // Put right, the same VM runs.
+    std::os::unix::fs::chown(&vm, Some(0), Some(0)).unwrap();
+    let mut child = direct(&state, "w", "vmm-cooperative", "virtiofsd-ok", &[]);
+    assert!(wait_line(&mut child, ": ready").contains("ready"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

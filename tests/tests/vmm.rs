@@ -10,37 +10,13 @@ use std::time::Duration;
 use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
-/// As udev does on a normal host: a kvm group owning /dev/kvm, mode 0660.
-fn give_dev_kvm_a_group() {
-    let has_group = std::fs::read_to_string("/etc/group")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("kvm:"));
-    if !has_group {
-        assert!(Command::new("groupadd")
-            .args(["--system", "kvm"])
-            .status()
-            .unwrap()
-            .success());
-    }
-    assert!(Command::new("chgrp")
-        .args(["kvm", "/dev/kvm"])
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("chmod")
-        .args(["0660", "/dev/kvm"])
-        .status()
-        .unwrap()
-        .success());
-}
-
 #[test]
 fn the_probe_in_cloud_hypervisors_place() {
     if !privileged("vmm_probe") {
         return;
     }
-    give_dev_kvm_a_group();
+    // StateDir::new gives /dev/kvm a kvm group as udev would, and puts
+    // it back as it found it when the test ends.
     let state = StateDir::new("vmm_probe");
     let vm = state.add_standin_vm("ch");
     std::fs::write(vm.join("config/initramfs"), "").unwrap();

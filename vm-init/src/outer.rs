@@ -18,7 +18,7 @@ use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
 use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-use sandbox_core::Error;
+use sandbox_core::{host, Error};
 
 use crate::args::Args;
 use crate::pid1;
@@ -40,6 +40,8 @@ pub struct Vm {
     pub gpu: bool,
     /// The directory holding vm-init and the wrappers it starts.
     pub bin_dir: PathBuf,
+    /// Host groups mapped into the VM one by one: (inside gid, host gid).
+    pub host_groups: Vec<(u32, u32)>,
 }
 
 impl Vm {
@@ -59,6 +61,7 @@ pub struct Listeners {
 /// Every check that needs no privilege and changes nothing, so that bad
 /// input is a one-line error before anything is created.
 fn check(args: &Args) -> Result<Vm, Error> {
+    host::check_not_private(&args.state_dir)?;
     let dir = args.state_dir.join(args.name.as_str());
     if !dir.is_dir() {
         return Err(Error::Usage(format!(
@@ -66,23 +69,31 @@ fn check(args: &Args) -> Result<Vm, Error> {
             dir.display()
         )));
     }
-    let config = dir.join("config");
-    if !config.is_dir() {
+    let config_dir = dir.join("config");
+    if !config_dir.is_dir() {
         return Err(Error::Usage(format!(
             "missing config: {} is not a directory",
-            config.display()
+            config_dir.display()
         )));
     }
     // The whole config, checked as wrap-vmm will read it: a missing kernel
     // or a disk path with a comma stops the VM before anything exists.
-    let kind = VmConfig::read(&dir)?.vmm;
+    let config = VmConfig::read(&dir)?;
+    // vm-init binds, chowns and mounts in these as host root.
+    host::check_root_only("state dir", &args.state_dir)?;
+    host::check_root_only("VM directory", &dir)?;
+    let etc_group =
+        std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
+    if config.uses_kvm() {
+        host::check_kvm(ids::host_group_gid(&etc_group, "kvm"))?;
+    }
+    let host_groups = ids::host_groups(&etc_group);
     if !dir.join("fs").is_dir() {
         return Err(Error::Usage(format!(
             "missing storage: {} is not a directory",
             dir.join("fs").display()
         )));
     }
-    let gpu = config.join("gpu").exists();
     for name in ["virtiofsd.sock", "api.sock", "gpu.sock", "vsock.d/vsock"] {
         let path = dir.join(name);
         let len = path.as_os_str().len();
@@ -107,9 +118,10 @@ fn check(args: &Args) -> Result<Vm, Error> {
     }
     Ok(Vm {
         dir,
-        kind,
-        gpu,
+        kind: config.vmm,
+        gpu: config.gpu,
         bin_dir,
+        host_groups,
     })
 }
 
@@ -214,9 +226,6 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     let slot = slots.lock_lowest_free()?;
     let mut created = Created(Vec::new());
     let listeners = create_files(&vm, slot, &mut created)?;
-    let etc_group =
-        std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
-    let groups = ids::host_groups(&etc_group);
     // Hard limits only host root can raise; each wrapper lowers them to its
     // daemon's values. Open files: virtiofsd's 65536. Locked memory: the
     // VMM's guest RAM, whose size only wrap-vmm reads.
@@ -249,7 +258,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
         }
         Cloned::Parent(child) => {
             let sigfd = SignalFd::new(SIGNALS)?;
-            child.write_id_maps(slot, &groups)?;
+            child.write_id_maps(slot, &vm.host_groups)?;
             // Storage does not depend on the slot: fs/ is mounted idmapped
             // through the VM's user namespace, so the guest's uid N is N on
             // disk. Only host root can make it; PID 1 attaches it.

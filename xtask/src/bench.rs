@@ -188,6 +188,8 @@ pub fn run() -> Result {
     }
     sh(&mut release)?;
     sh(cargo().args(["build", "--package", "tests", "--bins"]))?;
+    // The stand-in VMs run the cloud-hypervisor profile.
+    crate::host::kvm_as_udev_makes_it()?;
     let top = PathBuf::from(TOP);
     let _ = std::fs::remove_dir_all(&top);
     let (bin, state) = (top.join("bin"), top.join("state"));

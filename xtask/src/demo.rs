@@ -277,6 +277,7 @@ pub fn run() -> Result {
     tools::tools()?;
     tools::guest()?;
     sh(cargo().args(["build", "--workspace", "--bins"]))?;
+    crate::host::kvm_as_udev_makes_it()?;
     phase("prepare", t);
 
     let top = PathBuf::from(TOP);

@@ -18,6 +18,7 @@ use std::process::{Command, ExitCode};
 
 mod bench;
 mod demo;
+mod host;
 mod matrix;
 mod tools;
 

@@ -1,0 +1,203 @@
+//! What the host must offer a VM, checked by the outer vm-init before it
+//! creates anything: a host set up wrongly is one line and exit 100, never
+//! a VM that starts and then falls over inside a wrapper. Nothing here
+//! changes anything; it reads metadata and /etc/group only.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Directories every daemon of a VM gets as a private tmpfs: a state dir
+/// below one of them would not exist in any daemon's view.
+pub const PRIVATE_DIRS: &[&str] = &["/tmp", "/dev/shm"];
+
+/// The KVM device a VMM opens when the VM's config needs KVM.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
+/// `ls -l`'s first column: `crw-rw----`.
+pub fn mode_string(mode: u32) -> String {
+    let kind = match mode & 0o170000 {
+        0o020000 => 'c',
+        0o060000 => 'b',
+        0o040000 => 'd',
+        0o140000 => 's',
+        0o120000 => 'l',
+        0o010000 => 'p',
+        _ => '-',
+    };
+    let mut s = String::from(kind);
+    for (bit, c) in [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ] {
+        s.push(if mode & bit != 0 { c } else { '-' });
+    }
+    s
+}
+
+/// The name of id `id` in a passwd- or group-format file, or the number.
+fn name_of(db: &str, id: u32) -> String {
+    std::fs::read_to_string(db)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.get(2) == Some(&id.to_string().as_str())).then(|| f[0].to_owned())
+        })
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// `crw------- root:root`, as a user would see it with ls -l.
+pub fn describe(meta: &std::fs::Metadata) -> String {
+    format!(
+        "{} {}:{}",
+        mode_string(meta.mode()),
+        name_of("/etc/passwd", meta.uid()),
+        name_of("/etc/group", meta.gid())
+    )
+}
+
+/// Refuses a state dir below a directory the daemons get privately.
+pub fn check_not_private(state_dir: &Path) -> Result<()> {
+    // Symlinks resolved: /var/run -> /run is fine, a link into /tmp is not.
+    let real = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    match PRIVATE_DIRS.iter().find(|d| real.starts_with(d)) {
+        Some(d) => Err(Error::Usage(format!(
+            "state dir {} is under {d}, which every daemon of a VM gets as a private \
+             tmpfs: the VM directory would not exist for them; use a directory under /run",
+            state_dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses `dir` (the state dir, a VM directory) when anyone but root can
+/// change it or any directory above it: whoever can rename or replace it
+/// chooses what vm-init binds, chowns and mounts as host root. A sticky
+/// directory above it (like /var/tmp) is fine: others cannot rename root's
+/// entries there.
+pub fn check_root_only(what: &str, dir: &Path) -> Result<()> {
+    let mut path: PathBuf = dir.to_owned();
+    loop {
+        let meta = std::fs::metadata(&path).map_err(|e| Error::path("stat", &path, e))?;
+        let mode = meta.mode();
+        let others_write = mode & 0o002 != 0 || (mode & 0o020 != 0 && meta.gid() != 0);
+        let sticky = mode & 0o1000 != 0 && path != dir;
+        if meta.uid() != 0 || (others_write && !sticky) {
+            let which = if path == dir {
+                String::new()
+            } else {
+                format!(" (through {})", path.display())
+            };
+            return Err(Error::Usage(format!(
+                "{what} {} can be changed by others than root{which}: {} is {}; \
+                 make it root's and not group- or world-writable",
+                dir.display(),
+                path.display(),
+                describe(&meta)
+            )));
+        }
+        if !path.pop() {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether a process of a uid of the VM's own, whose only host group is
+/// `group` (the host's kvm group, when there is one), can open `device`
+/// read-write by its mode.
+fn group_or_others_rw(meta: &std::fs::Metadata, group: Option<u32>) -> bool {
+    let mode = meta.mode();
+    mode & 0o006 == 0o006 || (group == Some(meta.gid()) && mode & 0o060 == 0o060)
+}
+
+/// Refuses a VM that needs KVM on a host where the VMM could not open
+/// /dev/kvm: its uid is the VM's own, and the only host group it gets is
+/// the one named `kvm` (`kvm_gid`, when the host has one).
+pub fn check_kvm(kvm_gid: Option<u32>) -> Result<()> {
+    check_device_for_group(Path::new(KVM_DEVICE), "kvm", kvm_gid)
+}
+
+fn check_device_for_group(device: &Path, group: &str, gid: Option<u32>) -> Result<()> {
+    let meta = std::fs::metadata(device).map_err(|e| {
+        Error::Usage(format!(
+            "the VM's config needs {}, which cannot be used: {}",
+            device.display(),
+            crate::Errno::from(e)
+        ))
+    })?;
+    if group_or_others_rw(&meta, gid) {
+        return Ok(());
+    }
+    let has = match gid {
+        Some(g) => format!("the host's {group} group is {g}"),
+        None => format!("the host has no {group} group"),
+    };
+    Err(Error::Usage(format!(
+        "{} is {} and {has}: the VMM could not open it; give it a {group} group \
+         and mode 0660, as udev does (groupadd -r {group}; chgrp {group} {dev}; chmod 0660 {dev})",
+        device.display(),
+        describe(&meta),
+        dev = device.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_strings_read_like_ls() {
+        assert_eq!(mode_string(0o020600), "crw-------");
+        assert_eq!(mode_string(0o020660), "crw-rw----");
+        assert_eq!(mode_string(0o041777), "drwxrwxrwx");
+        assert_eq!(mode_string(0o100644), "-rw-r--r--");
+    }
+
+    #[test]
+    fn private_dirs_are_refused_with_the_path() {
+        let e = check_not_private(Path::new("/tmp/x/state")).unwrap_err();
+        assert_eq!(e.exit_code(), 100);
+        assert!(e.to_string().contains("/tmp/x/state"), "{e}");
+        assert!(check_not_private(Path::new("/dev/shm/s")).is_err());
+        assert!(check_not_private(Path::new("/run/vm")).is_ok());
+        // A prefix of a name is not a parent: /tmpfoo is not under /tmp.
+        assert!(check_not_private(Path::new("/tmpfoo")).is_ok());
+    }
+
+    #[test]
+    fn a_device_only_root_can_open_is_refused() {
+        // /dev/null is 0666: anyone opens it.
+        assert!(check_device_for_group(Path::new("/dev/null"), "kvm", None).is_ok());
+        let e = check_device_for_group(Path::new("/nonexistent/kvm"), "kvm", None).unwrap_err();
+        assert_eq!(e.exit_code(), 100);
+        assert!(e.to_string().contains("/nonexistent/kvm"), "{e}");
+    }
+
+    #[test]
+    fn group_access_needs_the_mapped_group_and_both_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = std::env::temp_dir().join(format!("host-check-{}", std::process::id()));
+        std::fs::write(&f, "").unwrap();
+        let with = |mode: u32, group: Option<u32>| {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            group_or_others_rw(&std::fs::metadata(&f).unwrap(), group)
+        };
+        let gid = std::fs::metadata(&f).unwrap().gid();
+        assert!(!with(0o600, Some(gid)), "owner only");
+        assert!(with(0o660, Some(gid)), "the mapped group");
+        assert!(!with(0o660, None), "no group mapped");
+        assert!(!with(0o660, Some(gid + 1)), "another group");
+        assert!(!with(0o640, Some(gid)), "read only");
+        assert!(with(0o666, None), "anyone");
+        std::fs::remove_file(&f).unwrap();
+    }
+}

@@ -1,0 +1,164 @@
+//! Host state the tests change, and put back as they found it: /dev/kvm's
+//! group and mode, and the host's kvm group. A fresh machine of this kind
+//! has no udev: /dev/kvm is `crw------- root:root` and there is no kvm
+//! group, so the cloud-hypervisor profile (every stand-in VM) needs one
+//! made, as udev would; the first-run test needs the fresh state back.
+//!
+//! Every test of a process that needs /dev/kvm usable shares one change
+//! ([`kvm_usable`]); the last one out restores it. A test that needs the
+//! pristine state ([`kvm_pristine`]) waits until no other test of its
+//! process uses /dev/kvm, and holds off the others until it is done.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+use std::sync::{Condvar, Mutex};
+
+use sandbox_core::host::KVM_DEVICE;
+
+/// /dev/kvm and the kvm group as found.
+#[derive(Debug)]
+struct KvmState {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    /// The kvm group's gid, when the host had one.
+    group: Option<u32>,
+}
+
+fn kvm_group() -> Option<u32> {
+    sandbox_core::ids::host_group_gid(
+        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        "kvm",
+    )
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(status.success(), "{cmd} {args:?}: {status}");
+}
+
+fn set_owner_and_mode(uid: u32, gid: u32, mode: u32) {
+    std::os::unix::fs::chown(KVM_DEVICE, Some(uid), Some(gid)).expect("chown /dev/kvm");
+    std::fs::set_permissions(KVM_DEVICE, std::fs::Permissions::from_mode(mode))
+        .expect("chmod /dev/kvm");
+}
+
+impl KvmState {
+    /// None when the host has no /dev/kvm: nothing to change or restore.
+    fn record() -> Option<KvmState> {
+        let meta = std::fs::metadata(KVM_DEVICE).ok()?;
+        Some(KvmState {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode() & 0o7777,
+            group: kvm_group(),
+        })
+    }
+
+    fn restore(&self) {
+        let now = kvm_group();
+        if now.is_some() && now != self.group {
+            run("groupdel", &["kvm"]);
+        }
+        if let Some(g) = self.group.filter(|&g| kvm_group() != Some(g)) {
+            run("groupadd", &["--system", "--gid", &g.to_string(), "kvm"]);
+        }
+        set_owner_and_mode(self.uid, self.gid, self.mode);
+    }
+}
+
+#[derive(Debug)]
+struct Users {
+    usable: usize,
+    pristine: bool,
+    found: Option<KvmState>,
+}
+
+static USERS: Mutex<Users> = Mutex::new(Users {
+    usable: 0,
+    pristine: false,
+    found: None,
+});
+static CHANGED: Condvar = Condvar::new();
+
+fn users() -> std::sync::MutexGuard<'static, Users> {
+    // A test that panicked while holding the lock left consistent data.
+    USERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// /dev/kvm usable by the VMM, as udev sets it up: a kvm group owning it,
+/// mode 0660. Put back as found when the last holder drops.
+#[derive(Debug)]
+pub struct KvmUsable(());
+
+pub fn kvm_usable() -> KvmUsable {
+    let mut u = users();
+    while u.pristine {
+        u = CHANGED.wait(u).unwrap_or_else(|e| e.into_inner());
+    }
+    if u.usable == 0 {
+        u.found = KvmState::record();
+        if u.found.is_some() {
+            if kvm_group().is_none() {
+                run("groupadd", &["--system", "kvm"]);
+            }
+            let gid = kvm_group().expect("the kvm group was just made");
+            set_owner_and_mode(0, gid, 0o660);
+        }
+    }
+    u.usable += 1;
+    KvmUsable(())
+}
+
+impl Drop for KvmUsable {
+    fn drop(&mut self) {
+        let mut u = users();
+        u.usable -= 1;
+        if u.usable == 0 {
+            if let Some(found) = u.found.take() {
+                found.restore();
+            }
+            CHANGED.notify_all();
+        }
+    }
+}
+
+/// /dev/kvm as on a fresh machine of this kind: `crw------- root:root`,
+/// and no kvm group. Put back as found when dropped.
+#[derive(Debug)]
+pub struct KvmPristine(Option<KvmState>);
+
+pub fn kvm_pristine() -> KvmPristine {
+    let mut u = users();
+    while u.pristine || u.usable > 0 {
+        u = CHANGED.wait(u).unwrap_or_else(|e| e.into_inner());
+    }
+    u.pristine = true;
+    let found = KvmState::record();
+    if found.is_some() {
+        if kvm_group().is_some() {
+            run("groupdel", &["kvm"]);
+        }
+        set_owner_and_mode(0, 0, 0o600);
+    }
+    KvmPristine(found)
+}
+
+impl Drop for KvmPristine {
+    fn drop(&mut self) {
+        let mut u = users();
+        if let Some(found) = self.0.take() {
+            found.restore();
+        }
+        u.pristine = false;
+        CHANGED.notify_all();
+    }
+}
+
+/// /dev/kvm's mode and owners and the kvm group's gid, to compare.
+pub fn kvm_snapshot() -> Option<(u32, u32, u32, Option<u32>)> {
+    KvmState::record().map(|s| (s.uid, s.gid, s.mode, s.group))
+}
