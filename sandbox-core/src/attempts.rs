@@ -62,3 +62,23 @@ pub fn unshare_mount() -> Result<(), Errno> {
         .map(drop)
         .map_err(Into::into)
 }
+
+const IPC_CREAT: usize = 0o1000;
+const IPC_RMID: usize = 0;
+
+/// shmget(key, size, IPC_CREAT when `create` | mode): the segment's id.
+pub fn shmget(key: i32, size: usize, create: bool, mode: u32) -> Result<i32, Errno> {
+    let flags = mode as usize | if create { IPC_CREAT } else { 0 };
+    // SAFETY: shmget takes plain integers and reads no memory of ours.
+    unsafe { syscall!(Sysno::shmget, key as isize as usize, size, flags) }
+        .map(|id| id as i32)
+        .map_err(Into::into)
+}
+
+/// shmctl(id, IPC_RMID): removes a segment.
+pub fn shm_remove(id: i32) -> Result<(), Errno> {
+    // SAFETY: IPC_RMID with a null buffer reads and writes no memory.
+    unsafe { syscall!(Sysno::shmctl, id as usize, IPC_RMID, 0usize) }
+        .map(drop)
+        .map_err(Into::into)
+}

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::CWD;
 use rustix::mount::{
-    mount, mount_change, move_mount, open_tree, MountFlags, MountPropagationFlags, MoveMountFlags,
-    OpenTreeFlags,
+    mount, mount_change, move_mount, open_tree, unmount, MountFlags, MountPropagationFlags,
+    MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 use syscalls::{syscall, Sysno};
 
@@ -19,6 +19,7 @@ const AT_RECURSIVE: usize = 0x8000;
 const AT_EMPTY_PATH: usize = 0x1000;
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// `struct mount_attr` of mount_setattr(2).
@@ -176,76 +177,145 @@ pub fn build_vm_namespace(state_dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(vm_dir)
 }
 
-/// One mount of a service's private namespace.
+/// One mount of a service's private namespace, made fresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceMount {
     /// A private tmpfs (mode 1777) of this size on this path.
     Tmpfs { target: PathBuf, size: &'static str },
     /// A fresh /proc with hidepid=invisible.
     ProcHidden,
-    /// `dir` replaced by a read-only tmpfs holding only the paths `keep`
-    /// (relative, may be nested), each bound from what was there: the VM
-    /// directory as one daemon sees it, or /dev with only its devices.
-    /// Absent paths are skipped (gpu.sock of a VM without a GPU).
-    Only { dir: PathBuf, keep: Vec<String> },
 }
 
-/// Replaces `dir` by a read-only tmpfs holding only `keep`: everything
-/// else of the directory (other daemons' sockets, the VM's config, its
-/// storage) does not exist in this mount namespace. DAC cannot keep uid-0
-/// daemons (virtiofsd, with DAC_OVERRIDE) from each other's sockets, and
-/// Landlock below ABI 9 does not restrict connect(2) to a path socket.
-pub fn keep_only(dir: &Path, keep: &[String]) -> Result<()> {
+impl ServiceMount {
+    pub fn target(&self) -> &Path {
+        match self {
+            ServiceMount::Tmpfs { target, .. } => target,
+            ServiceMount::ProcHidden => Path::new("/proc"),
+        }
+    }
+}
+
+/// One path of a service's view, bound from the same path of the VM's
+/// mount namespace. A service's root holds these and nothing else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Visible {
+    pub path: PathBuf,
+    /// Bound read-write (the daemon's own files); read-only otherwise.
+    pub writable: bool,
+    /// Skipped when absent; a missing required path is an error.
+    pub optional: bool,
+}
+
+/// Where a service's new root is put together before pivot_root: /tmp
+/// exists on every host, and whatever it held that the view names was
+/// cloned before the tmpfs covers it.
+const STAGING: &str = "/tmp";
+
+/// Creates the mount point of a bind: a directory for a directory, an
+/// empty file for anything else (a socket, a device node, a log).
+fn mount_point(path: &Path, is_dir: bool) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).op_path("mkdir", parent)?;
+    }
+    let made = if is_dir {
+        std::fs::create_dir(path).map(drop)
+    } else {
+        std::fs::File::create_new(path).map(drop)
+    };
+    match made {
+        // Inside a bind made just before (/usr, then /usr/share/vulkan).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.op_path("create mount point", path),
+    }
+}
+
+/// A service's own mount namespace, nested in the VM's, whose root is a
+/// read-only tmpfs holding exactly `view` (each path bound from the VM's
+/// namespace, read-only unless writable, nosuid, and nodev unless the path
+/// is itself a device node: a directory never carries usable devices)
+/// and the fresh `mounts`. Nothing else of the host exists there: no
+/// /run, /var/run, /tmp or /dev/log with host sockets, no other VM's
+/// directory, no device but the daemon's own. DAC cannot keep a uid-0
+/// daemon (virtiofsd, with DAC_OVERRIDE) from a socket, and Landlock
+/// below ABI 9 does not restrict connect(2) to a path socket: what is not
+/// in the view cannot be connected to, opened or even named.
+pub fn build_service_namespace(mounts: &[ServiceMount], view: &[Visible]) -> Result<()> {
+    // SAFETY: NEWNS alone does not unshare the fd table, the only flag that
+    // makes unshare unsafe for other threads.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .op("unshare mount namespace")?;
+    make_private()?;
+    // Parents before children: /usr is bound before /usr/share/vulkan,
+    // which then lands on top of it.
+    let mut view: Vec<&Visible> = view
+        .iter()
+        .filter(|v| !mounts.iter().any(|m| m.target() == v.path))
+        .collect();
+    view.sort_by(|a, b| a.path.cmp(&b.path));
     let mut trees = Vec::new();
-    for name in keep {
-        let path = dir.join(name);
-        if !path.starts_with(dir) || name.split('/').any(|c| c == ".." || c.is_empty()) {
+    for v in view {
+        if !v.path.is_absolute() {
             return Err(Error::Usage(format!(
-                "{name:?} is not a path below {}",
-                dir.display()
+                "{} is not an absolute path",
+                v.path.display()
             )));
         }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
+        // Followed: /lib -> usr/lib is bound as the directory it names.
+        let meta = match std::fs::metadata(&v.path) {
+            Err(e) if v.optional && e.kind() == std::io::ErrorKind::NotFound => continue,
+            other => other.op_path("stat", &v.path)?,
         };
-        trees.push((path.clone(), meta.is_dir(), clone_tree(&path)?));
+        use std::os::unix::fs::FileTypeExt;
+        let device = meta.file_type().is_char_device() || meta.file_type().is_block_device();
+        trees.push((v, meta.is_dir(), device, clone_tree(&v.path)?));
     }
-    mount_tmpfs(dir, 0o755, "16k")?;
-    for (path, is_dir, tree) in &trees {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).op_path("mkdir", parent)?;
+    let root = Path::new(STAGING);
+    mount_tmpfs(root, 0o755, "1m")?;
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    for (v, is_dir, _, tree) in &trees {
+        let target = inside(&v.path);
+        mount_point(&target, *is_dir)?;
+        attach(tree, &target)?;
+    }
+    for m in mounts {
+        let target = inside(m.target());
+        mount_point(&target, true)?;
+        match m {
+            ServiceMount::Tmpfs { size, .. } => mount_tmpfs(&target, 0o1777, size)?,
+            ServiceMount::ProcHidden => mount_proc(&target, true)?,
         }
-        // A bind needs a mount point of its own kind: a directory for a
-        // directory, a file for anything else (a socket, a log).
-        if *is_dir {
-            std::fs::create_dir(path).op_path("mkdir", path)?;
+    }
+    // Flags last, parents first: a writable path bound below a read-only
+    // one gets its write access back.
+    for (v, _, device, _) in &trees {
+        let mut set = MOUNT_ATTR_NOSUID;
+        let mut clear = 0;
+        if v.writable {
+            clear |= MOUNT_ATTR_RDONLY;
         } else {
-            std::fs::File::create(path).op_path("create", path)?;
+            set |= MOUNT_ATTR_RDONLY;
         }
-        attach(tree, path)?;
+        if !device {
+            set |= MOUNT_ATTR_NODEV;
+        }
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: clear,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        mount_setattr(CWD.as_raw_fd(), &inside(&v.path), AT_RECURSIVE, &attr)?;
     }
+    // The tmpfs becomes the root; the VM's tree is let go of entirely.
+    std::env::set_current_dir(root).op_path("chdir", root)?;
+    rustix::process::pivot_root(".", ".").op_path("pivot_root", root)?;
+    unmount(".", UnmountFlags::DETACH).op("detach the old root")?;
+    std::env::set_current_dir("/").op_path("chdir", "/")?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
-    mount_setattr(CWD.as_raw_fd(), dir, 0, &attr)
-}
-
-/// A service's own mount namespace, nested in the VM's.
-pub fn build_service_namespace(mounts: &[ServiceMount]) -> Result<()> {
-    // SAFETY: NEWNS alone does not unshare the fd table, the only flag that
-    // makes unshare unsafe for other threads.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-        .op("unshare mount namespace")?;
-    make_private()?;
-    for m in mounts {
-        match m {
-            ServiceMount::Tmpfs { target, size } => mount_tmpfs(target, 0o1777, size)?,
-            ServiceMount::ProcHidden => mount_proc(Path::new("/proc"), true)?,
-            ServiceMount::Only { dir, keep } => keep_only(dir, keep)?,
-        }
-    }
-    Ok(())
+    mount_setattr(CWD.as_raw_fd(), Path::new("/"), 0, &attr)
 }

@@ -1,5 +1,5 @@
-//! The VM's namespaces: one clone makes PID 1 in a new user, PID and mount
-//! namespace; the parent (host root) writes its id maps; only then does the
+//! The VM's namespaces: one clone makes PID 1 in new user, PID, mount,
+//! network, IPC and UTS namespaces; the parent (host root) writes its id maps; only then does the
 //! child go on. The two sides talk over a socketpair whose messages say what
 //! each waits for, and an EOF on either side is an error with a clear line.
 
@@ -19,8 +19,19 @@ use crate::error::{Context, Error, Result};
 use crate::ids::{self, Slot};
 
 const CLONE_NEWNS: usize = 0x0002_0000;
+const CLONE_NEWUTS: usize = 0x0400_0000;
+const CLONE_NEWIPC: usize = 0x0800_0000;
 const CLONE_NEWUSER: usize = 0x1000_0000;
 const CLONE_NEWPID: usize = 0x2000_0000;
+const CLONE_NEWNET: usize = 0x4000_0000;
+/// Every namespace a VM gets of its own, made by one clone. Network: an
+/// empty one (only a loopback that stays down), so abstract unix names,
+/// UDP, ICMP, netlink and /proc/net are the VM's alone; Landlock scopes
+/// abstract connects but not binds, and handles TCP only. IPC: SysV and
+/// POSIX message queues the VM's alone, gone with it. UTS: a hostname a
+/// daemon may set without touching the host's.
+const VM_NAMESPACES: usize =
+    CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
 const CLONE_PIDFD: usize = 0x0000_1000;
 const SIGCHLD: usize = 17;
 
@@ -60,14 +71,15 @@ pub fn require_single_thread() -> Result<()> {
     }
 }
 
-/// Clones the calling process into new user, PID and mount namespaces.
+/// Clones the calling process into new user, PID, mount, network, IPC and
+/// UTS namespaces ([`VM_NAMESPACES`]).
 /// Returns twice, like fork: once in the parent with the child's pid and
 /// pidfd, once in the child (PID 1 of the new PID namespace).
 pub fn clone_vm() -> Result<Cloned> {
     require_single_thread()?;
     let (parent_end, child_end) = UnixStream::pair().op("socketpair")?;
     let mut pidfd: RawFd = -1;
-    let flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_PIDFD | SIGCHLD;
+    let flags = VM_NAMESPACES | CLONE_PIDFD | SIGCHLD;
     // SAFETY: a raw clone without CLONE_VM and with a null stack behaves
     // like fork: the child gets a copy of the address space and continues
     // here. The process is single-threaded (checked above), so no lock can be
@@ -83,7 +95,7 @@ pub fn clone_vm() -> Result<Cloned> {
             0usize
         )
     }
-    .op("clone user+pid+mount namespaces")?;
+    .op("clone user, pid, mount, network, ipc and uts namespaces")?;
     if ret == 0 {
         drop(parent_end);
         return Ok(Cloned::Child(MapsPending { chan: child_end }));

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::caps::{self, CapabilitySet};
 use crate::error::{Error, Result};
 use crate::landlock::{self, Access, FsRule, Scope};
-use crate::mount::{self, ServiceMount};
+use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
 use crate::rlimits::{self, Limit};
 use crate::{creds, fds, prctl};
@@ -50,8 +50,14 @@ pub struct Policy {
     pub groups: Vec<u32>,
     /// Capabilities kept (bounding, permitted, effective); all others gone.
     pub caps: CapabilitySet,
+    /// Made fresh in the service's root: /proc, private /tmp and /dev/shm.
     pub mounts: Vec<ServiceMount>,
+    /// Every path the daemon may open, and how. The service's root holds
+    /// these paths (and `connect`) and nothing else: see [`Policy::view`].
     pub landlock: Vec<FsRule>,
+    /// Path sockets the daemon connects to. No Landlock right below ABI 9
+    /// covers connect(2): being in the view is what allows it.
+    pub connect: Vec<PathBuf>,
     pub scopes: Vec<Scope>,
     pub rlimits: Vec<Limit>,
     /// Fds passed on to the daemon besides 0, 1, 2.
@@ -63,6 +69,24 @@ pub struct Policy {
     pub cwd: PathBuf,
     /// The opt-out for kernels below Landlock ABI 6. Never set by default.
     pub allow_weaker_landlock: bool,
+}
+
+impl Policy {
+    /// The service's view: every path of its Landlock table and every
+    /// socket it connects to, bound from the VM's mount namespace.
+    pub fn view(&self) -> Vec<Visible> {
+        let rows = self.landlock.iter().map(|r| Visible {
+            path: r.path.clone(),
+            writable: matches!(r.access, Access::ReadWrite | Access::Sockets),
+            optional: r.optional,
+        });
+        let sockets = self.connect.iter().map(|p| Visible {
+            path: p.clone(),
+            writable: false,
+            optional: false,
+        });
+        rows.chain(sockets).collect()
+    }
 }
 
 /// The daemon to exec once the policy is in force.
@@ -79,8 +103,9 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     //    doing anything for a VM whose PID 1 is gone would be wasted.
     parent::arm_and_check(parent)?;
     // 2. Mounts need CAP_SYS_ADMIN and cannot happen inside a Landlock
-    //    domain: they come first.
-    mount::build_service_namespace(&policy.mounts)?;
+    //    domain: they come first. The service's root holds its view and
+    //    nothing else of the host.
+    mount::build_service_namespace(&policy.mounts, &policy.view())?;
     // 3. Limits, lowered to the daemon's values (never above the hard
     //    limit the outer vm-init could give the VM: raising one takes
     //    CAP_SYS_RESOURCE in the host's user namespace).

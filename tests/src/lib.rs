@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bait;
 pub mod guest;
 pub mod host;
 pub mod vm;
@@ -113,6 +114,7 @@ pub fn test_policy(
             },
             ServiceMount::ProcHidden,
         ],
+        connect: vec![],
         landlock: vec![
             rule("/usr", Access::ReadExec, false),
             rule("/lib", Access::ReadExec, false),

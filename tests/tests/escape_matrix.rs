@@ -5,11 +5,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
 use std::process::{Child, Command, Stdio};
 
 use sandbox_core::ids::Slot;
-use tests::{privileged, StateDir, UID_A};
+use tests::{privileged, StateDir, UID_A, UID_B};
 
 struct Outcome {
     code: Option<i32>,
@@ -55,10 +57,11 @@ fn run_matrix(test: &str, scenario: &str, profile: &str, weaken: Option<&str>) -
         _ => 210,
     };
     let state = StateDir::new(test);
+    let bait = tests::bait::hold();
     let slot = Slot::new(base).unwrap();
     let a_uid = if profile == "root" { 0 } else { UID_A };
-    // Names unique per test: abstract sockets are host-wide (no network
-    // namespace), and the tests run in parallel.
+    // Names unique per test: the host-side check below must find no
+    // other test's VM behind a name.
     let (vm1, vm2_name) = (format!("{test}-vm1"), format!("{test}-vm2"));
     let vm_dir = state.add_vm(&vm1, slot, a_uid);
     let mut vm2 = hold_vm(&state, &vm2_name, base + 1);
@@ -77,8 +80,19 @@ fn run_matrix(test: &str, scenario: &str, profile: &str, weaken: Option<&str>) -
         cmd.args(["--weaken", w]);
     }
     let out = cmd.output().expect("run vm-harness");
+    // From the host: VM2's sibling bound its abstract name in VM2's own
+    // network namespace; a host client finds nothing there.
+    let vm2_name_addr =
+        SocketAddr::from_abstract_name(tests::abstract_name(&vm2_name, UID_B).as_bytes()).unwrap();
+    let host_connect = UnixStream::connect_addr(&vm2_name_addr);
     vm2.kill().unwrap();
     vm2.wait().unwrap();
+    assert_eq!(
+        host_connect.map(drop).map_err(|e| e.raw_os_error()),
+        Err(Some(111)),
+        "a host client reached an abstract name bound inside a VM"
+    );
+    bait.assert_nothing_reached_the_host();
     let output = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{output}{}", String::from_utf8_lossy(&out.stderr));
     // The positive control seen from the host: the file A wrote is there,

@@ -71,6 +71,7 @@ fn the_probe_in_crosvms_place() {
     }
     let _node = RenderNode::new();
     let state = StateDir::new("gpu_probe");
+    let bait = tests::bait::hold();
     let vm = state.add_standin_vm("g");
     // Both open to anyone by DAC (0666): only the sandbox keeps the second out.
     let wayland = state.top().join("wayland/wayland-0");
@@ -121,6 +122,7 @@ fn the_probe_in_crosvms_place() {
             .code(),
         Some(0)
     );
+    bait.assert_nothing_reached_the_host();
 }
 
 #[test]

@@ -18,6 +18,7 @@ fn the_probe_in_cloud_hypervisors_place() {
     // StateDir::new gives /dev/kvm a kvm group as udev would, and puts
     // it back as it found it when the test ends.
     let state = StateDir::new("vmm_probe");
+    let bait = tests::bait::hold();
     let vm = state.add_standin_vm("ch");
     std::fs::write(vm.join("config/initramfs"), "").unwrap();
     std::fs::write(vm.join("config/cmdline"), "console=hvc0 quiet\n").unwrap();
@@ -74,4 +75,5 @@ fn the_probe_in_cloud_hypervisors_place() {
     );
     let status = wait_at_most(&mut child, Duration::from_secs(10)).expect("vm-init exits");
     assert_eq!(status.code(), Some(0));
+    bait.assert_nothing_reached_the_host();
 }

@@ -14,7 +14,7 @@ fn main() {
         let program = args.program_or(policy::DEFAULT_PROGRAM);
         let render = sandbox_core::ids::mapped_host_group("render");
         Ok((
-            policy::policy(&args.vm_dir, &program, render, &host),
+            policy::policy(&program, render, &host),
             policy::argv(&program, &host),
         ))
     })

@@ -23,10 +23,10 @@
 //! - /tmp, /dev/shm (read-write): private tmpfs; buffers travel as memfd
 //!   and shm.
 //! - the compositor's Wayland socket: connect(2) needs no Landlock right
-//!   below ABI 9; the mount namespace makes it the only thing under /run.
+//!   below ABI 9; being in the view is what allows it.
 //!
-//! Its mount namespace shows of /dev only those devices, of /run only the
-//! Wayland socket, and nothing of the VM directory.
+//! Its root holds these paths and nothing else: of /dev only those
+//! devices, of /run only the Wayland socket, nothing of the VM directory.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -123,25 +123,10 @@ impl GpuHost {
             udmabuf,
         })
     }
-
-    /// The paths under /dev the daemon's /dev keeps.
-    fn dev_entries(&self) -> Vec<String> {
-        let mut keep: Vec<String> = vec!["null".into(), "urandom".into(), "shm".into()];
-        keep.extend(
-            self.render_nodes
-                .iter()
-                .filter_map(|p| p.strip_prefix("/dev").ok())
-                .map(|p| p.display().to_string()),
-        );
-        if self.udmabuf {
-            keep.push("udmabuf".into());
-        }
-        keep
-    }
 }
 
 /// `render`: the inside gid of the host's render group, when it is mapped.
-pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
+pub fn policy(program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
     let mut landlock = rules(SYSTEM_LIBRARIES);
     landlock.extend(rules(TABLE));
     landlock.push(FsRule {
@@ -156,16 +141,7 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost
             optional: false,
         });
     }
-    let mut mounts = vec![
-        // Nothing of the VM directory: its socket comes as fd 3.
-        ServiceMount::Only {
-            dir: vm_dir.to_owned(),
-            keep: vec![],
-        },
-        ServiceMount::Only {
-            dir: "/dev".into(),
-            keep: host.dev_entries(),
-        },
+    let mounts = vec![
         ServiceMount::Tmpfs {
             target: "/tmp".into(),
             size: "64m",
@@ -177,24 +153,6 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost
         },
         ServiceMount::ProcHidden,
     ];
-    if let Ok(rel) = host.wayland.strip_prefix("/run") {
-        // Of /run (the host's sockets, the state dir) only the compositor,
-        // and the program itself should it live there.
-        let mut keep = vec![rel.display().to_string()];
-        keep.extend(
-            program
-                .strip_prefix("/run")
-                .ok()
-                .map(|p| p.display().to_string()),
-        );
-        mounts.insert(
-            1,
-            ServiceMount::Only {
-                dir: "/run".into(),
-                keep,
-            },
-        );
-    }
     let runtime_dir = host
         .wayland
         .parent()
@@ -206,6 +164,9 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost
         caps: CapabilitySet::empty(),
         mounts,
         landlock,
+        // The compositor. Nothing of the VM directory: its socket comes as
+        // fd 3.
+        connect: vec![host.wayland.clone()],
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
             Limit {
@@ -262,7 +223,6 @@ mod tests {
 
     fn p() -> Policy {
         policy(
-            Path::new("/run/vm/a"),
             Path::new(DEFAULT_PROGRAM),
             host_group_inside_gid("render"),
             &host(),
@@ -306,20 +266,31 @@ mod tests {
     }
 
     #[test]
-    fn dev_and_run_keep_only_what_it_uses() {
+    fn dev_and_run_hold_only_what_it_uses() {
         let p = p();
-        let only = |dir: &str| {
-            p.mounts.iter().find_map(|m| match m {
-                ServiceMount::Only { dir: d, keep } if d == Path::new(dir) => Some(keep.clone()),
-                _ => None,
-            })
+        let under = |dir: &str| -> Vec<PathBuf> {
+            p.view()
+                .into_iter()
+                .filter(|v| v.path.starts_with(dir))
+                .map(|v| v.path)
+                .collect()
         };
+        let mut dev = under("/dev");
+        dev.sort();
+        // /dev/shm is a private tmpfs, not the host's.
         assert_eq!(
-            only("/dev").unwrap(),
-            ["null", "urandom", "shm", "dri/renderD128", "udmabuf"]
+            dev,
+            [
+                "/dev/dri/renderD128",
+                "/dev/null",
+                "/dev/shm",
+                "/dev/udmabuf",
+                "/dev/urandom"
+            ]
+            .map(PathBuf::from)
         );
-        assert_eq!(only("/run").unwrap(), ["user/0/wayland-1"]);
-        assert_eq!(only("/run/vm/a").unwrap(), Vec::<String>::new());
+        assert!(p.mounts.iter().any(|m| m.target() == Path::new("/dev/shm")));
+        assert_eq!(under("/run"), [PathBuf::from("/run/user/0/wayland-1")]);
     }
 
     #[test]

@@ -77,16 +77,11 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         groups: vec![],
         caps: CAPS,
         // No /tmp, no /dev/shm: virtiofsd writes nowhere but the shared
-        // dir. Of the VM directory it sees fs/ alone: not the VMM's API or
-        // the GPU daemon's socket, which its DAC_OVERRIDE would open.
-        mounts: vec![
-            ServiceMount::ProcHidden,
-            ServiceMount::Only {
-                dir: vm_dir.to_owned(),
-                keep: vec!["fs".into()],
-            },
-        ],
+        // dir. Of the VM directory its view holds fs/ alone: not the VMM's
+        // API or the GPU daemon's socket, which its DAC_OVERRIDE would open.
+        mounts: vec![ServiceMount::ProcHidden],
         landlock,
+        connect: vec![],
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
             Limit {
@@ -182,10 +177,14 @@ mod tests {
 
     #[test]
     fn sees_only_its_storage_of_the_vm_dir() {
-        assert!(p().mounts.contains(&ServiceMount::Only {
-            dir: "/run/vm/a".into(),
-            keep: vec!["fs".into()]
-        }));
+        let of_vm_dir: Vec<_> = p()
+            .view()
+            .into_iter()
+            .filter(|v| v.path.starts_with("/run/vm"))
+            .map(|v| v.path)
+            .collect();
+        assert_eq!(of_vm_dir, [Path::new("/run/vm/a/fs")]);
+        assert!(p().connect.is_empty(), "virtiofsd connects to nothing");
     }
 
     #[test]

@@ -22,14 +22,6 @@ use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
 
 pub const API_FD: i32 = 3;
-/// What the VMM sees of its VM directory.
-pub const VM_DIR_ENTRIES: &[&str] = &[
-    "config",
-    "serial.log",
-    "vsock.d",
-    "virtiofsd.sock",
-    "gpu.sock",
-];
 pub const EVENT_FD: i32 = 4;
 /// The virtio-fs tag the guest mounts.
 pub const FS_TAG: &str = "virtiofs0";
@@ -112,14 +104,14 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
                 size: "64m",
             },
             ServiceMount::ProcHidden,
-            // Of the VM directory, only what the VMM uses: not api.sock (it
-            // has the listener as fd 3), not fs/ (virtiofsd serves it).
-            ServiceMount::Only {
-                dir: c.vm_dir.clone(),
-                keep: VM_DIR_ENTRIES.iter().map(|&e| e.into()).collect(),
-            },
         ],
         landlock,
+        // The backends' vhost-user sockets. Of the VM directory its view
+        // holds these and its table's rows: not api.sock (it has the
+        // listener as fd 3), not fs/ (virtiofsd serves it).
+        connect: std::iter::once(c.path("virtiofsd.sock"))
+            .chain(c.gpu.then(|| c.path("gpu.sock")))
+            .collect(),
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
             // Guest RAM is a memfd grown with ftruncate, which is checked

@@ -121,9 +121,6 @@ fn pid1(args: &Args) -> Result<i32, Error> {
         }
         other => return Err(Error::Usage(format!("unknown scenario {other}"))),
     }
-    if let Some(other) = &args.other_vm {
-        abstracts.push(abstract_name(other, UID_B));
-    }
     let mut probe: Vec<OsString> = vec![
         bin_dir().join("probe").into(),
         "--profile".into(),
