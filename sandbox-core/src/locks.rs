@@ -1,13 +1,14 @@
 //! Locks that live exactly as long as a VM: a VM's own lock (flock on its
 //! directory, so no file is created) and its id slot (an OFD byte-range
-//! lock on byte N of one file `STATE/.slots`, so 256 slots need one file,
-//! not 256 that would stay behind). Both are owned by the open file
+//! lock on byte N of one host-wide file, [`SLOT_FILE`], so 256 slots need
+//! one file, not 256 that would stay behind). The slot file is the same
+//! whatever the state dir: two VMs in two state dirs never share ids. Both are owned by the open file
 //! description: inherited by PID 1 across the clone, released by the kernel
 //! when the last process holding it is gone, whatever killed it.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
@@ -46,17 +47,56 @@ const F_WRLCK: i16 = 1;
 #[derive(Debug)]
 pub struct SlotFile(File);
 
+const F_GETLK: usize = 5;
+const F_UNLCK: i16 = 2;
+
+/// The PID holding a POSIX (fcntl) lock on `path`, if any: how
+/// s6-supervise marks its service directory as supervised
+/// (`supervise/lock`, held for its whole life, released when it dies).
+pub fn posix_lock_holder(path: &Path) -> Result<Option<i32>> {
+    let file = File::open(path).op_path("open", path)?;
+    let mut lock = Flock {
+        l_type: F_WRLCK,
+        l_whence: 0,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: the kernel reads and writes one `struct flock` that lives
+    // for the call.
+    unsafe {
+        syscall!(
+            Sysno::fcntl,
+            file.as_raw_fd() as usize,
+            F_GETLK,
+            std::ptr::addr_of_mut!(lock) as usize
+        )
+    }
+    .op_path("fcntl F_GETLK", path)?;
+    Ok((lock.l_type != F_UNLCK).then_some(lock.l_pid))
+}
+
+/// The one slot file of the host, in a directory only root may enter.
+pub const SLOT_FILE: &str = "/run/vm-sandbox/slots";
+
 impl SlotFile {
-    pub fn open(state_dir: &Path) -> Result<SlotFile> {
-        let path = state_dir.join(".slots");
+    pub fn open() -> Result<SlotFile> {
+        let path = Path::new(SLOT_FILE);
+        let dir = path.parent().expect("the slot file has a directory");
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::path("mkdir", dir, e))
+            }
+            _ => {}
+        }
         OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
-            .op_path("open", &path)
+            .open(path)
+            .op_path("open", path)
             .map(SlotFile)
     }
 

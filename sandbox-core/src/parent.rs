@@ -54,6 +54,32 @@ pub fn arm_and_check(expected: &ExpectedParent) -> Result<i32> {
     }
 }
 
+/// Under s6 the working directory is the service directory, and its
+/// `supervise/lock` is held by the s6-supervise that runs the service. A
+/// run script whose supervisor died before it asked for the supervisor's
+/// PID (`getpid -P`) got its reaper's PID instead, which getppid() then
+/// matches: the lock tells them apart. Its holder must be our parent; a
+/// lock held by nobody (the supervisor is gone) or by another process (a
+/// new supervisor that started a new copy) is a refusal.
+pub fn check_supervise_lock(ppid: i32) -> Result<()> {
+    let lock = std::path::Path::new("supervise/lock");
+    if !lock.exists() {
+        // Not started by s6-supervise from a service directory.
+        return Ok(());
+    }
+    match crate::locks::posix_lock_holder(lock)? {
+        Some(holder) if holder == ppid => Ok(()),
+        Some(holder) => Err(Error::Refused(format!(
+            "supervise/lock is held by PID {holder}, not by our parent {ppid}: \
+             the supervisor that started us is gone"
+        ))),
+        None => Err(Error::Refused(format!(
+            "supervise/lock is held by nobody, and our parent is PID {ppid}: \
+             the supervisor that started us is gone"
+        ))),
+    }
+}
+
 /// A pidfd of the calling process, opened before it clones a child into a
 /// new PID namespace: there getppid() returns 0, so the child checks this
 /// fd instead.

@@ -193,15 +193,28 @@ impl S6 {
     /// Adds service `vm-NAME` from the project's template, then tells
     /// s6-svscan to pick it up.
     pub fn add_vm(&self, state: &StateDir, name: &str, extra: &str) -> PathBuf {
+        let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("s6/vm/run");
+        let run = std::fs::read_to_string(template).unwrap();
+        self.add_vm_with_run(state, name, extra, &run)
+    }
+
+    /// [`S6::add_vm`] with a run script of the test's own.
+    pub fn add_vm_with_run(&self, state: &StateDir, name: &str, extra: &str, run: &str) -> PathBuf {
         let dir = self.scan.join(format!("vm-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let template = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .unwrap()
             .join("s6/vm");
-        for f in ["run", "notification-fd", "timeout-kill"] {
+        for f in ["notification-fd", "timeout-kill"] {
             std::fs::copy(template.join(f), dir.join(f)).unwrap();
         }
+        std::fs::write(dir.join("run"), run).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(
             dir.join("vm.conf"),
             format!(

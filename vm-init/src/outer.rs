@@ -220,9 +220,10 @@ pub fn run(args: &Args) -> Result<u8, Error> {
         .transpose()?;
     // The supervisor may have died before we armed PDEATHSIG: check it now,
     // before anything is created.
-    parent::arm_and_check(&args.parent)?;
+    let supervisor = parent::arm_and_check(&args.parent)?;
+    parent::check_supervise_lock(supervisor)?;
     let vm_lock: File = lock_vm_dir(&vm.dir)?;
-    let slots = SlotFile::open(&args.state_dir)?;
+    let slots = SlotFile::open()?;
     let slot = slots.lock_lowest_free()?;
     let mut created = Created(Vec::new());
     let listeners = create_files(&vm, slot, &mut created)?;

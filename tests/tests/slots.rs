@@ -1,0 +1,120 @@
+//! The host's id slots (one slot file, whatever the state dir): taken and
+//! given back across many VM lifetimes, and a host where every slot is in
+//! use refuses a new VM before creating anything. These tests look at the
+//! whole slot file, so they run one at a time and in a test binary of
+//! their own (cargo runs test binaries one after another).
+
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use sandbox_core::ids::{Slot, SLOTS};
+use sandbox_core::locks::{lock_vm_dir, SlotFile};
+use tests::vm::{children, pidns, procs_in_pidns, wait_line, within};
+use tests::{privileged_with, StateDir};
+
+fn alone() -> MutexGuard<'static, ()> {
+    static ALONE: Mutex<()> = Mutex::new(());
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn gone(ns: u64, limit: Duration) -> bool {
+    within(limit, || procs_in_pidns(ns).is_empty())
+}
+
+fn direct(state: &StateDir, name: &str) -> std::process::Child {
+    let bin = state.standins();
+    state.vm_init(
+        name,
+        &bin.join("vmm-cooperative"),
+        &bin.join("virtiofsd-ok"),
+        &[],
+    )
+}
+
+fn mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn fifty_cycles_leave_nothing_behind() {
+    if !privileged_with("cycles", &[]) {
+        return;
+    }
+    let _alone = alone();
+    let state = StateDir::new("cycles");
+    let vm = state.add_standin_vm("z");
+    let before = mounts();
+    for i in 0..50 {
+        let mut child = direct(&state, "z");
+        let log = wait_line(&mut child, ": ready");
+        assert!(log.contains("ready"), "cycle {i}: {log}");
+        let ns = pidns(children(child.id() as i32)[0]).unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0), "cycle {i}");
+        assert!(gone(ns, Duration::from_secs(1)), "cycle {i}");
+    }
+    assert_eq!(mounts(), before, "mounts leaked into the host");
+    let left: Vec<_> = std::fs::read_dir(&vm)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock"))
+        .collect();
+    assert!(left.is_empty(), "sockets left: {left:?}");
+    assert!(lock_vm_dir(&vm).is_ok(), "the VM's lock is still held");
+    // Every slot is free again (no other test of this binary runs a VM).
+    let slots = SlotFile::open().unwrap();
+    for n in 0..SLOTS {
+        assert!(
+            slots.try_lock(Slot::new(n).unwrap()).unwrap(),
+            "slot {n} still held"
+        );
+    }
+}
+
+#[test]
+fn every_slot_taken_refuses_a_new_vm_and_creates_nothing() {
+    if !privileged_with("slots_full", &[]) {
+        return;
+    }
+    let _alone = alone();
+    let state = StateDir::new("slots_full");
+    let vm = state.add_standin_vm("full");
+    let slots = SlotFile::open().unwrap();
+    for n in 0..SLOTS {
+        assert!(slots.try_lock(Slot::new(n).unwrap()).unwrap());
+    }
+    let bin = state.standins();
+    let out = Command::new(state.bin().join("vm-init"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .arg("--state-dir")
+        .arg(&state.0)
+        .arg("--vmm")
+        .arg(bin.join("vmm-cooperative"))
+        .arg("full")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        (out.status.code(), err.contains("no free id slot")),
+        (Some(111), true),
+        "{err}"
+    );
+    assert!(!vm.join("api.sock").exists());
+    drop(slots);
+    // Given back, the same VM runs.
+    let mut child = direct(&state, "full");
+    assert!(wait_line(&mut child, ": ready").contains("ready (slot 0)"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
