@@ -17,3 +17,14 @@ pub fn switch_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<()> {
     let uid = Uid::from_raw(uid);
     set_thread_res_uid(uid, uid, uid).op("setresuid")
 }
+
+/// Joins the user namespace open as `fd` (a namespace below ours, made by
+/// PID 1: see `ns::guest_ids_user_namespace`). Our ids there are what its
+/// maps make of them, and our capabilities reach only what it maps.
+pub fn join_user_namespace(fd: std::os::fd::RawFd) -> Result<()> {
+    // SAFETY: the fd is only borrowed for the call; the caller passed it on
+    // purpose and it stays open until `fds::close_all_except` runs after.
+    let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::thread::move_into_link_name_space(ns, Some(rustix::thread::LinkNameSpaceType::User))
+        .op("setns into the guest-ids user namespace")
+}

@@ -111,6 +111,43 @@ pub fn check_root_only(what: &str, dir: &Path) -> Result<()> {
     }
 }
 
+/// Refuses VM storage that a host user other than root could reach,
+/// unless it is on a nosuid,nodev mount. Through the idmapped mount the
+/// guest's root makes files owned by host uid 0 on disk, setuid ones and
+/// device nodes included (virtiofsd's own mount of it is nosuid,nodev,
+/// the host's need not be): a host user who reaches one could run it.
+pub fn check_storage(fs: &Path) -> Result<()> {
+    use rustix::fs::StatVfsMountFlags as F;
+    let flags = rustix::fs::statvfs(fs)
+        .map_err(|e| Error::path("statvfs", fs, e))?
+        .f_flag;
+    if flags.contains(F::NOSUID | F::NODEV) {
+        return Ok(());
+    }
+    let mut path: PathBuf = fs.to_owned();
+    loop {
+        let meta = std::fs::metadata(&path).map_err(|e| Error::path("stat", &path, e))?;
+        let mode = meta.mode();
+        let others_enter =
+            meta.uid() != 0 || mode & 0o001 != 0 || (mode & 0o010 != 0 && meta.gid() != 0);
+        if !others_enter {
+            // Only root enters here: nothing below is reachable.
+            return Ok(());
+        }
+        if !path.pop() {
+            break;
+        }
+    }
+    Err(Error::Usage(format!(
+        "storage {} can be reached by host users other than root and its file system \
+         is not mounted nosuid,nodev: a guest's root could leave a setuid-root program \
+         there; put the state dir on a nosuid,nodev file system (as a tmpfs /run is) or \
+         make {} (or a directory above it) root's with mode 0700",
+        fs.display(),
+        fs.display()
+    )))
+}
+
 /// Whether a process of a uid of the VM's own, whose only host group is
 /// `group` (the host's kvm group, when there is one), can open `device`
 /// read-write by its mode.

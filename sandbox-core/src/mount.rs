@@ -89,8 +89,10 @@ pub fn clone_tree(path: &Path) -> Result<OwnedFd> {
 /// Marks a detached tree as idmapped through `userns` (an fd of a user
 /// namespace): ids of files are shifted by that namespace's maps.
 pub fn idmap_tree(tree: &OwnedFd, userns: impl AsFd, what: &Path) -> Result<()> {
+    // nosuid, nodev: a guest's root can make setuid-root files and device
+    // nodes on the storage; nothing of the VM may use them.
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_fd().as_raw_fd() as u64,
@@ -151,6 +153,30 @@ pub fn mount_tmpfs(target: &Path, mode: u32, size: &str) -> Result<()> {
         data.as_c_str(),
     )
     .op_path("mount tmpfs on", target)
+}
+
+/// A tmpfs for VM directories on a host whose /run is not one: nosuid
+/// and nodev (see `host::check_storage`), programs may run from it.
+pub fn mount_state_tmpfs(target: &Path) -> Result<()> {
+    mount(
+        "tmpfs",
+        target,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=755",
+    )
+    .op_path("mount tmpfs on", target)
+}
+
+/// Whether `path` is on a nosuid,nodev file system already.
+pub fn is_nosuid_nodev(path: &Path) -> bool {
+    use rustix::fs::StatVfsMountFlags as F;
+    rustix::fs::statvfs(path).is_ok_and(|s| s.f_flag.contains(F::NOSUID | F::NODEV))
+}
+
+/// Detaches the mount at `target`.
+pub fn detach(target: &Path) -> Result<()> {
+    unmount(target, UnmountFlags::DETACH).op_path("unmount", target)
 }
 
 /// The VM's mount namespace, built by PID 1 in the namespace clone_vm made:

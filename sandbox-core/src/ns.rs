@@ -5,7 +5,7 @@
 
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::net::{
@@ -71,6 +71,108 @@ pub fn require_single_thread() -> Result<()> {
     }
 }
 
+/// A fork-style clone with `namespaces` (CLONE_NEW* flags) and a pidfd.
+/// Returns `Some((pid, pidfd))` in the parent and `None` in the child.
+///
+/// # Safety
+/// The caller must be single-threaded: the child gets a copy of the address
+/// space, and a lock held by a thread that does not exist in the child would
+/// never be released. What the child may do after is the caller's to
+/// restrict (async-signal-safe calls only, when it execs or exits soon).
+pub(crate) unsafe fn fork_into(
+    namespaces: usize,
+) -> std::result::Result<Option<(Pid, OwnedFd)>, syscalls::Errno> {
+    let mut pidfd: RawFd = -1;
+    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves
+    // like fork (the caller guarantees a single thread). CLONE_PIDFD makes
+    // the kernel store the pidfd in `pidfd`, which outlives the call.
+    let ret = unsafe {
+        syscall!(
+            Sysno::clone,
+            namespaces | CLONE_PIDFD | SIGCHLD,
+            0usize,
+            std::ptr::addr_of_mut!(pidfd) as usize,
+            0usize,
+            0usize
+        )
+    }?;
+    if ret == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the kernel just created this fd for us (CLONE_PIDFD) and
+    // nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let pid = Pid::from_raw(i32::try_from(ret).expect("pid fits in i32")).expect("pid > 0");
+    Ok(Some((pid, pidfd)))
+}
+
+/// A user namespace below the caller's that maps only the guest's ids
+/// (0..65535, [`ids::GUEST_IDS`]) one to one, as an fd to join with setns.
+/// virtiofsd runs in it: its CAP_SETUID and CAP_SETGID then reach the
+/// guest's ids and nothing else (no service id of the VM: it cannot become
+/// the VMM). Made by PID 1 before it switches user namespaces off; a child
+/// holds the namespace while PID 1 writes its maps, then exits.
+pub fn guest_ids_user_namespace() -> Result<OwnedFd> {
+    const PR_SET_DUMPABLE: usize = 4;
+    require_single_thread()?;
+    let (hold_read, hold_write) = rustix::pipe::pipe().op("pipe")?;
+    let (ready_read, ready_write) = rustix::pipe::pipe().op("pipe")?;
+    // SAFETY: single-threaded (checked above); the child makes only raw
+    // calls on fds it already has and a local byte, then exits.
+    let forked = unsafe { fork_into(CLONE_NEWUSER) }.op("clone a user namespace")?;
+    let Some((pid, _pidfd)) = forked else {
+        // SAFETY: closes our copies of the parent's ends (else the read
+        // below never sees EOF); makes us dumpable again (a uid change made
+        // our parent non-dumpable, and the maps of a non-dumpable process
+        // are host root's to write); says so; waits for EOF; exits. Nothing
+        // is allocated or freed.
+        unsafe {
+            let _ = syscall!(Sysno::close, hold_write.as_raw_fd() as usize);
+            let _ = syscall!(Sysno::close, ready_read.as_raw_fd() as usize);
+            let mut byte = 0u8;
+            if syscall!(Sysno::prctl, PR_SET_DUMPABLE, 1usize).is_ok() {
+                let _ = syscall!(
+                    Sysno::write,
+                    ready_write.as_raw_fd() as usize,
+                    std::ptr::addr_of!(byte) as usize,
+                    1usize
+                );
+            }
+            let _ = syscall!(
+                Sysno::read,
+                hold_read.as_raw_fd() as usize,
+                std::ptr::addr_of_mut!(byte) as usize,
+                1usize
+            );
+            let _ = syscall!(Sysno::exit_group, 0usize);
+        }
+        unreachable!("exit_group returned");
+    };
+    drop((hold_read, ready_write));
+    let mut byte = [0u8; 1];
+    let made = match rustix::io::read(&ready_read, &mut byte) {
+        Ok(1) => Ok(()),
+        _ => Err(Error::Refused(
+            "the user namespace's holder did not become dumpable".into(),
+        )),
+    };
+    let dir = format!("/proc/{}", pid.as_raw_nonzero());
+    let map = format!("0 0 {}\n", ids::GUEST_IDS);
+    let made = made
+        .and_then(|()| write_proc(&format!("{dir}/uid_map"), &map))
+        .and_then(|()| write_proc(&format!("{dir}/gid_map"), &map))
+        .and_then(|()| {
+            let path = format!("{dir}/ns/user");
+            std::fs::File::open(&path)
+                .op_path("open", &path)
+                .map(OwnedFd::from)
+        });
+    drop(hold_write);
+    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+        .op("waitpid the user namespace's holder")?;
+    made
+}
+
 /// Clones the calling process into new user, PID, mount, network, IPC and
 /// UTS namespaces ([`VM_NAMESPACES`]).
 /// Returns twice, like fork: once in the parent with the child's pid and
@@ -78,33 +180,15 @@ pub fn require_single_thread() -> Result<()> {
 pub fn clone_vm() -> Result<Cloned> {
     require_single_thread()?;
     let (parent_end, child_end) = UnixStream::pair().op("socketpair")?;
-    let mut pidfd: RawFd = -1;
-    let flags = VM_NAMESPACES | CLONE_PIDFD | SIGCHLD;
-    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves
-    // like fork: the child gets a copy of the address space and continues
-    // here. The process is single-threaded (checked above), so no lock can be
-    // held by a thread that does not exist in the child. CLONE_PIDFD makes
-    // the kernel store the pidfd in `pidfd`, which outlives the call.
-    let ret = unsafe {
-        syscall!(
-            Sysno::clone,
-            flags,
-            0usize,
-            std::ptr::addr_of_mut!(pidfd) as usize,
-            0usize,
-            0usize
-        )
-    }
-    .op("clone user, pid, mount, network, ipc and uts namespaces")?;
-    if ret == 0 {
+    // SAFETY: single-threaded (checked above); the child only returns
+    // into PID 1's code, which runs as a process of its own from here.
+    let forked = unsafe { fork_into(VM_NAMESPACES) }
+        .op("clone user, pid, mount, network, ipc and uts namespaces")?;
+    let Some((pid, pidfd)) = forked else {
         drop(parent_end);
         return Ok(Cloned::Child(MapsPending { chan: child_end }));
-    }
+    };
     drop(child_end);
-    // SAFETY: the kernel just created this fd for us (CLONE_PIDFD) and
-    // nothing else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let pid = Pid::from_raw(i32::try_from(ret).expect("pid fits in i32")).expect("pid > 0");
     Ok(Cloned::Parent(VmChild {
         pid,
         pidfd,

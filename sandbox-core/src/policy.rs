@@ -48,6 +48,10 @@ pub struct Policy {
     pub gid: u32,
     /// Supplementary groups: only host groups this daemon needs (kvm).
     pub groups: Vec<u32>,
+    /// A user namespace to join (an fd the caller passed) once the mounts
+    /// are made, whose maps bound what the daemon's ids and set-id
+    /// capabilities reach: virtiofsd's maps only the guest's ids.
+    pub join_user_namespace: Option<RawFd>,
     /// Capabilities kept (bounding, permitted, effective); all others gone.
     pub caps: CapabilitySet,
     /// Made fresh in the service's root: /proc, private /tmp and /dev/shm.
@@ -106,6 +110,12 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     //    domain: they come first. The service's root holds its view and
     //    nothing else of the host.
     mount::build_service_namespace(&policy.mounts, &policy.view())?;
+    //    Then the user namespace the daemon lives in, if it has its own:
+    //    the mounts needed CAP_SYS_ADMIN over the VM's mount namespace,
+    //    which a namespace below the VM's does not give.
+    if let Some(fd) = policy.join_user_namespace {
+        creds::join_user_namespace(fd)?;
+    }
     // 3. Limits, lowered to the daemon's values (never above the hard
     //    limit the outer vm-init could give the VM: raising one takes
     //    CAP_SYS_RESOURCE in the host's user namespace).

@@ -5,7 +5,7 @@
 //! failure writes a fixed line to fd 2 and exits 111.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -15,8 +15,6 @@ use syscalls::{syscall, Sysno};
 use crate::error::{Context, Error, Result};
 use crate::ns::require_single_thread;
 
-const CLONE_PIDFD: usize = 0x0000_1000;
-const SIGCHLD: usize = 17;
 const F_DUPFD_CLOEXEC: usize = 1030;
 const CLOSE_RANGE_CLOEXEC: usize = 1 << 2;
 const SIG_SETMASK: usize = 2;
@@ -113,21 +111,11 @@ pub fn spawn(cmd: &Command) -> Result<Child> {
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let empty_mask: u64 = 0;
-    let mut pidfd: RawFd = -1;
-    // SAFETY: fork-style clone (no CLONE_VM, null stack) of a single-threaded
-    // process; the pidfd is written to a live local.
-    let ret = unsafe {
-        syscall!(
-            Sysno::clone,
-            CLONE_PIDFD | SIGCHLD,
-            0usize,
-            std::ptr::addr_of_mut!(pidfd) as usize,
-            0usize,
-            0usize
-        )
-    }
-    .map_err(|e| Error::path("clone to start", &cmd.what, e))?;
-    if ret == 0 {
+    // SAFETY: single-threaded (checked above); the child makes only raw
+    // system calls on memory prepared here, then execs or exits.
+    let forked = unsafe { crate::ns::fork_into(0) }
+        .map_err(|e| Error::path("clone to start", &cmd.what, e))?;
+    let Some((pid, pidfd)) = forked else {
         // Child. Only raw system calls on memory prepared above.
         // SAFETY: each call reads only buffers built before the clone that
         // stay alive until execve replaces the process image.
@@ -176,10 +164,7 @@ pub fn spawn(cmd: &Command) -> Result<Child> {
             );
         }
         fail(b"spawn: execve failed\n");
-    }
-    // SAFETY: CLONE_PIDFD stored a new fd that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let pid = Pid::from_raw(i32::try_from(ret).expect("pid fits")).expect("pid > 0");
+    };
     Ok(Child { pid, pidfd })
 }
 

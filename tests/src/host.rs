@@ -162,3 +162,41 @@ impl Drop for KvmPristine {
 pub fn kvm_snapshot() -> Option<(u32, u32, u32, Option<u32>)> {
     KvmState::record().map(|s| (s.uid, s.gid, s.mode, s.group))
 }
+
+/// Where every test's state dir lives.
+pub const TESTS_TOP: &str = "/run/vm-sandbox-tests";
+
+static STATE_MOUNT: Mutex<(usize, bool)> = Mutex::new((0, false));
+
+/// The tests' VM directories on a nosuid,nodev file system, as a tmpfs
+/// /run is on a normal host (vm-init refuses reachable storage elsewhere).
+/// On a host whose /run is a plain directory of the root file system (a
+/// fresh machine of this kind), a tmpfs is mounted on [`TESTS_TOP`] for
+/// as long as a test of this process needs it.
+#[derive(Debug)]
+pub struct StateMount(());
+
+pub fn state_mount() -> StateMount {
+    let mut m = STATE_MOUNT.lock().unwrap_or_else(|e| e.into_inner());
+    if m.0 == 0 {
+        let top = std::path::Path::new(TESTS_TOP);
+        std::fs::create_dir_all(top).expect("mkdir tests top");
+        m.1 = !sandbox_core::mount::is_nosuid_nodev(top);
+        if m.1 {
+            sandbox_core::mount::mount_state_tmpfs(top).expect("mount the tests' tmpfs");
+        }
+    }
+    m.0 += 1;
+    StateMount(())
+}
+
+impl Drop for StateMount {
+    fn drop(&mut self) {
+        let mut m = STATE_MOUNT.lock().unwrap_or_else(|e| e.into_inner());
+        m.0 -= 1;
+        if m.0 == 0 && m.1 {
+            let _ = sandbox_core::mount::detach(std::path::Path::new(TESTS_TOP));
+            let _ = std::fs::remove_dir(TESTS_TOP);
+        }
+    }
+}

@@ -32,8 +32,7 @@ pub const ROOT_PROFILE_CAPS: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::FOWNER)
     .union(CapabilitySet::FSETID)
     .union(CapabilitySet::SETGID)
-    .union(CapabilitySet::SETUID)
-    .union(CapabilitySet::SETFCAP);
+    .union(CapabilitySet::SETUID);
 
 /// What wrap-virtiofsd execs virtiofsd with (its policy.rs: the serving
 /// set plus SETPCAP, which virtiofsd drops itself): the probe, in
@@ -155,6 +154,7 @@ pub fn test_policy(
         keep_fds,
         env: vec![("PATH".into(), OsString::from("/usr/bin:/bin"))],
         cwd: "/".into(),
+        join_user_namespace: None,
         allow_weaker_landlock: false,
     }
 }
@@ -243,7 +243,7 @@ pub fn privileged_with(test: &str, programs: &[&str]) -> bool {
 /// /dev/kvm is usable by a VMM (see [`host::kvm_usable`]): stand-in VMs
 /// run the cloud-hypervisor profile, which needs it.
 #[derive(Debug)]
-pub struct StateDir(pub PathBuf, Option<host::KvmUsable>);
+pub struct StateDir(pub PathBuf, Option<host::KvmUsable>, host::StateMount);
 
 impl StateDir {
     pub fn new(test: &str) -> StateDir {
@@ -255,15 +255,13 @@ impl StateDir {
 
     /// A state dir that leaves /dev/kvm as it is.
     pub fn bare(test: &str) -> StateDir {
-        let top = PathBuf::from(format!(
-            "/run/vm-sandbox-tests/{test}-{}",
-            std::process::id()
-        ));
+        let mount = host::state_mount();
+        let top = PathBuf::from(format!("{}/{test}-{}", host::TESTS_TOP, std::process::id()));
         let _ = std::fs::remove_dir_all(&top);
         let dir = top.join("state");
         std::fs::create_dir_all(&dir).expect("create state dir");
         link_binaries(&bin_dir(), &top.join("bin"));
-        StateDir(dir, None)
+        StateDir(dir, None, mount)
     }
 
     /// The project's binaries, linked next to the state dir: never run

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use sandbox_core::ids::Slot;
+use sandbox_core::locks::SlotFile;
 use tests::guest::{enable_kernel_audit, kernel_log, landlock_denials, set_guest_mode, Tools};
 use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
@@ -30,6 +32,14 @@ fn boot(state: &StateDir, tools: &Tools, name: &str) -> (String, String) {
     assert!(serial.contains("GUEST-DONE"), "{serial}");
     assert!(!serial.contains("GUEST-FAIL"), "{serial}");
     (log, serial)
+}
+
+/// The slot of vm-init's "ready (slot N)" line.
+fn slot_of(log: &str) -> u32 {
+    log.split("ready (slot ")
+        .nth(1)
+        .and_then(|r| r.split(')').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no ready line: {log}"))
 }
 
 fn owner(path: &Path) -> (u32, u32) {
@@ -64,7 +74,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
         );
     }
     assert!(serial.contains(&format!("GUEST-READ {secret}")), "{serial}");
-    assert!(log.contains("ready (slot 0)"), "{log}");
+    let first = slot_of(&log);
     // Seen from the host: contents, modes, links, and uid 1000 on disk.
     let renamed = fs.join("dir/renamed.txt");
     assert_eq!(std::fs::read_to_string(&renamed).unwrap(), "hello\n");
@@ -85,28 +95,23 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
     // Created by the guest's root: root on disk, whatever the slot.
     assert_eq!(owner(&fs.join("dir")), (0, 0));
 
-    // Again, with another VM holding slot 0: other host ids, same files.
-    let bin = state.standins();
-    state.add_standin_vm("holder");
-    let mut holder = state.vm_init(
-        "holder",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-ok"),
-        &[],
+    // Again, with the slot it had held by this test: other host ids, the
+    // same files. (Other tests take and give back slots meanwhile: wait
+    // until ours is free to take.)
+    let slots = SlotFile::open().unwrap();
+    let held = Slot::new(first).unwrap();
+    assert!(
+        tests::vm::within(Duration::from_secs(30), || slots.try_lock(held).unwrap()),
+        "slot {first} stayed taken"
     );
-    assert!(wait_line(&mut holder, ": ready").contains("ready (slot 0)"));
     set_guest_mode(&vm, "check");
     let (log, serial) = boot(&state, &tools, "guest");
-    assert!(log.contains("ready (slot 1)"), "{log}");
+    assert_ne!(slot_of(&log), first, "{log}");
     assert!(serial.contains("GUEST-OWNER 1000:1000"), "{serial}");
     assert!(serial.contains("GUEST-CONTENT hello"), "{serial}");
     assert!(serial.contains("GUEST-OK write-again"), "{serial}");
     assert_eq!(owner(&fs.join("second.txt")), (1000, 1000));
-    Command::new("kill")
-        .args(["-TERM", &holder.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(holder.wait().unwrap().code(), Some(0));
+    drop(slots);
 
     // Neither the real virtiofsd nor QEMU hit its Landlock table (the
     // kernel logs every denial of a domain made with log_new_exec).
@@ -169,6 +174,15 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     let vm = state.add_standin_vm("p");
     state.add_standin_vm("other");
     std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
+    // A device node the host left in the storage (1:3 is /dev/null's).
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        vm.join("fs/host-device"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
     let bin = state.standins();
     let mut cmd = Command::new(state.bin().join("vm-init"));
     cmd.args([

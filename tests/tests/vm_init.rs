@@ -532,6 +532,49 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     mode(&vm, 0o755);
     let err = refused_by_host_setup(&bin, &state.0, "w", &vm);
     assert!(err.contains("VM directory"), "{err}");
+    // Storage a host user could reach, on a file system that honours
+    // setuid bits (a plain tmpfs here): a guest's root could leave a
+    // setuid-root program for them.
+    let suid_top = std::path::PathBuf::from(format!("/run/vm-sandbox-suid-{}", std::process::id()));
+    std::fs::create_dir_all(&suid_top).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &suid_top,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"mode=755",
+    )
+    .unwrap();
+    let suid_state = suid_top.join("state");
+    std::fs::create_dir_all(suid_state.join("s/config")).unwrap();
+    std::fs::create_dir_all(suid_state.join("s/fs")).unwrap();
+    std::fs::write(suid_state.join("s/config/vmlinux"), "").unwrap();
+    let err = refused_by_host_setup(&bin, &suid_state, "s", &suid_state.join("s/fs"));
+    assert!(err.contains("nosuid,nodev"), "{err}");
+    // fs/ only root may enter: nothing in it is reachable, and the VM runs.
+    mode(&suid_state.join("s/fs"), 0o700);
+    let standins = state.standins();
+    let mut child = Command::new(bin.join("vm-init"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .arg("--state-dir")
+        .arg(&suid_state)
+        .arg("--vmm")
+        .arg(standins.join("vmm-cooperative"))
+        .arg("--virtiofsd")
+        .arg(standins.join("virtiofsd-ok"))
+        .arg("s")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_line(&mut child, ": ready").contains("ready"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    rustix::mount::unmount(&suid_top, rustix::mount::UnmountFlags::DETACH).unwrap();
+    std::fs::remove_dir(&suid_top).unwrap();
+
     // Put right, the same VM runs.
     std::os::unix::fs::chown(&vm, Some(0), Some(0)).unwrap();
     let mut child = direct(&state, "w", "vmm-cooperative", "virtiofsd-ok", &[]);

@@ -94,6 +94,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
             dir.join("fs").display()
         )));
     }
+    host::check_storage(&dir.join("fs"))?;
     for name in ["virtiofsd.sock", "api.sock", "gpu.sock", "vsock.d/vsock"] {
         let path = dir.join(name);
         let len = path.as_os_str().len();

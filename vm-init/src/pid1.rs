@@ -12,7 +12,7 @@ use sandbox_core::ids::Slot;
 use sandbox_core::parent::ParentWatch;
 use sandbox_core::signals::{SignalFd, SIGCHLD};
 use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
-use sandbox_core::{mount, prctl, Error};
+use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
 use crate::outer::{Listeners, Vm, SIGNALS};
@@ -81,6 +81,9 @@ fn run_vm(
     // The idmapped fs/ the outer made, over the plain one.
     mount::attach(&storage, &vm_dir.join("fs"))?;
     drop(storage);
+    // virtiofsd's own user namespace, mapping the guest's ids alone: made
+    // while user namespaces can still be made, through the VM's own /proc.
+    let guest_ids = ns::guest_ids_user_namespace()?;
     // No process of this VM may create a user namespace (and with it, the
     // capabilities to mount and unshare): the limit applies to this user
     // namespace and every one below it.
@@ -97,9 +100,9 @@ fn run_vm(
         vm,
         "wrap-virtiofsd",
         args.virtiofsd.as_deref(),
-        &[(virtiofsd.as_fd(), 3)],
+        &[(virtiofsd.as_fd(), 3), (guest_ids.as_fd(), 4)],
     )?;
-    drop(virtiofsd);
+    drop((virtiofsd, guest_ids));
     let mut daemons = vec![Daemon {
         name: "virtiofsd",
         child: fs,

@@ -181,6 +181,7 @@ pub fn policy(program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
         keep_fds: vec![SOCKET_FD],
         env: vec![("XDG_RUNTIME_DIR".into(), OsString::from(runtime_dir))],
         cwd: "/".into(),
+        join_user_namespace: None,
         allow_weaker_landlock: false,
     }
 }

@@ -1,6 +1,7 @@
 //! wrap-virtiofsd [--program PATH] [--allow-weaker-landlock] VMDIR
 //!
-//! Started by vm-init's PID 1 with the vhost-user listener as fd 3; applies
+//! Started by vm-init's PID 1 with the vhost-user listener as fd 3 and the
+//! guest-ids user namespace as fd 4 (policy.rs, USERNS_FD); applies
 //! virtiofsd's policy (policy.rs) and execs virtiofsd serving VMDIR/fs.
 
 #![forbid(unsafe_code)]

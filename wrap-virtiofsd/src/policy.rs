@@ -20,13 +20,20 @@ use sandbox_core::rlimits::{Limit, Resource};
 pub const DEFAULT_PROGRAM: &str = "/usr/libexec/virtiofsd";
 /// The vhost-user listener vm-init bound, passed as this fd.
 pub const SOCKET_FD: i32 = 3;
+/// The user namespace PID 1 made that maps only the guest's ids (0..65535)
+/// one to one, passed as this fd and joined after the mounts: virtiofsd's
+/// CAP_SETUID and CAP_SETGID then reach the guest's ids and no service id
+/// (it cannot become the VMM, whose /proc hidepid would then show it).
+pub const USERNS_FD: i32 = 4;
 /// Open files: virtiofsd keeps one O_PATH fd per inode the guest has
 /// looked up. 65536 is generous for a desktop VM and far below the host's
 /// nr_open; virtiofsd is told to leave it as it is (`--rlimit-nofile 0`).
 pub const NOFILE: u64 = 65536;
 
-/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, SETFCAP: what
-/// virtiofsd needs to act for any guest id on the guest's files (DESIGN.md).
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID: what virtiofsd
+/// needs to act for any guest id on the guest's files. Not SETFCAP: file
+/// capabilities are an xattr (security.capability), and xattrs are off
+/// (no `--xattr`), so a guest has no way to set one.
 /// Not DAC_READ_SEARCH: file handles are off (`--inode-file-handles=never`),
 /// and open_by_handle_at with it would reach any inode of the file system.
 /// Not MKNOD: `--modcaps=-mknod`, a guest makes no device nodes on host
@@ -36,8 +43,7 @@ pub const SERVING_CAPS: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::FOWNER)
     .union(CapabilitySet::FSETID)
     .union(CapabilitySet::SETGID)
-    .union(CapabilitySet::SETUID)
-    .union(CapabilitySet::SETFCAP);
+    .union(CapabilitySet::SETUID);
 
 /// What virtiofsd is exec'd with: SERVING_CAPS plus SETPCAP. Running as
 /// uid 0 it always applies its own capability set with libcap-ng
@@ -99,6 +105,8 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         // resolves guest paths without RESOLVE_BENEATH-style protection:
         // its cwd must be readable, and the shared dir is.
         cwd: vm_dir.join("fs"),
+        // Set-id capabilities that reach the guest's ids only.
+        join_user_namespace: Some(USERNS_FD),
         allow_weaker_landlock: false,
     }
 }
@@ -110,8 +118,8 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
 ///   (which needs to create namespaces: our policy forbids that).
 /// - `--seccomp kill`: virtiofsd's own syscall filter stays on, strictest.
 /// - `--inode-file-handles=never`: no CAP_DAC_READ_SEARCH needed.
-/// - `--modcaps=-mknod`: the one capability of virtiofsd's default set we
-///   do not grant (see CAPS).
+/// - `--modcaps=-mknod:-setfcap`: the two capabilities of virtiofsd's
+///   default set we do not grant (see SERVING_CAPS).
 /// - `--rlimit-nofile 0`: keep the limit the policy set.
 /// - `--xattr` is not given: no xattrs, so no security.* labels from guests.
 /// - no `--tag`: the VMM names the tag (virtiofs0).
@@ -127,7 +135,7 @@ pub fn argv(vm_dir: &Path, program: &Path) -> Exec {
         "--seccomp".into(),
         "kill".into(),
         "--inode-file-handles=never".into(),
-        "--modcaps=-mknod".into(),
+        "--modcaps=-mknod:-setfcap".into(),
         "--rlimit-nofile".into(),
         "0".into(),
     ];
@@ -189,7 +197,8 @@ mod tests {
 
     #[test]
     fn exact_capability_set() {
-        assert_eq!(SERVING_CAPS.bits().count_ones(), 7);
+        assert_eq!(SERVING_CAPS.bits().count_ones(), 6);
+        assert!(!p().caps.contains(CapabilitySet::SETFCAP));
         assert_eq!(p().caps, SERVING_CAPS | CapabilitySet::SETPCAP);
         assert!(!p().caps.contains(CapabilitySet::DAC_READ_SEARCH));
         assert!(!p().caps.contains(CapabilitySet::SYS_ADMIN));
@@ -212,7 +221,7 @@ mod tests {
                 "--seccomp",
                 "kill",
                 "--inode-file-handles=never",
-                "--modcaps=-mknod",
+                "--modcaps=-mknod:-setfcap",
                 "--rlimit-nofile",
                 "0"
             ]

@@ -154,6 +154,7 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
         // Its config: a directory its table lets it read (QEMU opens its
         // cwd; measured with the audit log).
         cwd: c.vm_dir.join("config"),
+        join_user_namespace: None,
         allow_weaker_landlock: false,
     }
 }

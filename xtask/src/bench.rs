@@ -192,6 +192,7 @@ pub fn run() -> Result {
     crate::host::kvm_as_udev_makes_it()?;
     let top = PathBuf::from(TOP);
     let _ = std::fs::remove_dir_all(&top);
+    let _mount = crate::host::top_mount(&top)?;
     let (bin, state) = (top.join("bin"), top.join("state"));
     link_binaries(&bin)?;
     let result = measure(&bin, &state);

@@ -224,6 +224,11 @@ fn probe_vm(bin: &Path, state: &Path, name: &str, vmm: &str, virtiofsd: &str) ->
     std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
     write(&vm.join("config/vmlinux"), "")?;
     write(&vm.join("fs/from-host.txt"), "x")?;
+    // A device node the host left in the storage (1:3 is /dev/null's).
+    sh(Command::new("mknod")
+        .args(["-m", "0666"])
+        .arg(vm.join("fs/host-device"))
+        .args(["c", "1", "3"]))?;
     let mut child = Command::new(bin.join("vm-init"))
         .args([
             "--parent-pid",
@@ -282,6 +287,7 @@ pub fn run() -> Result {
 
     let top = PathBuf::from(TOP);
     let _ = std::fs::remove_dir_all(&top);
+    let _mount = crate::host::top_mount(&top)?;
     let (bin, state, scan) = (top.join("bin"), top.join("state"), top.join("scan"));
     for d in [&bin, &state, &scan] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;

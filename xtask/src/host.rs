@@ -52,3 +52,29 @@ pub fn kvm_as_udev_makes_it() -> Result {
     );
     Ok(())
 }
+
+/// The demo's or the bench's top directory on a nosuid,nodev file system,
+/// as a tmpfs /run is on a normal host: vm-init refuses VM storage that
+/// host users could reach elsewhere. Where /run is a plain directory (a
+/// fresh machine of this kind) a tmpfs is mounted on it for the run, and
+/// let go of when this is dropped.
+#[derive(Debug)]
+pub struct TopMount(Option<std::path::PathBuf>);
+
+pub fn top_mount(top: &std::path::Path) -> Result<TopMount> {
+    std::fs::create_dir_all(top).map_err(|e| format!("mkdir {}: {e}", top.display()))?;
+    if sandbox_core::mount::is_nosuid_nodev(top) {
+        return Ok(TopMount(None));
+    }
+    sandbox_core::mount::mount_state_tmpfs(top).map_err(|e| e.to_string())?;
+    Ok(TopMount(Some(top.to_owned())))
+}
+
+impl Drop for TopMount {
+    fn drop(&mut self) {
+        if let Some(top) = &self.0 {
+            let _ = sandbox_core::mount::detach(top);
+            let _ = std::fs::remove_dir(top);
+        }
+    }
+}

@@ -239,6 +239,12 @@ fn exec_written(path: &Path) -> Result<(), Errno> {
     r
 }
 
+/// PIDs of a VM's daemons, in the order PID 1 starts them: PID 2 is the
+/// short-lived holder of virtiofsd's user namespace (gone before any
+/// daemon starts), then virtiofsd, then the VMM.
+const VIRTIOFSD_PID: i32 = 3;
+const VMM_PID: i32 = 4;
+
 const EPERM: Want = Want::Err(Errno::EPERM);
 const EACCES: Want = Want::Err(Errno::EACCES);
 const ENOENT: Want = Want::Err(Errno::ENOENT);
@@ -716,6 +722,31 @@ fn as_virtiofsd(shared: &Path) -> ! {
     p.status_is("CapEff (virtiofsd's)", "CapEff", &caps);
     p.status_is("CapBnd (virtiofsd's)", "CapBnd", &caps);
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
+    // Its set-id capabilities reach the guest's ids alone.
+    let uid_map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let map: Vec<&str> = uid_map.split_whitespace().collect();
+    p.record(
+        "uid_map (the guest's ids only)",
+        "0 0 65536",
+        &map.join(" "),
+        map == ["0", "0", "65536"],
+    );
+    // A device node the host left in the storage: nodev.
+    p.check(
+        "open fs/host-device read-write (a char device)",
+        EACCES,
+        io(fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(shared.join("host-device"))),
+    );
+    // Last: were it allowed, it would change who the probe is.
+    let vmm = rustix::process::Uid::from_raw(sandbox_core::ids::VMM_UID);
+    p.check(
+        "setresuid(the VMM's uid)",
+        Want::Err(Errno::EINVAL),
+        rx(rustix::thread::set_thread_res_uid(vmm, vmm, vmm)),
+    );
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     // Like virtiofsd: serve the VMM's connection until it goes away.
@@ -842,8 +873,8 @@ fn as_vmm(argv: &[String]) -> ! {
         EPERM,
         attempts::ptrace_attach(1),
     );
-    // virtiofsd is PID 2 of the VM (started first): no signal, no ptrace.
-    let vfs = Pid::from_raw(2).expect("2 > 0");
+    // virtiofsd: no signal, no ptrace.
+    let vfs = Pid::from_raw(VIRTIOFSD_PID).expect("pid > 0");
     p.check(
         "kill(virtiofsd, SIGKILL)",
         EPERM,
@@ -852,12 +883,12 @@ fn as_vmm(argv: &[String]) -> ! {
     p.check(
         "ptrace(PTRACE_ATTACH, virtiofsd)",
         EPERM,
-        attempts::ptrace_attach(2),
+        attempts::ptrace_attach(VIRTIOFSD_PID),
     );
     p.check(
-        "open /proc/2/environ",
+        "open /proc/VIRTIOFSD/environ",
         ENOENT,
-        io(fs::File::open("/proc/2/environ")),
+        io(fs::File::open(format!("/proc/{VIRTIOFSD_PID}/environ"))),
     );
     p.kill_sweep(me);
     p.check(
@@ -960,8 +991,12 @@ fn as_gpu(argv: &[String]) -> ! {
         Want::Ok,
         io(fs::read_dir("/sys/devices")),
     );
-    // Not the other daemons of its VM: virtiofsd is PID 2, the VMM PID 3.
-    for (pid, who) in [(1, "vm-init"), (2, "virtiofsd"), (3, "the VMM")] {
+    // Not the other daemons of its VM.
+    for (pid, who) in [
+        (1, "vm-init"),
+        (VIRTIOFSD_PID, "virtiofsd"),
+        (VMM_PID, "the VMM"),
+    ] {
         let target = Pid::from_raw(pid).expect("pid > 0");
         p.check(
             &format!("kill({who}, SIGKILL)"),
