@@ -73,7 +73,10 @@ impl AsFd for Timer {
 /// right now. PID 1 calls this until None on every SIGCHLD, so orphans
 /// reparented to it never stay zombies.
 pub fn reap_any() -> Result<Option<(i32, ExitStatus)>> {
-    match waitpid(None, WaitOptions::NOHANG) {
+    // wait(2), the -1 case: any child. (rustix's waitpid(None) is
+    // waitpid(0): only children in our process group, and every daemon
+    // runs in a session of its own.)
+    match rustix::process::wait(WaitOptions::NOHANG) {
         Ok(Some((pid, status))) => Ok(Some((
             pid.as_raw_nonzero().get(),
             ExitStatus::from_wait(Some(status)),

@@ -47,3 +47,13 @@ pub fn close_all_except(keep: &[RawFd]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A new session (no controlling terminal), and stdin on /dev/null.
+pub fn detach_from_terminal() -> Result<()> {
+    rustix::process::setsid().op("setsid")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .open("/dev/null")
+        .op_path("open", "/dev/null")?;
+    rustix::stdio::dup2_stdin(&null).op("dup2 /dev/null to stdin")
+}

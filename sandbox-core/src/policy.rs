@@ -18,6 +18,11 @@ use crate::{creds, fds, prctl};
 /// Both scopes; every policy of this project uses exactly these.
 pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
 
+/// RLIMIT_MEMLOCK of a daemon that pins no memory: the kernel's default
+/// (8 MiB since Linux 5.16). The outer vm-init raises the VM's hard limit
+/// for the VMM alone, which pins guest RAM for vhost-user.
+pub const DEFAULT_MEMLOCK: u64 = 8 << 20;
+
 /// Read-and-execute rows every dynamically linked daemon needs: the
 /// binary and library dirs and the loader's cache. /lib64 is absent on
 /// some hosts; everything else must exist.
@@ -106,6 +111,10 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
     parent::arm_and_check(parent)?;
+    //    A session of its own and stdin on /dev/null: no controlling
+    //    terminal to push input into (TIOCSTI) should vm-init have been
+    //    started from one, nothing to read that was meant for it.
+    fds::detach_from_terminal()?;
     // 2. Mounts need CAP_SYS_ADMIN and cannot happen inside a Landlock
     //    domain: they come first. The service's root holds its view and
     //    nothing else of the host.

@@ -701,3 +701,29 @@ fn a_run_script_whose_supervisor_died_first_starts_no_vm() {
         .collect();
     assert_eq!(outers, [vm.outer], "more than one VM for one service");
 }
+
+/// A VMM that writes without end to its event pipe before it says it
+/// booted: PID 1 keeps a bounded window of it, not all of it.
+#[test]
+fn a_flooding_vmm_costs_pid_1_no_memory() {
+    if !privileged_with("flood", &[]) {
+        return;
+    }
+    let state = StateDir::new("flood");
+    state.add_standin_vm("f");
+    let mut child = direct(&state, "f", "vmm-flood", "virtiofsd-ok", &[]);
+    assert!(wait_line(&mut child, ": ready").contains("ready"));
+    let pid1 = children(child.id() as i32)[0];
+    let hwm: u64 = status(pid1, "VmHWM")
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    // The stand-in wrote 64 MiB before "booted".
+    assert!(hwm < 8 * 1024, "PID 1's peak RSS is {hwm} KiB");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

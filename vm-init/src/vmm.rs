@@ -12,6 +12,12 @@ use sandbox_core::Error;
 
 pub use sandbox_core::vmconfig::Vmm as VmmKind;
 
+/// Bytes of the VMM's stream PID 1 keeps while it waits for readiness, and
+/// how many of the newest it keeps when that is exceeded (more than any
+/// marker it looks for).
+const PENDING_MAX: usize = 4096;
+const PENDING_KEEP: usize = 256;
+
 /// What the VMM said, as far as vm-init cares.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Said {
@@ -126,21 +132,22 @@ impl Control {
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Said::Nothing),
             Err(e) => return Err(Error::sys("read from the VMM", e)),
         };
-        self.buf.extend_from_slice(&chunk[..n]);
         if self.ready {
-            self.buf.clear();
             return Ok(Said::Nothing);
         }
         match self.kind {
-            VmmKind::CloudHypervisor => {
-                // Pretty-printed JSON objects: compare without white space.
-                let compact: Vec<u8> = self
-                    .buf
+            // Pretty-printed JSON objects: kept without white space.
+            VmmKind::CloudHypervisor => self.buf.extend(
+                chunk[..n]
                     .iter()
                     .copied()
-                    .filter(|b| !b.is_ascii_whitespace())
-                    .collect();
-                if contains(&compact, br#""event":"booted""#) {
+                    .filter(|b| !b.is_ascii_whitespace()),
+            ),
+            VmmKind::Qemu => self.buf.extend_from_slice(&chunk[..n]),
+        }
+        match self.kind {
+            VmmKind::CloudHypervisor => {
+                if contains(&self.buf, br#""event":"booted""#) {
                     self.ready = true;
                     self.buf.clear();
                     return Ok(Said::Ready);
@@ -156,6 +163,12 @@ impl Control {
                     return Ok(Said::Ready);
                 }
             }
+        }
+        // Before readiness only the last bytes matter (a marker split over
+        // two reads): a VMM that writes without end gets no more of PID 1's
+        // memory than this.
+        if self.buf.len() > PENDING_MAX {
+            self.buf.drain(..self.buf.len() - PENDING_KEEP);
         }
         Ok(Said::Nothing)
     }

@@ -35,7 +35,7 @@ use sandbox_core::caps::CapabilitySet;
 use sandbox_core::ids::GPU_UID;
 use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
-use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
+use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
 use sandbox_core::{Errno, Error};
 
@@ -176,6 +176,17 @@ pub fn policy(program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
             Limit {
                 resource: Resource::Core,
                 value: Some(0),
+            },
+            // One thread idle (facts/crosvm.md); Mesa starts worker
+            // threads when it renders.
+            Limit {
+                resource: Resource::Nproc,
+                value: Some(64),
+            },
+            // Nothing to pin: the kernel's default, not the VMM's.
+            Limit {
+                resource: Resource::Memlock,
+                value: Some(DEFAULT_MEMLOCK),
             },
         ],
         keep_fds: vec![SOCKET_FD],

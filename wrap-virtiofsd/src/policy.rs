@@ -13,7 +13,7 @@ use sandbox_core::caps::CapabilitySet;
 use sandbox_core::ids::VIRTIOFSD_UID;
 use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
-use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
+use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
 
 /// Where Debian's virtiofsd package installs the daemon.
@@ -25,6 +25,9 @@ pub const SOCKET_FD: i32 = 3;
 /// CAP_SETUID and CAP_SETGID then reach the guest's ids and no service id
 /// (it cannot become the VMM, whose /proc hidepid would then show it).
 pub const USERNS_FD: i32 = 4;
+/// Processes and threads of virtiofsd's uid (its own in its user
+/// namespace): 3 measured while serving; room for a few more.
+pub const NPROC: u64 = 32;
 /// Open files: virtiofsd keeps one O_PATH fd per inode the guest has
 /// looked up. 65536 is generous for a desktop VM and far below the host's
 /// nr_open; virtiofsd is told to leave it as it is (`--rlimit-nofile 0`).
@@ -97,6 +100,16 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
             Limit {
                 resource: Resource::Core,
                 value: Some(0),
+            },
+            // Measured: 3 threads serving a guest (no thread pool asked).
+            Limit {
+                resource: Resource::Nproc,
+                value: Some(NPROC),
+            },
+            // Nothing to pin: the kernel's default, not the VMM's.
+            Limit {
+                resource: Resource::Memlock,
+                value: Some(DEFAULT_MEMLOCK),
             },
         ],
         keep_fds: vec![SOCKET_FD],

@@ -134,6 +134,12 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
                 resource: Resource::Core,
                 value: Some(0),
             },
+            // QEMU (TCG, one vCPU): 4 threads measured; cloud-hypervisor
+            // runs one per vCPU and per device besides its own few.
+            Limit {
+                resource: Resource::Nproc,
+                value: Some(128),
+            },
         ],
         keep_fds: match c.vmm {
             Profile::CloudHypervisor => vec![API_FD, EVENT_FD],

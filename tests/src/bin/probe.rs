@@ -73,6 +73,18 @@ impl Probe {
         );
     }
 
+    /// The soft limit of a /proc/self/limits row must read `want`.
+    fn limit_is(&mut self, row: &str, want: &str) {
+        let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let got = limits
+            .lines()
+            .find_map(|l| l.strip_prefix(row))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_owned();
+        self.record(&format!("limit: {row}"), want, &got, got == want);
+    }
+
     /// A /proc/self/status field must read `want` (CapEff, NoNewPrivs, ...).
     fn status_is(&mut self, attempt: &str, field: &str, want: &str) {
         let got = status_field(field);
@@ -214,6 +226,32 @@ fn host_reach(p: &mut Probe) {
         "[lo]",
         &format!("{interfaces:?}").replace('"', ""),
         interfaces == ["lo"],
+    );
+    // No terminal to push input into, nothing read that was meant for vm-init.
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: state ppid pgrp
+    // session tty_nr ...
+    let after: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let me = std::process::id().to_string();
+    p.record(
+        "session (its own) and controlling tty (none)",
+        &format!("{me} 0"),
+        &format!(
+            "{} {}",
+            after.get(3).unwrap_or(&"?"),
+            after.get(4).unwrap_or(&"?")
+        ),
+        after.get(3) == Some(&me.as_str()) && after.get(4) == Some(&"0"),
+    );
+    let stdin = fs::read_link("/proc/self/fd/0").unwrap_or_default();
+    p.record(
+        "stdin",
+        "/dev/null",
+        &stdin.display().to_string(),
+        stdin == Path::new("/dev/null"),
     );
     // SysV IPC is the VM's own: the host's segment does not exist here,
     // and one made here is gone with the VM.
@@ -722,6 +760,8 @@ fn as_virtiofsd(shared: &Path) -> ! {
     p.status_is("CapEff (virtiofsd's)", "CapEff", &caps);
     p.status_is("CapBnd (virtiofsd's)", "CapBnd", &caps);
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
+    p.limit_is("Max processes", "32");
+    p.limit_is("Max locked memory", "8388608");
     // Its set-id capabilities reach the guest's ids alone.
     let uid_map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     let map: Vec<&str> = uid_map.split_whitespace().collect();
@@ -919,6 +959,7 @@ fn as_vmm(argv: &[String]) -> ! {
     );
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
+    p.limit_is("Max processes", "128");
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
@@ -1057,6 +1098,8 @@ fn as_gpu(argv: &[String]) -> ! {
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("CapBnd", "CapBnd", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
+    p.limit_is("Max processes", "64");
+    p.limit_is("Max locked memory", "8388608");
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     // Like crosvm: serve the VMM's vhost-user connection until it goes away.

@@ -7,6 +7,8 @@
 //!                    guest that powers off would make cloud-hypervisor do
 //!   vmm-stubborn     answers 204 and does nothing (a guest that ignores it)
 //!   vmm-crash        exits 7 once booted
+//!   vmm-flood        writes 64 MiB to the event pipe before "booted",
+//!                    then behaves as vmm-cooperative
 //!   virtiofsd-ok     accepts the VMM and serves until it disconnects
 //!   virtiofsd-crash  accepts the VMM, then exits 3
 //!
@@ -78,6 +80,14 @@ fn vmm(name: &str, args: &[String], api: &str) {
         let _ = write!(e, "{{\n  \"timestamp\": {{\"secs\": 0, \"nanos\": 1}},\n  \"source\": \"vm\",\n  \"event\": \"{what}\",\n  \"properties\": null\n}}\n\n");
     };
     event(&mut events, "booting");
+    if name == "vmm-flood" {
+        // A VMM that writes without end before it says it booted: PID 1
+        // must not keep it all (the test reads PID 1's VmHWM).
+        let junk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            let _ = events.write_all(&junk);
+        }
+    }
     event(&mut events, "booted");
     let _ = writeln!(log, "standin: booted");
     if name == "vmm-crash" {
