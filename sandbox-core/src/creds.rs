@@ -22,8 +22,16 @@ pub fn switch_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<()> {
 /// PID 1: see `ns::guest_ids_user_namespace`). Our ids there are what its
 /// maps make of them, and our capabilities reach only what it maps.
 pub fn join_user_namespace(fd: std::os::fd::RawFd) -> Result<()> {
-    // SAFETY: the fd is only borrowed for the call; the caller passed it on
-    // purpose and it stays open until `fds::close_all_except` runs after.
+    const F_GETFD: usize = 1;
+    // SAFETY: F_GETFD on a number reads no memory; it fails (EBADF) when
+    // the number is not an open fd, which is all we ask.
+    if unsafe { syscalls::syscall!(syscalls::Sysno::fcntl, fd as usize, F_GETFD) }.is_err() {
+        return Err(crate::Error::Usage(format!(
+            "fd {fd} (the user namespace to join) is not open"
+        )));
+    }
+    // SAFETY: the fd is open (checked above) and only borrowed for the
+    // call; it stays open until `fds::close_all_except` runs after.
     let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     rustix::thread::move_into_link_name_space(ns, Some(rustix::thread::LinkNameSpaceType::User))
         .op("setns into the guest-ids user namespace")

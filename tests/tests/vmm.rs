@@ -75,5 +75,15 @@ fn the_probe_in_cloud_hypervisors_place() {
     );
     let status = wait_at_most(&mut child, Duration::from_secs(10)).expect("vm-init exits");
     assert_eq!(status.code(), Some(0));
+    // What the VMM made of its host files does not outlive the VM: its log
+    // is root's again, without the setuid bit it set; vsock.d is gone.
+    let log = std::fs::metadata(vm.join("serial.log")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (log.uid(), log.gid(), log.mode() & 0o7777),
+        (0, 0, 0o640),
+        "serial.log after the VM"
+    );
+    assert!(!vm.join("vsock.d").exists(), "vsock.d outlived the VM");
     bait.assert_nothing_reached_the_host();
 }

@@ -127,33 +127,64 @@ fn check(args: &Args) -> Result<Vm, Error> {
 }
 
 /// Files and sockets the outer creates in the VM directory as host root,
-/// each owned by the host id of the one service that uses it; removed when
-/// the VM ends (or, after a kill -9, by the next start).
-#[derive(Debug)]
-struct Created(Vec<PathBuf>);
+/// each owned by the host id of the one service that uses it. When the VM
+/// ends (or, after a kill -9, at the next start) sockets and directories
+/// are removed and files given back to root: nothing a daemon made of
+/// them (a mode, a setuid bit, a socket) outlives the VM.
+#[derive(Debug, Default)]
+struct Created {
+    sockets: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
 
 impl Drop for Created {
     fn drop(&mut self) {
-        for p in &self.0 {
+        for p in &self.sockets {
             let _ = std::fs::remove_file(p);
+        }
+        for p in &self.files {
+            // Root's again, 0640: chown clears setuid and setgid bits, and
+            // chmod whatever mode the daemon gave it.
+            let _ = chown(p, Some(0), Some(0));
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o640));
+        }
+        for p in &self.dirs {
+            let _ = std::fs::remove_dir_all(p);
         }
     }
 }
 
-fn bind_listener(path: &Path, owner: u32, created: &mut Created) -> Result<UnixListener, Error> {
-    // A socket left by a VM that was killed: only ever remove a socket.
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !meta.file_type().is_socket() {
-            return Err(Error::Usage(format!(
-                "{} exists and is not a socket",
-                path.display()
-            )));
-        }
-        std::fs::remove_file(path).map_err(|e| Error::path("remove stale socket", path, e))?;
+/// Removes what a VM that was killed left at `path`, if it is of the kind
+/// the outer makes there (never follows a symlink, never removes anything
+/// else): the next thing is created fresh, exclusively.
+fn remove_stale(
+    path: &Path,
+    kind: &str,
+    is_kind: impl Fn(&std::fs::FileType) -> bool,
+) -> Result<(), Error> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !is_kind(&meta.file_type()) {
+        return Err(Error::Usage(format!(
+            "{} exists and is not a {kind}",
+            path.display()
+        )));
     }
+    if meta.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+    .map_err(|e| Error::path("remove stale", path, e))
+}
+
+fn bind_listener(path: &Path, owner: u32, created: &mut Created) -> Result<UnixListener, Error> {
+    use std::os::unix::fs::FileTypeExt;
+    remove_stale(path, "socket", |t| t.is_socket())?;
     let listener = UnixListener::bind(path).map_err(|e| Error::path("bind", path, e))?;
-    created.0.push(path.to_owned());
+    created.sockets.push(path.to_owned());
     chown(path, Some(owner), Some(owner)).map_err(|e| Error::path("chown", path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::path("chmod", path, e))?;
@@ -175,21 +206,22 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     } else {
         None
     };
+    // The VMM's own files, made fresh: the last VM's log (its mode, its
+    // bits) and sockets are gone before this one starts.
     let log = vm.dir.join("serial.log");
+    remove_stale(&log, "regular file", |t| t.is_file())?;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o640)
         .open(&log)
         .map_err(|e| Error::path("create", &log, e))?;
+    created.files.push(log.clone());
     chown(&log, Some(vmm), Some(vmm)).map_err(|e| Error::path("chown", &log, e))?;
     let vsock = vm.dir.join("vsock.d");
-    match std::fs::create_dir(&vsock) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::path("mkdir", &vsock, e)),
-    }
+    remove_stale(&vsock, "directory", |t| t.is_dir())?;
+    std::fs::create_dir(&vsock).map_err(|e| Error::path("mkdir", &vsock, e))?;
+    created.dirs.push(vsock.clone());
     chown(&vsock, Some(vmm), Some(vmm)).map_err(|e| Error::path("chown", &vsock, e))?;
     std::fs::set_permissions(&vsock, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::path("chmod", &vsock, e))?;
@@ -226,7 +258,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     let vm_lock: File = lock_vm_dir(&vm.dir)?;
     let slots = SlotFile::open()?;
     let slot = slots.lock_lowest_free()?;
-    let mut created = Created(Vec::new());
+    let mut created = Created::default();
     let listeners = create_files(&vm, slot, &mut created)?;
     // Hard limits only host root can raise; each wrapper lowers them to its
     // daemon's values. Open files: virtiofsd's 65536. Locked memory: the

@@ -835,6 +835,16 @@ fn as_vmm(argv: &[String]) -> ! {
         Want::Ok,
         io(fs::OpenOptions::new().append(true).open(&serial)),
     );
+    // Its own file: allowed here, and worth nothing after the VM (the
+    // outer gives it back to root, 0640; the test checks from the host).
+    p.check(
+        "chmod 04755 serial.log",
+        Want::Ok,
+        io(fs::set_permissions(
+            &serial,
+            std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+        )),
+    );
     p.check(
         "read config/vmlinux",
         Want::Ok,

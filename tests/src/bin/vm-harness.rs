@@ -75,11 +75,13 @@ fn run(args: &Args) -> Result<i32, Error> {
 fn pid1(args: &Args) -> Result<i32, Error> {
     prctl::not_dumpable()?;
     let vm_dir = mount::build_vm_namespace(&args.state_dir, args.name.as_str())?;
+    // As vm-init's PID 1 does for wrap-virtiofsd (its fd 4).
+    let guest_ids = sandbox_core::ns::guest_ids_user_namespace()?;
     std::fs::write("/proc/sys/user/max_user_namespaces", "0")
         .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
     let name = args.name.as_str();
     if let Some(wrapper) = &args.bench_wrapper {
-        return bench_wrapper(wrapper, &vm_dir, args.iterations);
+        return bench_wrapper(wrapper, &vm_dir, args.iterations, guest_ids.as_raw_fd());
     }
     let b = start_target(args, &vm_dir, UID_B)?;
     let mut abstracts = vec![abstract_name(name, UID_B)];
@@ -166,11 +168,11 @@ fn pid1(args: &Args) -> Result<i32, Error> {
 /// the wrapper's whole policy, exec of the daemon included.
 /// Also prints the time of /bin/true alone (bench-true-us), the floor of
 /// any spawn from here, so the bench can report the wrapper's own cost.
-fn bench_wrapper(wrapper: &Path, vm_dir: &Path, n: usize) -> Result<i32, Error> {
+fn bench_wrapper(wrapper: &Path, vm_dir: &Path, n: usize, fd4: i32) -> Result<i32, Error> {
     let (fd3, _peer) =
         std::os::unix::net::UnixStream::pair().map_err(|e| Error::sys("socketpair", e))?;
     for (label, sandboxed) in [("bench-true-us", false), ("bench-wrap-us", true)] {
-        let times = time_spawns(wrapper, vm_dir, n, sandboxed, fd3.as_raw_fd())?;
+        let times = time_spawns(wrapper, vm_dir, n, sandboxed, [fd3.as_raw_fd(), fd4])?;
         println!("{label} {}", times.join(" "));
     }
     Ok(0)
@@ -181,7 +183,7 @@ fn time_spawns(
     vm_dir: &Path,
     n: usize,
     sandboxed: bool,
-    fd3: i32,
+    [fd3, fd4]: [i32; 2],
 ) -> Result<Vec<String>, Error> {
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -193,6 +195,7 @@ fn time_spawns(
             Command::new(Path::new("/bin/true"))?
         };
         cmd.pass_fd(fd3, 3);
+        cmd.pass_fd(fd4, 4);
         let start = std::time::Instant::now();
         let child = spawn::spawn(&cmd)?;
         let status = spawn::wait(&child)?;
