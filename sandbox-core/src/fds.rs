@@ -57,3 +57,27 @@ pub fn detach_from_terminal() -> Result<()> {
         .op_path("open", "/dev/null")?;
     rustix::stdio::dup2_stdin(&null).op("dup2 /dev/null to stdin")
 }
+
+/// Makes a FIFO at `path` with `mode` (its owner is the caller's to set).
+pub fn make_fifo(path: &std::path::Path, mode: u32) -> Result<()> {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(mode),
+        0,
+    )
+    .op_path("mkfifo", path)
+}
+
+/// Opens a FIFO's read end without blocking (no writer needed yet), and
+/// non-blocking for reads after.
+pub fn open_fifo_reader(path: &std::path::Path) -> Result<std::fs::File> {
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map(std::fs::File::from)
+    .op_path("open", path)
+}

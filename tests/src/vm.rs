@@ -14,6 +14,7 @@ pub const STANDINS: &[&str] = &[
     "vmm-stubborn",
     "vmm-crash",
     "vmm-flood",
+    "vmm-chatty",
     "virtiofsd-ok",
     "virtiofsd-crash",
 ];

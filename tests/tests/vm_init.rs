@@ -727,3 +727,30 @@ fn a_flooding_vmm_costs_pid_1_no_memory() {
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// A guest that prints without end fills neither the host's disk nor
+/// PID 1: serial.log stops at 16 MiB with a line saying so, and the VM
+/// runs on.
+#[test]
+fn a_guest_printing_without_end_gets_a_bounded_serial_log() {
+    if !privileged_with("chatty", &[]) {
+        return;
+    }
+    let state = StateDir::new("chatty");
+    let vm = state.add_standin_vm("c");
+    let mut child = direct(&state, "c", "vmm-chatty", "virtiofsd-ok", &[]);
+    assert!(wait_line(&mut child, ": ready").contains("ready"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let log = std::fs::read(vm.join("serial.log")).unwrap();
+    let text = String::from_utf8_lossy(&log[log.len().saturating_sub(200)..]).into_owned();
+    assert!(
+        log.len() <= (16 << 20) + 100 && log.len() >= 16 << 20,
+        "serial.log is {} bytes",
+        log.len()
+    );
+    assert!(text.contains("serial.log stops at 16 MiB"), "{text}");
+}

@@ -50,7 +50,7 @@ fn the_probe_in_cloud_hypervisors_place() {
         "argv: --api-socket fd=3 --event-monitor fd=4 --kernel {v}/config/vmlinux \
          --initramfs {v}/config/initramfs --cmdline console=hvc0 quiet \
          --disk path={v}/config/blk/root.img,readonly=on --fs tag=virtiofs0,socket={v}/virtiofsd.sock \
-         --memory size=128M,shared=on --serial file={v}/serial.log --console off \
+         --memory size=128M,shared=on --serial file={v}/serial.fifo --console off \
          --vsock cid=3,socket={v}/vsock.d/vsock"
     );
     assert!(
@@ -75,8 +75,9 @@ fn the_probe_in_cloud_hypervisors_place() {
     );
     let status = wait_at_most(&mut child, Duration::from_secs(10)).expect("vm-init exits");
     assert_eq!(status.code(), Some(0));
-    // What the VMM made of its host files does not outlive the VM: its log
-    // is root's again, without the setuid bit it set; vsock.d is gone.
+    // What the VMM made of its host files does not outlive the VM: its
+    // FIFO (04755 by its hand) and vsock.d are gone; serial.log, which
+    // PID 1 wrote, was root's all along.
     let log = std::fs::metadata(vm.join("serial.log")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
@@ -84,6 +85,13 @@ fn the_probe_in_cloud_hypervisors_place() {
         (0, 0, 0o640),
         "serial.log after the VM"
     );
+    assert!(
+        !vm.join("serial.fifo").exists(),
+        "serial.fifo outlived the VM"
+    );
     assert!(!vm.join("vsock.d").exists(), "vsock.d outlived the VM");
+    // The stand-in's console lines came through PID 1.
+    let serial = std::fs::read_to_string(vm.join("serial.log")).unwrap();
+    assert!(serial.contains("probe: serial line"), "{serial}");
     bait.assert_nothing_reached_the_host();
 }

@@ -6,6 +6,7 @@
 mod args;
 mod outer;
 mod pid1;
+mod serial;
 mod vmm;
 
 use std::process::ExitCode;

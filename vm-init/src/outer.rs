@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{chown, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{chown, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -18,10 +18,11 @@ use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
 use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-use sandbox_core::{host, Error};
+use sandbox_core::{fds, host, Error};
 
 use crate::args::Args;
 use crate::pid1;
+use crate::serial::SerialRelay;
 use crate::vmm::VmmKind;
 use sandbox_core::vmconfig::VmConfig;
 
@@ -50,12 +51,14 @@ impl Vm {
     }
 }
 
-/// The listening sockets PID 1 hands to the wrappers.
+/// The listening sockets PID 1 hands to the wrappers, and the two ends of
+/// the guest's console it copies between.
 #[derive(Debug)]
 pub struct Listeners {
     pub virtiofsd: UnixListener,
     pub api: UnixListener,
     pub gpu: Option<UnixListener>,
+    pub serial: SerialRelay,
 }
 
 /// Every check that needs no privilege and changes nothing, so that bad
@@ -95,7 +98,13 @@ fn check(args: &Args) -> Result<Vm, Error> {
         )));
     }
     host::check_storage(&dir.join("fs"))?;
-    for name in ["virtiofsd.sock", "api.sock", "gpu.sock", "vsock.d/vsock"] {
+    for name in [
+        "virtiofsd.sock",
+        "api.sock",
+        "gpu.sock",
+        "vsock.d/vsock",
+        "serial.fifo",
+    ] {
         let path = dir.join(name);
         let len = path.as_os_str().len();
         if len > SUN_PATH_MAX {
@@ -126,15 +135,15 @@ fn check(args: &Args) -> Result<Vm, Error> {
     })
 }
 
-/// Files and sockets the outer creates in the VM directory as host root,
-/// each owned by the host id of the one service that uses it. When the VM
-/// ends (or, after a kill -9, at the next start) sockets and directories
-/// are removed and files given back to root: nothing a daemon made of
-/// them (a mode, a setuid bit, a socket) outlives the VM.
+/// Sockets, FIFOs and directories the outer creates in the VM directory as
+/// host root, each owned by the host id of the one service that uses it,
+/// and removed when the VM ends (or, after a kill -9, at the next start):
+/// nothing a daemon made of them (a mode, a setuid bit, a socket) outlives
+/// the VM.
 #[derive(Debug, Default)]
 struct Created {
+    /// Sockets and FIFOs.
     sockets: Vec<PathBuf>,
-    files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
 }
 
@@ -142,12 +151,6 @@ impl Drop for Created {
     fn drop(&mut self) {
         for p in &self.sockets {
             let _ = std::fs::remove_file(p);
-        }
-        for p in &self.files {
-            // Root's again, 0640: chown clears setuid and setgid bits, and
-            // chmod whatever mode the daemon gave it.
-            let _ = chown(p, Some(0), Some(0));
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o640));
         }
         for p in &self.dirs {
             let _ = std::fs::remove_dir_all(p);
@@ -181,7 +184,6 @@ fn remove_stale(
 }
 
 fn bind_listener(path: &Path, owner: u32, created: &mut Created) -> Result<UnixListener, Error> {
-    use std::os::unix::fs::FileTypeExt;
     remove_stale(path, "socket", |t| t.is_socket())?;
     let listener = UnixListener::bind(path).map_err(|e| Error::path("bind", path, e))?;
     created.sockets.push(path.to_owned());
@@ -206,18 +208,24 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     } else {
         None
     };
-    // The VMM's own files, made fresh: the last VM's log (its mode, its
-    // bits) and sockets are gone before this one starts.
+    // The guest's console: the VMM writes the FIFO (its own, made fresh),
+    // PID 1 copies it into serial.log (root's, bounded: see serial.rs).
     let log = vm.dir.join("serial.log");
     remove_stale(&log, "regular file", |t| t.is_file())?;
-    std::fs::OpenOptions::new()
-        .write(true)
+    let log_file = std::fs::OpenOptions::new()
+        .append(true)
         .create_new(true)
         .mode(0o640)
         .open(&log)
         .map_err(|e| Error::path("create", &log, e))?;
-    created.files.push(log.clone());
-    chown(&log, Some(vmm), Some(vmm)).map_err(|e| Error::path("chown", &log, e))?;
+    let fifo = vm.dir.join("serial.fifo");
+    remove_stale(&fifo, "FIFO", |t| t.is_fifo())?;
+    fds::make_fifo(&fifo, 0o600)?;
+    created.sockets.push(fifo.clone());
+    chown(&fifo, Some(vmm), Some(vmm)).map_err(|e| Error::path("chown", &fifo, e))?;
+    // Opened for reading now, without blocking: the VMM's open for
+    // writing then never waits for a reader.
+    let fifo_read = fds::open_fifo_reader(&fifo)?;
     let vsock = vm.dir.join("vsock.d");
     remove_stale(&vsock, "directory", |t| t.is_dir())?;
     std::fs::create_dir(&vsock).map_err(|e| Error::path("mkdir", &vsock, e))?;
@@ -229,6 +237,7 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
         virtiofsd,
         api,
         gpu,
+        serial: SerialRelay::new(fifo_read, log_file),
     })
 }
 

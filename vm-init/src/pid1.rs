@@ -95,6 +95,7 @@ fn run_vm(
         virtiofsd,
         api,
         gpu,
+        mut serial,
     } = listeners;
     let fs = wrapper(
         vm,
@@ -142,107 +143,125 @@ fn run_vm(
     // A daemon other than the VMM that ended while the VM ran.
     let mut lost: Option<(&'static str, ExitStatus)> = None;
 
-    loop {
-        let mut fds: Vec<BorrowedFd<'_>> = vec![sigfd.as_fd(), watch.fd(), timer.as_fd()];
-        let gpu_at = gpu_listener.as_ref().map(|l| {
-            fds.push(l.as_fd());
-            fds.len() - 1
-        });
-        let control_from = fds.len();
-        fds.extend(control.fds());
-        let ready = event::wait_readable(&fds)?;
-        if ready[1] {
-            return Err(Error::Refused("the outer vm-init is gone".into()));
-        }
-        if ready[2] {
-            if let Some((daemon, status)) = &lost {
-                // The VMM did not follow its backend within the grace time.
-                sandbox_core::say!(
-                    "vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down"
-                );
-                return Ok(EXIT_VMM_FAILED);
+    // Every way out of the loop returns from this closure; the guest's
+    // last console lines are copied after it, whatever ended the VM.
+    let mut event_loop = || -> Result<u8, Error> {
+        loop {
+            let mut fds: Vec<BorrowedFd<'_>> = vec![sigfd.as_fd(), watch.fd(), timer.as_fd()];
+            let serial_at = serial.fd().map(|fd| {
+                fds.push(fd);
+                fds.len() - 1
+            });
+            let gpu_at = gpu_listener.as_ref().map(|l| {
+                fds.push(l.as_fd());
+                fds.len() - 1
+            });
+            let control_from = fds.len();
+            fds.extend(control.fds());
+            let ready = event::wait_readable(&fds)?;
+            if serial_at.is_some_and(|i| ready[i]) {
+                serial.pump()?;
             }
-            sandbox_core::say!(
-                "vm-init: {name}: the guest did not power off within {} s: stopping the VMM",
-                args.shutdown_timeout.as_secs()
-            );
-            let _ = control.force_stop();
-            return Ok(EXIT_TIMEOUT);
-        }
-        if gpu_at.is_some_and(|i| ready[i]) {
-            let l = gpu_listener.take().expect("polled, so present");
-            match l.accept() {
-                Ok((conn, _)) => {
-                    let child = wrapper(vm, "wrap-gpu", args.gpu.as_deref(), &[(conn.as_fd(), 3)])?;
-                    daemons.push(Daemon {
-                        name: "the GPU daemon",
-                        child,
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => gpu_listener = Some(l),
-                Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
+            if ready[1] {
+                return Err(Error::Refused("the outer vm-init is gone".into()));
             }
-        }
-        if ready[control_from..].iter().any(|&r| r) {
-            match control.on_readable()? {
-                Said::Ready => {
-                    if let Some(fd) = notify.take() {
-                        notify_ready(fd)?;
-                    }
-                    sandbox_core::say!("vm-init: {name}: ready (slot {})", slot.index());
-                }
-                Said::Nothing | Said::Closed => {}
-            }
-        }
-        if ready[0] {
-            while let Some(sig) = sigfd.read()? {
-                if sig == SIGCHLD {
-                    continue;
-                }
-                if stopping || lost.is_some() {
-                    continue;
-                }
-                if !control.is_ready() {
+            if ready[2] {
+                if let Some((daemon, status)) = &lost {
+                    // The VMM did not follow its backend within the grace time.
                     sandbox_core::say!(
-                        "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
+                        "vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down"
                     );
-                    let _ = control.force_stop();
-                    return Ok(0);
+                    return Ok(EXIT_VMM_FAILED);
                 }
-                stopping = true;
-                sandbox_core::say!("vm-init: {name}: signal {sig}: asking the guest to power off");
-                if let Err(e) = control.request_powerdown() {
-                    sandbox_core::say!("vm-init: {name}: {e}");
-                }
-                timer.arm(args.shutdown_timeout)?;
+                sandbox_core::say!(
+                    "vm-init: {name}: the guest did not power off within {} s: stopping the VMM",
+                    args.shutdown_timeout.as_secs()
+                );
+                let _ = control.force_stop();
+                return Ok(EXIT_TIMEOUT);
             }
-            // Reap everything that exited, ours or orphans reparented to us.
-            while let Some((pid, status)) = reap_any()? {
-                let Some(i) = daemons
-                    .iter()
-                    .position(|d| d.child.pid.as_raw_nonzero().get() == pid)
-                else {
-                    continue;
-                };
-                let d = daemons.remove(i);
-                if pid == vmm_pid {
-                    if let Some((daemon, status)) = lost.filter(|(_, s)| *s != ExitStatus::Code(0))
-                    {
-                        sandbox_core::say!("vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down");
-                        return Ok(EXIT_VMM_FAILED);
+            if gpu_at.is_some_and(|i| ready[i]) {
+                let l = gpu_listener.take().expect("polled, so present");
+                match l.accept() {
+                    Ok((conn, _)) => {
+                        let child =
+                            wrapper(vm, "wrap-gpu", args.gpu.as_deref(), &[(conn.as_fd(), 3)])?;
+                        daemons.push(Daemon {
+                            name: "the GPU daemon",
+                            child,
+                        });
                     }
-                    return Ok(vmm_exit(name.as_str(), status, stopping));
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => gpu_listener = Some(l),
+                    Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
                 }
-                if !stopping && lost.is_none() {
-                    // virtiofsd also exits, with 0, when the VMM closes its
-                    // connection on the way out: give the VMM a moment to
-                    // be reaped, so its status (a guest poweroff) decides.
-                    lost = Some((d.name, status));
-                    timer.arm(BACKEND_GRACE)?;
+            }
+            if ready[control_from..].iter().any(|&r| r) {
+                match control.on_readable()? {
+                    Said::Ready => {
+                        if let Some(fd) = notify.take() {
+                            notify_ready(fd)?;
+                        }
+                        sandbox_core::say!("vm-init: {name}: ready (slot {})", slot.index());
+                    }
+                    Said::Nothing | Said::Closed => {}
+                }
+            }
+            if ready[0] {
+                while let Some(sig) = sigfd.read()? {
+                    if sig == SIGCHLD {
+                        continue;
+                    }
+                    if stopping || lost.is_some() {
+                        continue;
+                    }
+                    if !control.is_ready() {
+                        sandbox_core::say!(
+                            "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
+                        );
+                        let _ = control.force_stop();
+                        return Ok(0);
+                    }
+                    stopping = true;
+                    sandbox_core::say!(
+                        "vm-init: {name}: signal {sig}: asking the guest to power off"
+                    );
+                    if let Err(e) = control.request_powerdown() {
+                        sandbox_core::say!("vm-init: {name}: {e}");
+                    }
+                    timer.arm(args.shutdown_timeout)?;
+                }
+                // Reap everything that exited, ours or orphans reparented to us.
+                while let Some((pid, status)) = reap_any()? {
+                    let Some(i) = daemons
+                        .iter()
+                        .position(|d| d.child.pid.as_raw_nonzero().get() == pid)
+                    else {
+                        continue;
+                    };
+                    let d = daemons.remove(i);
+                    if pid == vmm_pid {
+                        if let Some((daemon, status)) =
+                            lost.filter(|(_, s)| *s != ExitStatus::Code(0))
+                        {
+                            sandbox_core::say!("vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down");
+                            return Ok(EXIT_VMM_FAILED);
+                        }
+                        return Ok(vmm_exit(name.as_str(), status, stopping));
+                    }
+                    if !stopping && lost.is_none() {
+                        // virtiofsd also exits, with 0, when the VMM closes its
+                        // connection on the way out: give the VMM a moment to
+                        // be reaped, so its status (a guest poweroff) decides.
+                        lost = Some((d.name, status));
+                        timer.arm(BACKEND_GRACE)?;
+                    }
                 }
             }
         }
-    }
+    };
+    let code = event_loop();
+    serial.drain()?;
+    code
 }
 
 fn vmm_exit(name: &str, status: ExitStatus, stopping: bool) -> u8 {

@@ -58,7 +58,8 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
         add("/dev/kvm".into(), Access::Device, false);
     }
     add(c.path("config"), Access::Read, false);
-    add(c.path("serial.log"), Access::ReadWrite, false);
+    // The guest's console: a FIFO PID 1 copies into serial.log, bounded.
+    add(c.path("serial.fifo"), Access::ReadWrite, false);
     add("/tmp".into(), Access::ReadWrite, false);
     add("/dev/shm".into(), Access::ReadWrite, false);
     match c.vmm {
@@ -115,8 +116,8 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
             // Guest RAM is a memfd grown with ftruncate, which is checked
-            // against RLIMIT_FSIZE: the limit must cover it (with room for
-            // the serial log).
+            // against RLIMIT_FSIZE: the limit must cover it. (The serial
+            // log is PID 1's to bound: the VMM writes a FIFO.)
             Limit {
                 resource: Resource::Fsize,
                 value: Some(memory + (256 << 20)),
@@ -202,7 +203,7 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
             push(&["--memory", &format!("size={}M,shared=on", c.memory_mib)]);
             push(&[
                 "--serial",
-                &format!("file={}", p("serial.log")),
+                &format!("file={}", p("serial.fifo")),
                 "--console",
                 "off",
             ]);
@@ -258,7 +259,7 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
                 &format!("socket,id=qmp,fd={API_FD},server=on,wait=off"),
             ]);
             push(&["-mon", "chardev=qmp,mode=control"]);
-            push(&["-serial", &format!("file:{}", p("serial.log"))]);
+            push(&["-serial", &format!("file:{}", p("serial.fifo"))]);
         }
     }
     Exec {
@@ -315,7 +316,7 @@ mod tests {
                 "--memory",
                 "size=256M,shared=on",
                 "--serial",
-                "file=/run/vm/a/serial.log",
+                "file=/run/vm/a/serial.fifo",
                 "--console",
                 "off",
                 "--vsock",
@@ -341,7 +342,7 @@ mod tests {
             "-device",
             "vhost-user-fs-pci,chardev=vfs,tag=virtiofs0"
         ]));
-        assert!(has(["-serial", "file:/run/vm/a/serial.log"]));
+        assert!(has(["-serial", "file:/run/vm/a/serial.fifo"]));
         assert!(has([
             "-sandbox",
             "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -356,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn tables_write_only_the_serial_log_and_vsock_dir() {
+    fn tables_write_only_the_serial_fifo_and_vsock_dir() {
         for profile in [Profile::CloudHypervisor, Profile::Qemu] {
             let p = policy(
                 &config(profile),
@@ -376,7 +377,7 @@ mod tests {
                 }
                 if r.path.starts_with("/run/vm/a") && r.access.writes() {
                     assert!(
-                        r.path.ends_with("serial.log") || r.path.ends_with("vsock.d"),
+                        r.path.ends_with("serial.fifo") || r.path.ends_with("vsock.d"),
                         "{} writable",
                         r.path.display()
                     );

@@ -831,14 +831,17 @@ fn as_vmm(argv: &[String]) -> ! {
     };
     // What the table grants.
     p.check(
-        "open serial.log for writing",
+        "write a line to its serial FIFO",
         Want::Ok,
-        io(fs::OpenOptions::new().append(true).open(&serial)),
+        io(fs::OpenOptions::new()
+            .append(true)
+            .open(&serial)
+            .and_then(|mut f| f.write_all(b"probe: serial line\n"))),
     );
-    // Its own file: allowed here, and worth nothing after the VM (the
-    // outer gives it back to root, 0640; the test checks from the host).
+    // Its own FIFO: allowed here, and worth nothing after the VM (the
+    // outer removes it; the test checks from the host).
     p.check(
-        "chmod 04755 serial.log",
+        "chmod 04755 its serial FIFO",
         Want::Ok,
         io(fs::set_permissions(
             &serial,
@@ -899,6 +902,11 @@ fn as_vmm(argv: &[String]) -> ! {
         io(fs::OpenOptions::new()
             .append(true)
             .open(vm_dir.join("config/vmlinux"))),
+    );
+    p.check(
+        "open VMDIR/serial.log (PID 1's)",
+        ENOENT,
+        io(fs::File::open(vm_dir.join("serial.log"))),
     );
     p.check(
         "open VMDIR/fs (the VM's storage)",

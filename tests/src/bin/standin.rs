@@ -7,6 +7,8 @@
 //!                    guest that powers off would make cloud-hypervisor do
 //!   vmm-stubborn     answers 204 and does nothing (a guest that ignores it)
 //!   vmm-crash        exits 7 once booted
+//!   vmm-chatty       writes 20 MiB to the serial console, then behaves as
+//!                    vmm-cooperative
 //!   vmm-flood        writes 64 MiB to the event pipe before "booted",
 //!                    then behaves as vmm-cooperative
 //!   virtiofsd-ok     accepts the VMM and serves until it disconnects
@@ -80,6 +82,14 @@ fn vmm(name: &str, args: &[String], api: &str) {
         let _ = write!(e, "{{\n  \"timestamp\": {{\"secs\": 0, \"nanos\": 1}},\n  \"source\": \"vm\",\n  \"event\": \"{what}\",\n  \"properties\": null\n}}\n\n");
     };
     event(&mut events, "booting");
+    if name == "vmm-chatty" {
+        // A guest that prints without end: 20 MiB on the console.
+        let line = [b'y'; 1023];
+        for _ in 0..(20 << 10) {
+            let _ = log.write_all(&line);
+            let _ = log.write_all(b"\n");
+        }
+    }
     if name == "vmm-flood" {
         // A VMM that writes without end before it says it booted: PID 1
         // must not keep it all (the test reads PID 1's VmHWM).
