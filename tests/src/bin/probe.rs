@@ -129,8 +129,21 @@ fn create(path: &Path) -> Result<(), Errno> {
 /// role: host files, devices and sockets outside its view, the host's
 /// network, abstract names and SysV IPC (the host's side is
 /// `tests::bait`, set up by the test).
-fn host_reach(p: &mut Probe) {
+fn host_reach(p: &mut Probe, table: &[PathBuf]) {
     use tests::bait;
+    // Every path socket its view holds, wherever: only its table's connect.
+    let (found, connected) = sockets_in_view();
+    let mut want: Vec<PathBuf> = table.to_vec();
+    want.sort();
+    p.record(
+        &format!(
+            "walk the view ({} sockets): those that connect",
+            found.len()
+        ),
+        &format!("{want:?}"),
+        &format!("{connected:?}"),
+        connected == want,
+    );
     p.check(
         "read /etc/passwd (not in the view)",
         ENOENT,
@@ -265,6 +278,57 @@ fn host_reach(p: &mut Probe) {
         Want::Ok,
         attempts::shmget(bait::PROBE_SHM_KEY, 4096, true, 0o666).map(drop),
     );
+}
+
+/// Walks every mount of the process's view (/proc/self/mountinfo; not
+/// procfs or sysfs, which hold no sockets) and returns the path sockets
+/// found and, of those, the ones connect(2) reaches, both sorted.
+fn sockets_in_view() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    use std::os::unix::fs::FileTypeExt;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut todo: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let fstype = tail.split_whitespace().next()?;
+            let point = head.split_whitespace().nth(4)?.replace("\\040", " ");
+            (!matches!(fstype, "proc" | "sysfs")).then(|| PathBuf::from(point))
+        })
+        .collect();
+    let (mut seen, mut found) = (std::collections::HashSet::new(), Vec::new());
+    while let Some(path) = todo.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_socket() {
+            found.push(path);
+        } else if meta.is_dir() {
+            // Where Landlock lets it list: what it cannot list, it can
+            // still not find.
+            if let Ok(dir) = fs::read_dir(&path) {
+                todo.extend(dir.filter_map(|e| Some(e.ok()?.path())));
+            }
+        }
+    }
+    found.sort();
+    let connected = found
+        .iter()
+        .filter(|s| UnixStream::connect(s).is_ok())
+        .cloned()
+        .collect();
+    (found, connected)
+}
+
+/// The VMM's table's sockets, from its argv: virtiofsd's and the GPU's.
+fn vmm_sockets(argv: &[String]) -> Vec<PathBuf> {
+    argv.windows(2)
+        .filter(|w| w[0] == "--fs" || w[0] == "--gpu")
+        .filter_map(|w| w[1].split(',').find_map(|kv| kv.strip_prefix("socket=")))
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// Writes an executable script to `path` and tries to run it.
@@ -531,7 +595,7 @@ fn main() {
             .write(true)
             .open("/dev/kvm")),
     );
-    host_reach(&mut p);
+    host_reach(&mut p, &[]);
     // Where the view does let it write, Landlock still decides: nothing
     // written there runs.
     p.check(
@@ -694,7 +758,7 @@ fn as_virtiofsd(shared: &Path) -> ! {
         ENOENT,
         io(fs::read("/proc/self/root/etc/shadow")),
     );
-    host_reach(&mut p);
+    host_reach(&mut p, &[]);
     // fs/ is writable, and Landlock alone keeps what is written there
     // from running (the test finds this denial in the audit log).
     p.check(
@@ -920,7 +984,7 @@ fn as_vmm(argv: &[String]) -> ! {
     );
     p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
-    host_reach(&mut p);
+    host_reach(&mut p, &vmm_sockets(argv));
     p.check(
         "kill(1, SIGKILL)",
         EPERM,
@@ -1092,7 +1156,7 @@ fn as_gpu(argv: &[String]) -> ! {
             .write(true)
             .open("/dev/kvm")),
     );
-    host_reach(&mut p);
+    host_reach(&mut p, std::slice::from_ref(&wayland));
     p.check(
         "TCP bind 127.0.0.1:0",
         EACCES,
