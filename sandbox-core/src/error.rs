@@ -98,10 +98,14 @@ pub enum Error {
     },
     /// The kernel's Landlock is older than a policy allows.
     #[error(
-        "Landlock ABI {found} on this kernel, {required} required (scopes); \
+        "Landlock ABI {found} on this kernel, {required} required: it lacks {missing}; \
          refusing to run with a weaker sandbox"
     )]
-    LandlockAbi { found: i32, required: i32 },
+    LandlockAbi {
+        found: i32,
+        required: i32,
+        missing: &'static str,
+    },
     /// Something the caller asked for is not possible (bad name, bad argument).
     #[error("{0}")]
     Usage(String),

@@ -91,16 +91,51 @@ pub fn kernel_abi() -> i32 {
     ret.map_or(0, |v| i32::try_from(v).unwrap_or(0))
 }
 
-/// Refuses a kernel below [`REQUIRED_ABI`] unless the caller opted out
+/// What each Landlock ABI adds that the policy needs, in order: the first
+/// one a kernel lacks is what a refusal names.
+const REQUIRED_PARTS: &[(i32, &str)] = &[
+    (1, "Landlock itself (enabled at boot: lsm=...,landlock)"),
+    (2, "file reparenting (LANDLOCK_ACCESS_FS_REFER)"),
+    (3, "truncation (LANDLOCK_ACCESS_FS_TRUNCATE)"),
+    (4, "TCP bind and connect (LANDLOCK_ACCESS_NET_*)"),
+    (5, "device ioctls (LANDLOCK_ACCESS_FS_IOCTL_DEV)"),
+    (6, "signal and abstract unix socket scopes"),
+];
+
+/// How the sandbox uses the Landlock of a kernel: the rule of
+/// rust-landlock's sandboxer, a hard requirement for what the policy must
+/// have (every file-system right up to ABI 6, TCP, both scopes) and best
+/// effort for what is only nice to have (ABI 7: the audit log of the
+/// exec'd daemon's denials).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compat {
+    /// The first required part this kernel lacks, if any.
+    pub missing: Option<&'static str>,
+    /// Denials of the exec'd daemon are logged (ABI 7).
+    pub logs_denials: bool,
+}
+
+pub fn compat(found: i32) -> Compat {
+    Compat {
+        missing: REQUIRED_PARTS
+            .iter()
+            .find(|(abi, _)| found < *abi)
+            .map(|&(_, what)| what),
+        logs_denials: found >= 7,
+    }
+}
+
+/// Refuses a kernel that lacks a required part unless the caller opted out
 /// explicitly: never a silently weaker sandbox.
 pub fn check_abi(found: i32, allow_weaker: bool) -> Result<()> {
-    if found < REQUIRED_ABI && !allow_weaker {
-        return Err(Error::LandlockAbi {
+    match compat(found).missing {
+        Some(missing) if !allow_weaker => Err(Error::LandlockAbi {
             found,
             required: REQUIRED_ABI,
-        });
+            missing,
+        }),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A ruleset built and ready: its paths were opened while the caller could
@@ -117,6 +152,12 @@ pub struct Prepared {
 pub fn prepare(rules: &[FsRule], scopes: &[Scope], allow_weaker: bool) -> Result<Prepared> {
     let found = kernel_abi();
     check_abi(found, allow_weaker)?;
+    if let Some(missing) = compat(found).missing {
+        crate::say!(
+            "Landlock ABI {found} lacks {missing}: running with a weaker sandbox, \
+             as --allow-weaker-landlock asks"
+        );
+    }
     let ll = |op| move |source| Error::Landlock { op, source };
     let required = if allow_weaker {
         CompatLevel::BestEffort
@@ -165,11 +206,15 @@ pub fn prepare(rules: &[FsRule], scopes: &[Scope], allow_weaker: bool) -> Result
             .map_err(ll("add rule"))?;
     }
     // ABI 7: log denials of the daemon we exec, not only of this wrapper,
-    // so a policy that is too tight shows up as an audit line.
-    let created = created
-        .set_compatibility(CompatLevel::BestEffort)
-        .log_new_exec(true)
-        .map_err(ll("log_new_exec"))?;
+    // so a policy that is too tight shows up as an audit line. Only asked
+    // of a kernel that has it: asked of an older one, even as best effort,
+    // it would leave the ruleset "partially enforced", which restrict_self
+    // refuses, and an ABI 6 host would get no VM at all.
+    let created = if compat(found).logs_denials {
+        created.log_new_exec(true).map_err(ll("log_new_exec"))?
+    } else {
+        created
+    };
     Ok(Prepared {
         created,
         found,
@@ -220,17 +265,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_old_kernel_is_refused_with_its_abi_named() {
-        for found in [0, 1, 4, 5] {
+    fn an_old_kernel_is_refused_with_its_abi_and_first_missing_part_named() {
+        let first_missing = [
+            (0, "Landlock itself"),
+            (1, "file reparenting"),
+            (2, "truncation"),
+            (3, "TCP bind and connect"),
+            (4, "device ioctls"),
+            (5, "signal and abstract unix socket scopes"),
+        ];
+        for (found, missing) in first_missing {
             let e = check_abi(found, false).unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("Landlock ABI {found} on this kernel, 6 required (scopes); refusing to run with a weaker sandbox")
+            let line = e.to_string();
+            assert!(
+                line.starts_with(&format!(
+                    "Landlock ABI {found} on this kernel, 6 required: it lacks {missing}"
+                )),
+                "{line}"
+            );
+            assert!(
+                line.ends_with("refusing to run with a weaker sandbox"),
+                "{line}"
             );
             assert_eq!(e.exit_code(), 111);
             assert!(check_abi(found, true).is_ok(), "the explicit opt-out");
         }
+    }
+
+    #[test]
+    fn abi_6_is_required_and_enough_abi_7_logging_is_best_effort() {
+        for found in 1..=7 {
+            let c = compat(found);
+            assert_eq!(c.missing.is_none(), found >= 6, "ABI {found}: {c:?}");
+            assert_eq!(c.logs_denials, found >= 7, "ABI {found}: {c:?}");
+        }
         assert!(check_abi(6, false).is_ok() && check_abi(7, false).is_ok());
+        // A newer kernel than tested: everything required is there; its
+        // new rights are not handled (see TESTED_ABI).
+        assert_eq!(
+            compat(9),
+            Compat {
+                missing: None,
+                logs_denials: true
+            }
+        );
     }
 
     #[test]

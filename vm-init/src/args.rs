@@ -8,7 +8,8 @@ use sandbox_core::parent::ExpectedParent;
 use sandbox_core::{Error, VmName};
 
 pub const USAGE: &str = "usage: vm-init [--state-dir DIR] [--parent-pid PID] [--notify-fd FD] \
-[--shutdown-timeout SECS] [--virtiofsd PATH] [--vmm PATH] [--gpu PATH] NAME";
+[--shutdown-timeout SECS] [--virtiofsd PATH] [--vmm PATH] [--gpu PATH] \
+[--allow-weaker-landlock] NAME";
 
 pub const HELP: &str = "\
 vm-init: run one VM, sandboxed, under s6.
@@ -21,12 +22,16 @@ vm-init: run one VM, sandboxed, under s6.
                           (default 30), then stop the VMM and exit
   --virtiofsd/--vmm/--gpu PATH
                           the program each wrapper execs instead of its default
+  --allow-weaker-landlock on a kernel below Landlock ABI 6, run every daemon
+                          with what the kernel has (said in one line) instead
+                          of refusing; never the default
 
 exit codes: 0 the VMM exited 0 (guest powered off, or shut down on request);
 1 the VMM exited non-zero, or virtiofsd or the GPU daemon died;
 2 the guest did not power off within the shutdown timeout;
 100 usage (bad name, unknown VM, missing config, path too long);
-111 a system call failed, or the parent check, a lock or a slot was refused.
+111 a system call failed, or the parent check, a lock or a slot was refused,
+    or the kernel's Landlock is below ABI 6 (without --allow-weaker-landlock).
 ";
 
 #[derive(Debug)]
@@ -38,6 +43,7 @@ pub struct Args {
     pub virtiofsd: Option<PathBuf>,
     pub vmm: Option<PathBuf>,
     pub gpu: Option<PathBuf>,
+    pub allow_weaker_landlock: bool,
     pub name: VmName,
 }
 
@@ -48,6 +54,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
     let (mut state_dir, mut parent, mut notify_fd, mut timeout) =
         (PathBuf::from("/run/vm"), None, None, 30u64);
     let (mut virtiofsd, mut vmm, mut gpu, mut name) = (None, None, None, None);
+    let mut allow_weaker_landlock = false;
     while let Some(a) = it.next() {
         let flag = a.to_str().unwrap_or("");
         let mut value = || it.next().ok_or_else(usage);
@@ -76,6 +83,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
             "--virtiofsd" => virtiofsd = Some(program(value()?)?),
             "--vmm" => vmm = Some(program(value()?)?),
             "--gpu" => gpu = Some(program(value()?)?),
+            "--allow-weaker-landlock" => allow_weaker_landlock = true,
             f if f.starts_with('-') => {
                 return Err(Error::Usage(format!("unknown option {f:?}; {USAGE}")))
             }
@@ -97,6 +105,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
         virtiofsd,
         vmm,
         gpu,
+        allow_weaker_landlock,
         name: name.ok_or_else(usage)?,
     }))
 }

@@ -18,7 +18,7 @@ use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
 use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-use sandbox_core::{fds, host, Error};
+use sandbox_core::{fds, host, landlock, Error};
 
 use crate::args::Args;
 use crate::pid1;
@@ -43,6 +43,8 @@ pub struct Vm {
     pub bin_dir: PathBuf,
     /// Host groups mapped into the VM one by one: (inside gid, host gid).
     pub host_groups: Vec<(u32, u32)>,
+    /// The explicit opt-out, passed on to every wrapper.
+    pub allow_weaker_landlock: bool,
 }
 
 impl Vm {
@@ -64,6 +66,17 @@ pub struct Listeners {
 /// Every check that needs no privilege and changes nothing, so that bad
 /// input is a one-line error before anything is created.
 fn check(args: &Args) -> Result<Vm, Error> {
+    // Every daemon's sandbox needs Landlock ABI 6: refused here, before
+    // anything exists, rather than by the first wrapper after.
+    let abi = landlock::kernel_abi();
+    landlock::check_abi(abi, args.allow_weaker_landlock)?;
+    if let Some(missing) = landlock::compat(abi).missing {
+        sandbox_core::say!(
+            "vm-init: {}: Landlock ABI {abi} lacks {missing}: running every daemon with a \
+             weaker sandbox, as --allow-weaker-landlock asks",
+            args.name
+        );
+    }
     host::check_not_private(&args.state_dir)?;
     let dir = args.state_dir.join(args.name.as_str());
     if !dir.is_dir() {
@@ -132,6 +145,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
         gpu: config.gpu,
         bin_dir,
         host_groups,
+        allow_weaker_landlock: args.allow_weaker_landlock,
     })
 }
 

@@ -57,6 +57,9 @@ fn wrapper(
     if let Some(p) = program {
         cmd.arg("--program")?.arg(p)?;
     }
+    if vm.allow_weaker_landlock {
+        cmd.arg("--allow-weaker-landlock")?;
+    }
     cmd.arg(&vm.dir)?;
     for (fd, target) in fds {
         cmd.pass_fd(fd.as_raw_fd(), *target);
