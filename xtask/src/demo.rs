@@ -189,7 +189,13 @@ fn inspect(pid: i32, vm_dir: &Path) {
             });
         println!(
             "     {target:<9} {}",
-            m.unwrap_or_else(|| "the host's (read-only)".into())
+            m.unwrap_or_else(|| {
+                if root.join(&target[1..]).exists() {
+                    "the host's (read-only)".into()
+                } else {
+                    "none: not in its view".into()
+                }
+            })
         );
     }
 }
@@ -261,11 +267,20 @@ fn probe_vm(bin: &Path, state: &Path, name: &str, vmm: &str, virtiofsd: &str) ->
             break;
         }
     }
+    // vm-init's own lines up to its ready line: a refusal shows here.
     let mut err = std::io::BufReader::new(child.stderr.take().expect("piped"));
-    let ready = within(Duration::from_secs(10), || {
+    let mut ready = false;
+    loop {
         let mut l = String::new();
-        err.read_line(&mut l).unwrap_or(0) > 0 && l.contains(": ready")
-    });
+        if err.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        if l.contains(": ready") {
+            ready = true;
+            break;
+        }
+        print!("     {l}");
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
