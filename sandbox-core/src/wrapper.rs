@@ -80,6 +80,13 @@ pub fn main(prog: &str, build: impl FnOnce(&WrapArgs) -> Result<(Policy, Exec)>)
         Ok(a) => a,
         Err(e) => fail(prog, None, &e),
     };
+    // Refused first, whatever else is wrong: the kernel cannot give this
+    // daemon the sandbox its policy says.
+    if let Err(e) =
+        crate::landlock::check_abi(crate::landlock::kernel_abi(), args.allow_weaker_landlock)
+    {
+        fail(prog, Some(&args.vm_dir), &e);
+    }
     let err = match build(&args) {
         Ok((mut policy, exec)) => {
             policy.allow_weaker_landlock |= args.allow_weaker_landlock;

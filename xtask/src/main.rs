@@ -1,11 +1,13 @@
 //! cargo xtask: the project's one build tool (plain std, no dependencies).
 //!
-//!   cargo xtask ci        install what the tests need, then fmt, clippy, build, every test
+//!   cargo xtask ci        install what the tests need, then fmt, clippy, build, every test,
+//!                         and the kernel matrix
 //!   cargo xtask test      every test (privileged ones need root)
 //!   cargo xtask lint      fmt --check and clippy -D warnings
 //!   cargo xtask demo      boot a real VM fully sandboxed under s6 and show what each daemon reaches
 //!   cargo xtask bench     setup cost, memory and scale against bubblewrap (target/bench.json)
 //!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
+//!   cargo xtask kernels   the tests on Debian's 6.12 (Landlock ABI 6) and 6.1 kernels, under QEMU
 //!   cargo xtask deps      install the Debian packages the tests need
 //!   cargo xtask tools     virtiofsd (crates.io) and QEMU (Debian packages) into the cache
 //!   cargo xtask guest     the test guest: Debian's cloud kernel, a busybox initramfs
@@ -19,6 +21,7 @@ use std::process::{Command, ExitCode};
 mod bench;
 mod demo;
 mod host;
+mod kernels;
 mod matrix;
 mod tools;
 
@@ -34,13 +37,14 @@ fn main() -> ExitCode {
         Some("deps") => deps(),
         Some("matrix") => matrix::run(),
         Some("demo") => demo::run(),
+        Some("kernels") => kernels::run(args.get(1).map(String::as_str)),
         Some("bench") => bench::run(),
         Some("install") => install(&args[1..]),
         Some("tools") => deps().and_then(|()| tools::tools()),
         Some("guest") => deps().and_then(|()| tools::guest()),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci|test|lint|deps|tools|guest|demo|bench|matrix|install --destdir D"
+                "usage: cargo xtask ci|test|lint|deps|tools|guest|demo|bench|matrix|kernels|install --destdir D"
             );
             return ExitCode::from(100);
         }
@@ -139,7 +143,9 @@ fn ci() -> Result {
     tools::tools()?;
     tools::guest()?;
     lint()?;
-    test()
+    test()?;
+    // The same tests on Debian's 6.12 (Landlock ABI 6), and 6.1's refusals.
+    kernels::run(None)
 }
 
 /// The binaries a host needs, all from the release profile.

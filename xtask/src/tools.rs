@@ -172,21 +172,18 @@ fn unpack(debs: &Path, root: &Path) -> Result {
 /// The guest: Debian's current cloud kernel and an initramfs built with
 /// busybox's cpio (no root needed).
 pub fn guest() -> Result {
-    let dir = guest_dir();
-    let init = include_str!("../guest/init");
-    let stamp = format!("{init}\n{}", GUEST_MODULES.join(" "));
-    if dir.join("vmlinuz").is_file()
-        && std::fs::read_to_string(dir.join("initramfs.stamp")).is_ok_and(|i| i == stamp)
-    {
-        step(&format!("guest: {}", dir.display()));
-        return Ok(());
-    }
-    step("downloading Debian's cloud kernel and busybox-static, building the guest's initramfs");
-    let _ = std::fs::remove_dir_all(&dir);
-    let (debs, x, root) = (dir.join("debs"), dir.join("x"), dir.join("root"));
-    for d in [&debs, &x, &root] {
-        mkdir(d)?;
-    }
+    let kernel = cloud_kernel_package()?;
+    let modules: Vec<(&str, bool)> = GUEST_MODULES.iter().map(|&m| (m, true)).collect();
+    build_guest(
+        &guest_dir(),
+        &kernel,
+        include_str!("../guest/init"),
+        &modules,
+    )
+}
+
+/// The package of Debian's current cloud kernel (linux-image-cloud-amd64's).
+pub fn cloud_kernel_package() -> Result<String> {
     let kernel_package = || -> Option<String> {
         let depends = Command::new("apt-cache")
             .args(["depends", "linux-image-cloud-amd64"])
@@ -201,16 +198,41 @@ pub fn guest() -> Result {
                     .map(str::to_owned)
             })
     };
-    let kernel = match kernel_package() {
-        Some(k) => k,
+    match kernel_package() {
+        Some(k) => Ok(k),
         None => {
             sh(Command::new("apt-get").args(["update", "-qq"]))?;
-            kernel_package().ok_or("apt-cache knows no linux-image-cloud-amd64")?
+            kernel_package().ok_or_else(|| "apt-cache knows no linux-image-cloud-amd64".into())
         }
-    };
-    download(&debs, &[&kernel, "busybox-static"])?;
+    }
+}
+
+/// `dir`/vmlinuz and `dir`/initramfs: the kernel of Debian package `kernel`
+/// and a busybox initramfs running `init` after loading `modules` in their
+/// order, each (name, required): a module that is not required is skipped
+/// when the kernel has it built in. Rebuilt when any of them changes.
+pub fn build_guest(dir: &Path, kernel: &str, init: &str, modules: &[(&str, bool)]) -> Result {
+    let stamp = format!("{kernel}\n{init}\n{modules:?}");
+    if dir.join("vmlinuz").is_file()
+        && std::fs::read_to_string(dir.join("initramfs.stamp")).is_ok_and(|i| i == stamp)
+    {
+        step(&format!("guest: {}", dir.display()));
+        return Ok(());
+    }
+    step(&format!(
+        "downloading {kernel} and busybox-static, building {}",
+        dir.display()
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+    let (debs, x, root) = (dir.join("debs"), dir.join("x"), dir.join("root"));
+    for d in [&debs, &x, &root] {
+        mkdir(d)?;
+    }
+    download(&debs, &[kernel, "busybox-static"])?;
     unpack(&debs, &x)?;
-    let version = kernel.trim_start_matches("linux-image-");
+    let version = kernel
+        .trim_start_matches("linux-image-")
+        .trim_end_matches("-unsigned");
     let vmlinuz = x.join(format!("boot/vmlinuz-{version}"));
     std::fs::copy(&vmlinuz, dir.join("vmlinuz"))
         .map_err(|e| format!("copy {}: {e}", vmlinuz.display()))?;
@@ -219,18 +241,25 @@ pub fn guest() -> Result {
     }
     let busybox = x.join("bin/busybox");
     std::fs::copy(&busybox, root.join("bin/busybox")).map_err(|e| format!("copy busybox: {e}"))?;
-    let modules = x.join(format!("lib/modules/{version}/kernel"));
-    for m in GUEST_MODULES {
-        let found = find(&modules, &format!("{m}.ko"))
-            .ok_or_else(|| format!("module {m} not in {kernel}"))?;
-        std::fs::copy(&found, root.join(format!("lib/modules/{m}.ko")))
-            .map_err(|e| e.to_string())?;
+    let tree = x.join(format!("lib/modules/{version}/kernel"));
+    let mut order = Vec::new();
+    for &(m, required) in modules {
+        let to = root.join(format!("lib/modules/{m}.ko"));
+        if let Some(found) = find(&tree, &format!("{m}.ko")) {
+            std::fs::copy(&found, &to).map_err(|e| e.to_string())?;
+        } else if let Some(found) = find(&tree, &format!("{m}.ko.xz")) {
+            // Newer Debian kernels compress their modules.
+            let out = std::fs::File::create(&to).map_err(|e| e.to_string())?;
+            sh(Command::new("xz").arg("-dc").arg(&found).stdout(out))?;
+        } else if required {
+            return Err(format!("module {m} not in {kernel}"));
+        } else {
+            continue;
+        }
+        order.push(m);
     }
-    std::fs::write(
-        root.join("lib/modules/load-order"),
-        GUEST_MODULES.join("\n") + "\n",
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(root.join("lib/modules/load-order"), order.join("\n") + "\n")
+        .map_err(|e| e.to_string())?;
     std::fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755))

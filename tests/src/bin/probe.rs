@@ -357,6 +357,11 @@ const ECONNREFUSED: Want = Want::Err(Errno(111));
 fn main() {
     // Started by wrap-virtiofsd in virtiofsd's place, with its argv.
     let argv: Vec<String> = std::env::args().collect();
+    // For the kernel matrix: which Landlock this kernel has.
+    if argv.get(1).is_some_and(|a| a == "--landlock-abi") {
+        println!("{}", sandbox_core::landlock::kernel_abi());
+        std::process::exit(0);
+    }
     if let Some(shared) = argv
         .windows(2)
         .find(|w| w[0] == "--shared-dir")

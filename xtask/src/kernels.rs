@@ -1,0 +1,359 @@
+//! `cargo xtask kernels`: the project on kernels other than the host's.
+//! Each is a Debian cloud kernel booted under QEMU (TCG) with the host's
+//! root file system shared read-only over virtio-fs and a tmpfs overlay on
+//! top (xtask/guest/runner-init), so the guest runs this build's own
+//! binaries and tests as its root:
+//!
+//! - 6.12 (Landlock ABI 6): the escape matrix and the vm-init lifecycle
+//!   tests with stand-in daemons, in full, as on the host;
+//! - 6.1 (Landlock ABI 2): vm-init and every wrapper refuse in one line
+//!   naming the ABI and what it lacks, and create nothing; with
+//!   --allow-weaker-landlock a VM runs and says so in one line.
+//!
+//! The host's own kernel is the third row: `cargo xtask test`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{cargo, root, sh, tools, Result};
+
+const RUNNER_INIT: &str = include_str!("../guest/runner-init");
+/// Modules of the runner guests, in load order: each is built into some
+/// kernels and a module of others, so none is required here; the guest
+/// says which mount failed if one is missing.
+const MODULES: &[(&str, bool)] = &[
+    ("virtio_ring", false),
+    ("virtio", false),
+    ("virtio_pci_modern_dev", false),
+    ("virtio_pci_legacy_dev", false),
+    ("virtio_pci", false),
+    ("fuse", false),
+    ("virtiofs", false),
+    ("overlay", false),
+    ("virtio_blk", false),
+    ("crc16", false),
+    ("mbcache", false),
+    ("jbd2", false),
+    ("ext4", false),
+];
+/// One guest run at most (TCG, 2 vCPUs).
+const LIMIT: Duration = Duration::from_secs(20 * 60);
+
+/// The newest `linux-image-6.12.N+deb12-cloud-amd64-unsigned` apt knows.
+fn newest_6_12() -> Result<String> {
+    let search = || -> Vec<String> {
+        let out = Command::new("apt-cache")
+            .args([
+                "search",
+                "--names-only",
+                r"^linux-image-6\.12\..*-cloud-amd64-unsigned$",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    let mut found = search();
+    if found.is_empty() {
+        sh(Command::new("apt-get").args(["update", "-qq"]))?;
+        found = search();
+    }
+    // linux-image-6.12.N+deb12-...: the highest N.
+    let patch = |p: &String| -> u32 {
+        p.trim_start_matches("linux-image-6.12.")
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    found.into_iter().max_by_key(patch).ok_or_else(|| {
+        "apt knows no linux-image-6.12.*-cloud-amd64-unsigned (bookworm-security)".into()
+    })
+}
+
+/// The executables of integration tests `names` of the tests crate.
+fn test_executables(names: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--no-run",
+        "--message-format=json",
+        "--package",
+        "tests",
+    ]);
+    for n in names {
+        cmd.args(["--test", n]);
+    }
+    let out = cmd
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo test --no-run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo test --no-run: {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let built: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let rest = &l[at..];
+            Some(PathBuf::from(&rest[..rest.find('"')?]))
+        })
+        .collect();
+    // The test harnesses are target/debug/deps/NAME-HASH (the binaries of
+    // the crate are built too).
+    names
+        .iter()
+        .map(|n| {
+            built
+                .iter()
+                .find(|p| {
+                    p.parent().is_some_and(|d| d.ends_with("deps"))
+                        && p.file_name()
+                            .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{n}-")))
+                })
+                .cloned()
+                .ok_or_else(|| format!("cargo test --no-run built no {n}: {built:?}"))
+        })
+        .collect()
+}
+
+/// Boots `kernel` with the runner initramfs and `script`; returns the
+/// guest's console.
+fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<String> {
+    let dir = tools::cache().join("kernels").join(tag);
+    tools::build_guest(&dir, kernel, RUNNER_INIT, MODULES)?;
+    let work = root().join("target/kernels");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let script_path = work.join(format!("{tag}.sh"));
+    std::fs::write(&script_path, script).map_err(|e| e.to_string())?;
+    // Not under /tmp or the build tree: a socket only for this run.
+    let sock_dir = PathBuf::from("/run/vm-sandbox-kernels");
+    std::fs::create_dir_all(&sock_dir).map_err(|e| e.to_string())?;
+    let sock = sock_dir.join(format!("{tag}.sock"));
+    let _ = std::fs::remove_file(&sock);
+    let mut virtiofsd = Command::new(tools::virtiofsd())
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(["--shared-dir", "/", "--readonly", "--sandbox", "none"])
+        // The host's mounts below / (/dev, /proc, ...) as plain
+        // directories: the guest mounts its own on them.
+        .arg("--no-announce-submounts")
+        .args(["--inode-file-handles=never", "--cache", "auto"])
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("virtiofsd: {e}"))?;
+    let start = Instant::now();
+    while !sock.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let console = work.join(format!("{tag}.console"));
+    let prefix = tools::cache().join("qemu/root");
+    let mut qemu = Command::new(tools::qemu());
+    qemu.env("LD_LIBRARY_PATH", tools::qemu_library_path())
+        .env(
+            "QEMU_MODULE_DIR",
+            prefix.join("usr/lib/x86_64-linux-gnu/qemu"),
+        )
+        .arg("-L")
+        .arg(prefix.join("usr/share/qemu"))
+        .arg("-L")
+        .arg(prefix.join("usr/share/seabios"))
+        .args(["-nodefaults", "-nographic", "-no-user-config", "-no-reboot"])
+        .args(["-machine", "q35,accel=tcg,memory-backend=mem", "-smp", "2"])
+        .args([
+            "-object",
+            "memory-backend-memfd,id=mem,size=2G,share=on",
+            "-m",
+            "2G",
+        ])
+        .arg("-kernel")
+        .arg(dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(dir.join("initramfs"))
+        .arg("-append")
+        .arg(format!(
+            // No lsm=: Debian's CONFIG_LSM lists landlock (6.1 and 6.12),
+            // and the matrix boots each kernel as its users do.
+            "console=ttyS0 panic=-1 vmsandbox.run={}",
+            script_path.display()
+        ))
+        .arg("-chardev")
+        .arg(format!("socket,id=vfs,path={}", sock.display()))
+        .args(["-device", "vhost-user-fs-pci,chardev=vfs,tag=hostroot"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .stdout(Stdio::null());
+    if let Some(d) = disk {
+        qemu.arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", d.display()));
+    }
+    eprintln!("xtask: booting {kernel} (TCG): {}", console.display());
+    let mut child = qemu.spawn().map_err(|e| format!("qemu: {e}"))?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(s);
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = virtiofsd.kill();
+    let _ = virtiofsd.wait();
+    let _ = std::fs::remove_file(&sock);
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    eprintln!(
+        "xtask: {kernel}: guest ran {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    match status {
+        None => Err(format!("{kernel}: no poweroff within {LIMIT:?}:\n{text}")),
+        Some(_) if !text.contains("KERNEL-DONE") => {
+            Err(format!("{kernel}: the guest did not finish:\n{text}"))
+        }
+        Some(_) => Ok(text),
+    }
+}
+
+/// The value after `KEY ` on the console's line starting with `KEY`.
+fn line<'a>(console: &'a str, key: &str) -> Option<&'a str> {
+    console
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(key)?.strip_prefix(' '))
+}
+
+/// Every row, or only the kernel named (`6.12`, `6.1`).
+pub fn run(only: Option<&str>) -> Result {
+    let wanted = |tag: &str| only.is_none_or(|o| o == tag);
+    crate::deps()?;
+    tools::tools()?;
+    sh(cargo().args(["build", "--workspace", "--bins"]))?;
+    let tests = test_executables(&["escape_matrix", "vm_init"])?;
+    let bin = root().join("target/debug");
+    let mut rows: Vec<(String, String, String, bool)> = Vec::new();
+
+    // Debian 12's 6.12: every daemon fully sandboxed, the same errnos.
+    if wanted("6.12") {
+        let k612 = newest_6_12()?;
+        // virtiofsd holds an fd per inode the guest has cached, and the probes
+        // walk all of /usr, more than the host lets it open: the guest drops
+        // its caches as the tests run, which makes it forget those inodes.
+        let mut script = format!(
+            "echo \"KERNEL-ABI $({} --landlock-abi)\"\n\
+         (while :; do echo 2 > /proc/sys/vm/drop_caches; sleep 0.2; done) &\n",
+            bin.join("probe").display()
+        );
+        for (exe, name) in tests.iter().zip(["escape-matrix", "vm-init"]) {
+            script.push_str(&format!(
+                "{} --test-threads 2 --show-output > /tmp/{name}.out 2>&1; rc=$?\n\
+             grep -E '^(test |FAIL|test result)' /tmp/{name}.out\n\
+             grep -A3 panicked /tmp/{name}.out | head -40\n\
+             echo \"KERNEL-RESULT {name} rc=$rc\"\n",
+                exe.display()
+            ));
+        }
+        let console = boot("6.12", &k612, &script, None)?;
+        let abi = line(&console, "KERNEL-ABI").unwrap_or("?").to_owned();
+        for name in ["escape-matrix", "vm-init"] {
+            let ok = line(&console, &format!("KERNEL-RESULT {name}")) == Some("rc=0")
+                && console.contains("test result: ok");
+            if !ok {
+                eprintln!("{console}");
+            }
+            rows.push((k612.clone(), abi.clone(), format!("{name} tests"), ok));
+        }
+    }
+
+    // Debian 12's 6.1: refused in one line, nothing created; the opt-out.
+    if wanted("6.1") {
+        let k61 = tools::cloud_kernel_package()?;
+        let disk = root().join("target/kernels/ext4.img");
+        let _ = std::fs::remove_file(&disk);
+        sh(Command::new("truncate").args(["-s", "32M"]).arg(&disk))?;
+        sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk))?;
+        let script = weak_kernel_script(&bin);
+        let console = boot("6.1", &k61, &script, Some(&disk))?;
+        let abi = line(&console, "KERNEL-ABI").unwrap_or("?").to_owned();
+        for check in [
+            "vm-init-refuses",
+            "wrappers-refuse",
+            "nothing-created",
+            "opt-out-runs",
+        ] {
+            let ok = line(&console, &format!("KERNEL-CHECK {check}")) == Some("ok");
+            if !ok {
+                eprintln!("{console}");
+            }
+            rows.push((k61.clone(), abi.clone(), check.to_owned(), ok));
+        }
+    }
+
+    println!("\n{:<48} {:<6} {:<20} result", "kernel", "ABI", "what");
+    for (k, abi, what, ok) in &rows {
+        println!(
+            "{k:<48} {abi:<6} {what:<20} {}",
+            if *ok { "ok" } else { "FAILED" }
+        );
+    }
+    if !rows.is_empty() && rows.iter().all(|r| r.3) {
+        Ok(())
+    } else {
+        Err("the kernel matrix failed (see above)".into())
+    }
+}
+
+/// The 6.1 guest's checks, each one `KERNEL-CHECK NAME ok|failed` line.
+fn weak_kernel_script(bin: &Path) -> String {
+    let b = bin.display();
+    format!(
+        r#"probe={b}/probe
+echo "KERNEL-ABI $($probe --landlock-abi)"
+check() {{ if [ "$2" = 1 ]; then echo "KERNEL-CHECK $1 ok"; else echo "KERNEL-CHECK $1 failed: $3"; fi; }}
+state=/run/ext4/state
+bin=/run/vm-sandbox-bin
+mkdir -p $state/w/config $state/w/fs $bin
+: > $state/w/config/vmlinux
+for b in vm-init wrap-virtiofsd wrap-vmm wrap-gpu; do cp {b}/$b $bin/; done
+cp {b}/standin $bin/vmm-cooperative
+cp {b}/standin $bin/virtiofsd-ok
+groupadd -r kvm 2>/dev/null; chgrp kvm /dev/kvm; chmod 660 /dev/kvm
+vm="$bin/vm-init --parent-pid $$ --state-dir $state --vmm $bin/vmm-cooperative --virtiofsd $bin/virtiofsd-ok"
+# Refused, one line naming the ABI and what it lacks, exit 111.
+$vm w > /tmp/refused.out 2>&1; rc=$?
+out=$(cat /tmp/refused.out)
+echo "vm-init: rc=$rc: $out"
+n=$(printf '%s\n' "$out" | wc -l)
+case "$out" in *"Landlock ABI "*" on this kernel, 6 required: it lacks "*) ok=1 ;; *) ok=0 ;; esac
+[ $rc = 111 ] && [ $n = 1 ] || ok=0
+check vm-init-refuses $ok "$out"
+ok=1
+for w in wrap-virtiofsd wrap-vmm wrap-gpu; do
+    out=$($bin/$w $state/w 2>&1); rc=$?
+    echo "$w: rc=$rc: $out"
+    case "$out" in *"Landlock ABI "*" on this kernel, 6 required: it lacks "*) ;; *) ok=0 ;; esac
+    [ $rc = 111 ] || ok=0
+done
+check wrappers-refuse $ok
+left=$(ls $state/w)
+[ "$left" = "$(printf 'config\nfs')" ] && ok=1 || ok=0
+check nothing-created $ok "$left"
+# The explicit opt-out: a VM runs, each program says so in one line.
+$vm --allow-weaker-landlock w > /tmp/weak.out 2>&1 &
+pid=$!
+i=0; while [ $i -lt 100 ] && ! grep -q ": ready" /tmp/weak.out; do sleep 0.1; i=$((i+1)); done
+kill -TERM $pid; wait $pid; rc=$?
+cat /tmp/weak.out
+weak=$(grep -c "running .*with a weaker sandbox" /tmp/weak.out)
+grep -q ": ready" /tmp/weak.out && [ $rc = 0 ] && [ "$weak" -ge 3 ] && ok=1 || ok=0
+check opt-out-runs $ok "rc=$rc weak-lines=$weak"
+"#
+    )
+}
