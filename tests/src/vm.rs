@@ -63,6 +63,15 @@ impl StateDir {
     }
 }
 
+/// SIGTERM to a vm-init started by the test, and its exit code.
+pub fn stop(child: &mut Child) -> Option<i32> {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    child.wait().expect("wait for vm-init").code()
+}
+
 /// Reads a child's stderr up to the line containing `what` (or its end).
 pub fn wait_line(child: &mut Child, what: &str) -> String {
     let mut lines = String::new();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sandbox_core::ids::{Slot, SLOTS};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
-use tests::vm::{children, pidns, procs_in_pidns, wait_line, within};
+use tests::vm::{children, pidns, procs_in_pidns, stop, wait_line, within};
 use tests::{privileged_with, StateDir};
 
 fn alone() -> MutexGuard<'static, ()> {
@@ -112,9 +112,5 @@ fn every_slot_taken_refuses_a_new_vm_and_creates_nothing() {
     // Given back, the same VM runs.
     let mut child = direct(&state, "full");
     assert!(wait_line(&mut child, ": ready").contains("ready (slot 0)"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(stop(&mut child), Some(0));
 }

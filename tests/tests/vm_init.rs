@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sandbox_core::ids::{BLOCK, FIRST_ID, VMM_UID};
 use sandbox_core::locks::lock_vm_dir;
-use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, wait_line, within, S6};
+use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, stop, wait_line, within, S6};
 use tests::{privileged_with, StateDir};
 
 const S6_TOOLS: &[&str] = &[
@@ -448,11 +448,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         "{err}"
     );
     assert!(vm.join("api.sock").exists());
-    Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert_eq!(stop(&mut first), Some(0));
 }
 
 /// Runs vm-init on `state_dir`/`name` and asserts exit 100, one line that
@@ -567,11 +563,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
         .spawn()
         .unwrap();
     assert!(wait_line(&mut child, ": ready").contains("ready"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(stop(&mut child), Some(0));
     rustix::mount::unmount(&suid_top, rustix::mount::UnmountFlags::DETACH).unwrap();
     std::fs::remove_dir(&suid_top).unwrap();
 
@@ -579,11 +571,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     std::os::unix::fs::chown(&vm, Some(0), Some(0)).unwrap();
     let mut child = direct(&state, "w", "vmm-cooperative", "virtiofsd-ok", &[]);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(stop(&mut child), Some(0));
 }
 
 #[test]
@@ -633,11 +621,7 @@ fn two_vms_in_two_state_dirs_get_different_ids_and_see_nothing_of_each_other() {
         }
     }
     for mut c in [va, vb] {
-        Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert_eq!(c.wait().unwrap().code(), Some(0));
+        assert_eq!(stop(&mut c), Some(0));
     }
 }
 
@@ -721,11 +705,7 @@ fn a_flooding_vmm_costs_pid_1_no_memory() {
         .unwrap();
     // The stand-in wrote 64 MiB before "booted".
     assert!(hwm < 8 * 1024, "PID 1's peak RSS is {hwm} KiB");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(stop(&mut child), Some(0));
 }
 
 /// A guest that prints without end fills neither the host's disk nor
@@ -740,11 +720,7 @@ fn a_guest_printing_without_end_gets_a_bounded_serial_log() {
     let vm = state.add_standin_vm("c");
     let mut child = direct(&state, "c", "vmm-chatty", "virtiofsd-ok", &[]);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(stop(&mut child), Some(0));
     let log = std::fs::read(vm.join("serial.log")).unwrap();
     let text = String::from_utf8_lossy(&log[log.len().saturating_sub(200)..]).into_owned();
     assert!(

@@ -614,24 +614,8 @@ fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
         while !sock.exists() && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let prefix = tools::cache().join("qemu/root");
-        let status = Command::new(tools::qemu())
-            .env("LD_LIBRARY_PATH", tools::qemu_library_path())
-            .env(
-                "QEMU_MODULE_DIR",
-                prefix.join("usr/lib/x86_64-linux-gnu/qemu"),
-            )
-            .arg("-L")
-            .arg(prefix.join("usr/share/qemu"))
-            .arg("-L")
-            .arg(prefix.join("usr/share/seabios"))
-            .args([
-                "-nodefaults",
-                "-nographic",
-                "-no-user-config",
-                "-machine",
-                "q35,accel=tcg,memory-backend=mem",
-            ])
+        let status = tools::qemu_command()
+            .args(["-machine", "q35,accel=tcg,memory-backend=mem"])
             .args([
                 "-object",
                 "memory-backend-memfd,id=mem,size=256M,share=on",

@@ -152,18 +152,8 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
         std::thread::sleep(Duration::from_millis(20));
     }
     let console = work.join(format!("{tag}.console"));
-    let prefix = tools::cache().join("qemu/root");
-    let mut qemu = Command::new(tools::qemu());
-    qemu.env("LD_LIBRARY_PATH", tools::qemu_library_path())
-        .env(
-            "QEMU_MODULE_DIR",
-            prefix.join("usr/lib/x86_64-linux-gnu/qemu"),
-        )
-        .arg("-L")
-        .arg(prefix.join("usr/share/qemu"))
-        .arg("-L")
-        .arg(prefix.join("usr/share/seabios"))
-        .args(["-nodefaults", "-nographic", "-no-user-config", "-no-reboot"])
+    let mut qemu = tools::qemu_command();
+    qemu.arg("-no-reboot")
         .args(["-machine", "q35,accel=tcg,memory-backend=mem", "-smp", "2"])
         .args([
             "-object",

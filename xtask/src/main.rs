@@ -26,7 +26,16 @@ mod matrix;
 mod tools;
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
-const APT_PACKAGES: &[&str] = &["s6", "execline", "libseccomp-dev", "libcap-ng-dev"];
+/// (xz-utils and e2fsprogs: the kernel matrix unpacks compressed modules and
+/// makes an ext4 disk.)
+const APT_PACKAGES: &[&str] = &[
+    "s6",
+    "execline",
+    "libseccomp-dev",
+    "libcap-ng-dev",
+    "xz-utils",
+    "e2fsprogs",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

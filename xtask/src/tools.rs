@@ -134,6 +134,24 @@ pub fn tools() -> Result {
     Ok(())
 }
 
+/// The unpacked QEMU, run directly (not under wrap-vmm): its libraries,
+/// modules and firmware from the cache, no defaults, no display.
+pub fn qemu_command() -> Command {
+    let prefix = cache().join("qemu/root");
+    let mut qemu = Command::new(qemu());
+    qemu.env("LD_LIBRARY_PATH", qemu_library_path())
+        .env(
+            "QEMU_MODULE_DIR",
+            prefix.join("usr/lib/x86_64-linux-gnu/qemu"),
+        )
+        .arg("-L")
+        .arg(prefix.join("usr/share/qemu"))
+        .arg("-L")
+        .arg(prefix.join("usr/share/seabios"))
+        .args(["-nodefaults", "-nographic", "-no-user-config"]);
+    qemu
+}
+
 pub fn qemu_library_path() -> String {
     let root = cache().join("qemu/root");
     format!(
