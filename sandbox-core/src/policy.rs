@@ -48,6 +48,9 @@ pub fn rules(table: &[(&str, Access, bool)]) -> Vec<FsRule> {
 /// Everything a wrapper does to itself before it becomes the daemon.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// The VM directory: the only host directory a daemon may write below
+    /// (besides its private tmpfs and its device nodes).
+    pub vm_dir: PathBuf,
     /// Inside-uid and gid in the VM's user namespace.
     pub uid: u32,
     pub gid: u32,
@@ -81,6 +84,52 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The invariants every policy keeps, checked before anything is
+    /// applied: every path absolute and named once; nothing granted on `/`;
+    /// write access only below the VM directory or on a private tmpfs of
+    /// the policy's own; device access only below /dev.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Refused(format!("policy: {what}")));
+        let mut seen = std::collections::HashSet::new();
+        for path in self.landlock.iter().map(|r| &r.path).chain(&self.connect) {
+            if !path.is_absolute() {
+                return bad(format!("{} is not an absolute path", path.display()));
+            }
+            if path.components().count() == 1 {
+                return bad("a rule on / would grant the whole host".into());
+            }
+            if !seen.insert(path) {
+                return bad(format!("{} is named twice", path.display()));
+            }
+        }
+        let private = |p: &std::path::Path| {
+            self.mounts
+                .iter()
+                .any(|m| matches!(m, ServiceMount::Tmpfs { .. }) && m.target() == p)
+        };
+        for r in &self.landlock {
+            let ok = match r.access {
+                Access::ReadWrite | Access::Sockets => {
+                    r.path.starts_with(&self.vm_dir) && r.path != self.vm_dir || private(&r.path)
+                }
+                Access::Device => r.path.starts_with("/dev/"),
+                Access::Read | Access::ReadExec => true,
+            };
+            if !ok {
+                return bad(format!(
+                    "{:?} on {} is outside the VM directory {}, its private tmpfs and /dev",
+                    r.access,
+                    r.path.display(),
+                    self.vm_dir.display()
+                ));
+            }
+        }
+        if !self.vm_dir.is_absolute() || !self.cwd.is_absolute() {
+            return bad("the VM directory and the cwd must be absolute".into());
+        }
+        Ok(())
+    }
+
     /// The service's view: every path of its Landlock table and every
     /// socket it connects to, bound from the VM's mount namespace.
     pub fn view(&self) -> Vec<Visible> {
@@ -108,6 +157,8 @@ pub struct Exec {
 /// Applies `policy` to the calling (single-threaded) process and execs
 /// `exec`. Returns only on failure; nothing weaker than the policy runs.
 pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<Infallible> {
+    // 0. A policy that breaks an invariant is a bug: nothing is applied.
+    policy.check()?;
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
     parent::arm_and_check(parent)?;
@@ -162,4 +213,74 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
         .envs(policy.env.iter().map(|(k, v)| (k, v)))
         .exec();
     Err(Error::path("exec", &exec.program, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount::ServiceMount;
+
+    fn valid() -> Policy {
+        let rule = |path: &str, access| FsRule {
+            path: path.into(),
+            access,
+            optional: false,
+        };
+        Policy {
+            vm_dir: "/run/vm/a".into(),
+            uid: 65537,
+            gid: 65537,
+            groups: vec![],
+            join_user_namespace: None,
+            caps: CapabilitySet::empty(),
+            mounts: vec![ServiceMount::Tmpfs {
+                target: "/tmp".into(),
+                size: "1m",
+            }],
+            landlock: vec![
+                rule("/usr", Access::ReadExec),
+                rule("/run/vm/a/serial.fifo", Access::ReadWrite),
+                rule("/tmp", Access::ReadWrite),
+                rule("/dev/null", Access::Device),
+            ],
+            connect: vec!["/run/vm/a/virtiofsd.sock".into()],
+            scopes: ALL_SCOPES.to_vec(),
+            rlimits: vec![],
+            keep_fds: vec![3],
+            env: vec![],
+            cwd: "/".into(),
+            allow_weaker_landlock: false,
+        }
+    }
+
+    #[test]
+    fn check_refuses_each_broken_invariant() {
+        valid().check().unwrap();
+        type Breaks = Box<dyn Fn(&mut Policy)>;
+        let broken: Vec<(&str, Breaks)> = vec![
+            ("relative", Box::new(|p| p.landlock[0].path = "usr".into())),
+            ("/", Box::new(|p| p.landlock[0].path = "/".into())),
+            ("twice", Box::new(|p| p.connect.push("/usr".into()))),
+            (
+                "write outside",
+                Box::new(|p| p.landlock[1].path = "/etc/x".into()),
+            ),
+            (
+                "the VM dir itself",
+                Box::new(|p| p.landlock[1].path = "/run/vm/a".into()),
+            ),
+            ("tmpfs not its own", Box::new(|p| p.mounts.clear())),
+            (
+                "device outside /dev",
+                Box::new(|p| p.landlock[3].path = "/run/vm/a/kvm".into()),
+            ),
+            ("relative cwd", Box::new(|p| p.cwd = "x".into())),
+        ];
+        for (what, breaks) in broken {
+            let mut p = valid();
+            breaks(&mut p);
+            let e = p.check().expect_err(what);
+            assert!(e.to_string().starts_with("policy: "), "{what}: {e}");
+        }
+    }
 }

@@ -26,18 +26,13 @@ pub fn abstract_name(vm: &str, uid: u32) -> String {
     format!("vm-sandbox-test-{vm}-{uid}")
 }
 
-/// virtiofsd's capability set (DESIGN.md): the "root" profile holds it.
-pub const ROOT_PROFILE_CAPS: CapabilitySet = CapabilitySet::CHOWN
-    .union(CapabilitySet::DAC_OVERRIDE)
-    .union(CapabilitySet::FOWNER)
-    .union(CapabilitySet::FSETID)
-    .union(CapabilitySet::SETGID)
-    .union(CapabilitySet::SETUID);
+/// virtiofsd's serving capabilities, from its policy: the "root"
+/// profile of the escape matrix holds them.
+pub const ROOT_PROFILE_CAPS: CapabilitySet = wrap_virtiofsd::policy::SERVING_CAPS;
 
-/// What wrap-virtiofsd execs virtiofsd with (its policy.rs: the serving
-/// set plus SETPCAP, which virtiofsd drops itself): the probe, in
-/// virtiofsd's place, must hold exactly these.
-pub const VIRTIOFSD_EXEC_CAPS: CapabilitySet = ROOT_PROFILE_CAPS.union(CapabilitySet::SETPCAP);
+/// What wrap-virtiofsd execs virtiofsd with (its policy's CAPS): the
+/// probe, in virtiofsd's place, must hold exactly these.
+pub const VIRTIOFSD_EXEC_CAPS: CapabilitySet = wrap_virtiofsd::policy::CAPS;
 
 /// What a test sandbox looks like: a non-root service (like the VMM) or a
 /// service that is root of the VM's user namespace (like virtiofsd).
@@ -98,6 +93,7 @@ pub fn test_policy(
         })
         .collect();
     Policy {
+        vm_dir: vm_dir.to_owned(),
         uid: if profile == Profile::Root { 0 } else { uid },
         gid: if profile == Profile::Root { 0 } else { uid },
         groups: vec![],

@@ -6,7 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-mod policy;
+use wrap_gpu::policy;
 
 fn main() {
     sandbox_core::wrapper::main("wrap-gpu", |args| {
@@ -14,7 +14,7 @@ fn main() {
         let program = args.program_or(policy::DEFAULT_PROGRAM);
         let render = sandbox_core::ids::mapped_host_group("render");
         Ok((
-            policy::policy(&program, render, &host),
+            policy::policy(&args.vm_dir, &program, render, &host),
             policy::argv(&program, &host),
         ))
     })

@@ -42,6 +42,9 @@ use sandbox_core::{Errno, Error};
 pub const DEFAULT_PROGRAM: &str = "/usr/bin/crosvm";
 /// The connected vhost-user socket vm-init passes.
 pub const SOCKET_FD: i32 = 3;
+/// Processes and threads of the GPU daemon's uid: one thread idle
+/// (facts/crosvm.md); Mesa starts worker threads when it renders.
+pub const NPROC: u64 = 64;
 /// Spectrum's compositor socket, as crosvm is started there; a VM's
 /// `config/gpu` may name another.
 pub const DEFAULT_WAYLAND_SOCKET: &str = "/run/user/0/wayland-1";
@@ -126,7 +129,7 @@ impl GpuHost {
 }
 
 /// `render`: the inside gid of the host's render group, when it is mapped.
-pub fn policy(program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
+pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
     let mut landlock = rules(SYSTEM_LIBRARIES);
     landlock.extend(rules(TABLE));
     landlock.push(FsRule {
@@ -158,6 +161,8 @@ pub fn policy(program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
         .parent()
         .map_or_else(|| PathBuf::from("/"), Path::to_owned);
     Policy {
+        // Nothing of it in the view: its socket comes as fd 3.
+        vm_dir: vm_dir.to_owned(),
         uid: GPU_UID,
         gid: GPU_UID,
         groups: render.into_iter().collect(),
@@ -177,11 +182,9 @@ pub fn policy(program: &Path, render: Option<u32>, host: &GpuHost) -> Policy {
                 resource: Resource::Core,
                 value: Some(0),
             },
-            // One thread idle (facts/crosvm.md); Mesa starts worker
-            // threads when it renders.
             Limit {
                 resource: Resource::Nproc,
-                value: Some(64),
+                value: Some(NPROC),
             },
             // Nothing to pin: the kernel's default, not the VMM's.
             Limit {
@@ -235,6 +238,7 @@ mod tests {
 
     fn p() -> Policy {
         policy(
+            Path::new("/run/vm/a"),
             Path::new(DEFAULT_PROGRAM),
             host_group_inside_gid("render"),
             &host(),
@@ -242,21 +246,16 @@ mod tests {
     }
 
     #[test]
-    fn table_is_absolute_unique_and_writes_only_devices_and_tmpfs() {
+    fn writes_only_its_tmpfs_and_nothing_of_the_vm_dir() {
         let p = p();
-        let mut seen = std::collections::HashSet::new();
+        p.check().unwrap();
         for r in &p.landlock {
-            assert!(r.path.is_absolute());
-            assert!(seen.insert(r.path.clone()), "{} twice", r.path.display());
             if r.access == Access::ReadWrite {
                 assert!(
                     r.path == Path::new("/tmp") || r.path == Path::new("/dev/shm"),
                     "{}",
                     r.path.display()
                 );
-            }
-            if r.access == Access::Device {
-                assert!(r.path.starts_with("/dev"));
             }
             assert!(
                 !r.path.starts_with("/run/vm/a"),

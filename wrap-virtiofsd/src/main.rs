@@ -6,7 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-mod policy;
+use wrap_virtiofsd::policy;
 
 fn main() {
     sandbox_core::wrapper::main("wrap-virtiofsd", |args| {

@@ -6,7 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-mod policy;
+use wrap_vmm::policy;
 
 fn main() {
     sandbox_core::wrapper::main("wrap-vmm", |args| {

@@ -22,6 +22,10 @@ use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
 
 pub const API_FD: i32 = 3;
+/// Processes and threads of the VMM's uid. QEMU (TCG, one vCPU): 4
+/// measured; cloud-hypervisor runs one per vCPU and per device besides
+/// its own few.
+pub const NPROC: u64 = 128;
 pub const EVENT_FD: i32 = 4;
 /// The virtio-fs tag the guest mounts.
 pub const FS_TAG: &str = "virtiofs0";
@@ -91,6 +95,7 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
     }
     let memory = c.memory_mib << 20;
     Policy {
+        vm_dir: c.vm_dir.clone(),
         uid: VMM_UID,
         gid: VMM_UID,
         groups: group.into_iter().collect(),
@@ -135,11 +140,9 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
                 resource: Resource::Core,
                 value: Some(0),
             },
-            // QEMU (TCG, one vCPU): 4 threads measured; cloud-hypervisor
-            // runs one per vCPU and per device besides its own few.
             Limit {
                 resource: Resource::Nproc,
-                value: Some(128),
+                value: Some(NPROC),
             },
         ],
         keep_fds: match c.vmm {
@@ -358,6 +361,11 @@ mod tests {
 
     #[test]
     fn tables_write_only_the_serial_fifo_and_vsock_dir() {
+        for profile in [Profile::CloudHypervisor, Profile::Qemu] {
+            policy(&config(profile), Path::new("/usr/bin/vmm"), None)
+                .check()
+                .unwrap();
+        }
         for profile in [Profile::CloudHypervisor, Profile::Qemu] {
             let p = policy(
                 &config(profile),

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use sandbox_core::attempts;
+use sandbox_core::policy::DEFAULT_MEMLOCK;
 use sandbox_core::Errno;
 use tests::Profile;
 
@@ -829,8 +830,8 @@ fn as_virtiofsd(shared: &Path) -> ! {
     p.status_is("CapEff (virtiofsd's)", "CapEff", &caps);
     p.status_is("CapBnd (virtiofsd's)", "CapBnd", &caps);
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
-    p.limit_is("Max processes", "32");
-    p.limit_is("Max locked memory", "8388608");
+    p.limit_is("Max processes", &wrap_virtiofsd::policy::NPROC.to_string());
+    p.limit_is("Max locked memory", &DEFAULT_MEMLOCK.to_string());
     // Its set-id capabilities reach the guest's ids alone.
     let uid_map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     let map: Vec<&str> = uid_map.split_whitespace().collect();
@@ -1046,7 +1047,7 @@ fn as_vmm(argv: &[String]) -> ! {
     );
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
-    p.limit_is("Max processes", "128");
+    p.limit_is("Max processes", &wrap_vmm::policy::NPROC.to_string());
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
@@ -1185,8 +1186,8 @@ fn as_gpu(argv: &[String]) -> ! {
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("CapBnd", "CapBnd", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
-    p.limit_is("Max processes", "64");
-    p.limit_is("Max locked memory", "8388608");
+    p.limit_is("Max processes", &wrap_gpu::policy::NPROC.to_string());
+    p.limit_is("Max locked memory", &DEFAULT_MEMLOCK.to_string());
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     // Like crosvm: serve the VMM's vhost-user connection until it goes away.

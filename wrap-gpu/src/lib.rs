@@ -1,0 +1,6 @@
+//! The policy of wrap-gpu as a library: the binary (main.rs) applies it, and
+//! the tests and xtask import the same tables instead of copies.
+
+#![forbid(unsafe_code)]
+
+pub mod policy;
