@@ -24,6 +24,7 @@ pub mod rlimits;
 pub mod signals;
 pub mod spawn;
 pub mod vmconfig;
+pub mod vmdir;
 pub mod wrapper;
 
 pub use error::{Errno, Error, Result, EXIT_SYSCALL, EXIT_USAGE};

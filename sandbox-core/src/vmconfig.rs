@@ -118,6 +118,11 @@ impl VmConfig {
         })
     }
 
+    /// The VM directory, whose entries vmdir names.
+    pub fn dir(&self) -> crate::vmdir::VmDir {
+        crate::vmdir::VmDir::new(&self.vm_dir)
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.vm_dir.join(rel)
     }

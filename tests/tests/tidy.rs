@@ -58,3 +58,49 @@ fn unsafe_only_in_sandbox_core() {
         }
     }
 }
+
+/// The contract between the processes (sandbox-core's vmdir module) is
+/// spelled once: no other source of the programs names a VM directory's
+/// socket or file, or passes a wrapper an fd by a bare number.
+#[test]
+fn the_vm_directory_and_the_fds_are_named_only_in_vmdir() {
+    let root = workspace();
+    let forbidden = [
+        "\"virtiofsd.sock\"",
+        "\"api.sock\"",
+        "\"gpu.sock\"",
+        "\"serial.fifo\"",
+        "\"serial.log\"",
+        "\"vsock.d",
+        "as_fd(), 3)",
+        "as_fd(), 4)",
+        "_FD: i32 = 3",
+        "_FD: i32 = 4",
+    ];
+    for krate in [
+        "sandbox-core",
+        "wrap-virtiofsd",
+        "wrap-vmm",
+        "wrap-gpu",
+        "vm-init",
+        "xtask",
+    ] {
+        let mut files = Vec::new();
+        rust_files(&root.join(krate), &mut files);
+        for f in files
+            .into_iter()
+            .filter(|f| !f.ends_with("sandbox-core/src/vmdir.rs"))
+        {
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Unit tests may spell what they check.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for word in forbidden {
+                assert!(
+                    !code.contains(word),
+                    "{} spells {word}: use sandbox_core::vmdir",
+                    f.display()
+                );
+            }
+        }
+    }
+}

@@ -25,6 +25,7 @@ use crate::pid1;
 use crate::serial::SerialRelay;
 use crate::vmm::VmmKind;
 use sandbox_core::vmconfig::VmConfig;
+use sandbox_core::vmdir::VmDir;
 
 /// The signals vm-init reads from a signalfd (outer and PID 1 alike).
 pub const SIGNALS: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGCHLD];
@@ -36,7 +37,7 @@ const SUN_PATH_MAX: usize = 107;
 /// What vm-init knows of a VM once its directory passed the checks.
 #[derive(Debug)]
 pub struct Vm {
-    pub dir: PathBuf,
+    pub dir: VmDir,
     pub kind: VmmKind,
     pub gpu: bool,
     /// The directory holding vm-init and the wrappers it starts.
@@ -45,12 +46,6 @@ pub struct Vm {
     pub host_groups: Vec<(u32, u32)>,
     /// The explicit opt-out, passed on to every wrapper.
     pub allow_weaker_landlock: bool,
-}
-
-impl Vm {
-    pub fn socket(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
 }
 
 /// The listening sockets PID 1 hands to the wrappers, and the two ends of
@@ -78,14 +73,14 @@ fn check(args: &Args) -> Result<Vm, Error> {
         );
     }
     host::check_not_private(&args.state_dir)?;
-    let dir = args.state_dir.join(args.name.as_str());
-    if !dir.is_dir() {
+    let dir = VmDir::new(args.state_dir.join(args.name.as_str()));
+    if !dir.path().is_dir() {
         return Err(Error::Usage(format!(
             "unknown VM: {} is not a directory",
-            dir.display()
+            dir.path().display()
         )));
     }
-    let config_dir = dir.join("config");
+    let config_dir = dir.config();
     if !config_dir.is_dir() {
         return Err(Error::Usage(format!(
             "missing config: {} is not a directory",
@@ -94,31 +89,24 @@ fn check(args: &Args) -> Result<Vm, Error> {
     }
     // The whole config, checked as wrap-vmm will read it: a missing kernel
     // or a disk path with a comma stops the VM before anything exists.
-    let config = VmConfig::read(&dir)?;
+    let config = VmConfig::read(dir.path())?;
     // vm-init binds, chowns and mounts in these as host root.
     host::check_root_only("state dir", &args.state_dir)?;
-    host::check_root_only("VM directory", &dir)?;
+    host::check_root_only("VM directory", dir.path())?;
     let etc_group =
         std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
     if config.uses_kvm() {
         host::check_kvm(ids::host_group_gid(&etc_group, "kvm"))?;
     }
     let host_groups = ids::host_groups(&etc_group);
-    if !dir.join("fs").is_dir() {
+    if !dir.storage().is_dir() {
         return Err(Error::Usage(format!(
             "missing storage: {} is not a directory",
-            dir.join("fs").display()
+            dir.storage().display()
         )));
     }
-    host::check_storage(&dir.join("fs"))?;
-    for name in [
-        "virtiofsd.sock",
-        "api.sock",
-        "gpu.sock",
-        "vsock.d/vsock",
-        "serial.fifo",
-    ] {
-        let path = dir.join(name);
+    host::check_storage(&dir.storage())?;
+    for path in dir.socket_paths() {
         let len = path.as_os_str().len();
         if len > SUN_PATH_MAX {
             return Err(Error::Usage(format!(
@@ -214,17 +202,17 @@ fn bind_listener(path: &Path, owner: u32, created: &mut Created) -> Result<UnixL
 fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners, Error> {
     let vmm = slot.host_id(VMM_UID);
     // The VMM connects to virtiofsd's and the GPU daemon's sockets.
-    let virtiofsd = bind_listener(&vm.socket("virtiofsd.sock"), vmm, created)?;
+    let virtiofsd = bind_listener(&vm.dir.virtiofsd_socket(), vmm, created)?;
     // PID 1 (root of the VM's namespace) connects to the API socket.
-    let api = bind_listener(&vm.socket("api.sock"), slot.host_id(0), created)?;
+    let api = bind_listener(&vm.dir.api_socket(), slot.host_id(0), created)?;
     let gpu = if vm.gpu {
-        Some(bind_listener(&vm.socket("gpu.sock"), vmm, created)?)
+        Some(bind_listener(&vm.dir.gpu_socket(), vmm, created)?)
     } else {
         None
     };
     // The guest's console: the VMM writes the FIFO (its own, made fresh),
     // PID 1 copies it into serial.log (root's, bounded: see serial.rs).
-    let log = vm.dir.join("serial.log");
+    let log = vm.dir.serial_log();
     remove_stale(&log, "regular file", |t| t.is_file())?;
     let log_file = std::fs::OpenOptions::new()
         .append(true)
@@ -232,7 +220,7 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
         .mode(0o640)
         .open(&log)
         .map_err(|e| Error::path("create", &log, e))?;
-    let fifo = vm.dir.join("serial.fifo");
+    let fifo = vm.dir.serial_fifo();
     remove_stale(&fifo, "FIFO", |t| t.is_fifo())?;
     fds::make_fifo(&fifo, 0o600)?;
     created.sockets.push(fifo.clone());
@@ -240,7 +228,7 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     // Opened for reading now, without blocking: the VMM's open for
     // writing then never waits for a reader.
     let fifo_read = fds::open_fifo_reader(&fifo)?;
-    let vsock = vm.dir.join("vsock.d");
+    let vsock = vm.dir.vsock_dir();
     remove_stale(&vsock, "directory", |t| t.is_dir())?;
     std::fs::create_dir(&vsock).map_err(|e| Error::path("mkdir", &vsock, e))?;
     created.dirs.push(vsock.clone());
@@ -262,7 +250,7 @@ fn idmapped_storage(
     vm: &Vm,
     child: &sandbox_core::ns::VmChild,
 ) -> Result<std::os::fd::OwnedFd, Error> {
-    let fs = vm.dir.join("fs");
+    let fs = vm.dir.storage();
     let tree = mount::clone_tree(&fs)?;
     mount::idmap_tree(&tree, child.user_namespace()?, &fs)?;
     Ok(tree)
@@ -278,7 +266,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     // before anything is created.
     let supervisor = parent::arm_and_check(&args.parent)?;
     parent::check_supervise_lock(supervisor)?;
-    let vm_lock: File = lock_vm_dir(&vm.dir)?;
+    let vm_lock: File = lock_vm_dir(vm.dir.path())?;
     let slots = SlotFile::open()?;
     let slot = slots.lock_lowest_free()?;
     let mut created = Created::default();

@@ -12,6 +12,7 @@ use sandbox_core::ids::Slot;
 use sandbox_core::parent::ParentWatch;
 use sandbox_core::signals::{SignalFd, SIGCHLD};
 use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
+use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
@@ -60,7 +61,7 @@ fn wrapper(
     if vm.allow_weaker_landlock {
         cmd.arg("--allow-weaker-landlock")?;
     }
-    cmd.arg(&vm.dir)?;
+    cmd.arg(vm.dir.path())?;
     for (fd, target) in fds {
         cmd.pass_fd(fd.as_raw_fd(), *target);
     }
@@ -82,7 +83,7 @@ fn run_vm(
     prctl::not_dumpable()?;
     let vm_dir = mount::build_vm_namespace(&args.state_dir, name.as_str())?;
     // The idmapped fs/ the outer made, over the plain one.
-    mount::attach(&storage, &vm_dir.join("fs"))?;
+    mount::attach(&storage, &VmDir::new(&vm_dir).storage())?;
     drop(storage);
     // virtiofsd's own user namespace, mapping the guest's ids alone: made
     // while user namespaces can still be made, through the VM's own /proc.
@@ -104,7 +105,10 @@ fn run_vm(
         vm,
         "wrap-virtiofsd",
         args.virtiofsd.as_deref(),
-        &[(virtiofsd.as_fd(), 3), (guest_ids.as_fd(), 4)],
+        &[
+            (virtiofsd.as_fd(), fd::VIRTIOFSD_LISTENER),
+            (guest_ids.as_fd(), fd::VIRTIOFSD_USERNS),
+        ],
     )?;
     drop((virtiofsd, guest_ids));
     let mut daemons = vec![Daemon {
@@ -119,9 +123,9 @@ fn run_vm(
         VmmKind::Qemu => (None, None),
     };
     let vmm = {
-        let mut fds = vec![(api.as_fd(), 3)];
+        let mut fds = vec![(api.as_fd(), fd::VMM_API)];
         if let Some(w) = &events_write {
-            fds.push((w.as_fd(), 4));
+            fds.push((w.as_fd(), fd::VMM_EVENTS));
         }
         wrapper(vm, "wrap-vmm", args.vmm.as_deref(), &fds)?
     };
@@ -132,7 +136,7 @@ fn run_vm(
         name: "the VMM",
         child: vmm,
     });
-    let mut control = Control::new(vm.kind, vm.socket("api.sock"), events_read)?;
+    let mut control = Control::new(vm.kind, vm.dir.api_socket(), events_read)?;
     // The GPU daemon gets the VMM's connection, accepted here: crosvm's
     // --fd takes a connected socket (see wrap-gpu's policy.rs).
     let mut gpu_listener: Option<UnixListener> = gpu;
@@ -187,8 +191,12 @@ fn run_vm(
                 let l = gpu_listener.take().expect("polled, so present");
                 match l.accept() {
                     Ok((conn, _)) => {
-                        let child =
-                            wrapper(vm, "wrap-gpu", args.gpu.as_deref(), &[(conn.as_fd(), 3)])?;
+                        let child = wrapper(
+                            vm,
+                            "wrap-gpu",
+                            args.gpu.as_deref(),
+                            &[(conn.as_fd(), fd::GPU_CONNECTION)],
+                        )?;
                         daemons.push(Daemon {
                             name: "the GPU daemon",
                             child,

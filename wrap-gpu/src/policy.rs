@@ -37,11 +37,12 @@ use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
+use sandbox_core::vmdir::fd;
 use sandbox_core::{Errno, Error};
 
 pub const DEFAULT_PROGRAM: &str = "/usr/bin/crosvm";
 /// The connected vhost-user socket vm-init passes.
-pub const SOCKET_FD: i32 = 3;
+pub const SOCKET_FD: i32 = fd::GPU_CONNECTION;
 /// Processes and threads of the GPU daemon's uid: one thread idle
 /// (facts/crosvm.md); Mesa starts worker threads when it renders.
 pub const NPROC: u64 = 64;

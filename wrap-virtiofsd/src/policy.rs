@@ -15,16 +15,17 @@ use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
+use sandbox_core::vmdir::{fd, VmDir};
 
 /// Where Debian's virtiofsd package installs the daemon.
 pub const DEFAULT_PROGRAM: &str = "/usr/libexec/virtiofsd";
 /// The vhost-user listener vm-init bound, passed as this fd.
-pub const SOCKET_FD: i32 = 3;
+pub const SOCKET_FD: i32 = fd::VIRTIOFSD_LISTENER;
 /// The user namespace PID 1 made that maps only the guest's ids (0..65535)
 /// one to one, passed as this fd and joined after the mounts: virtiofsd's
 /// CAP_SETUID and CAP_SETGID then reach the guest's ids and no service id
 /// (it cannot become the VMM, whose /proc hidepid would then show it).
-pub const USERNS_FD: i32 = 4;
+pub const USERNS_FD: i32 = fd::VIRTIOFSD_USERNS;
 /// Processes and threads of virtiofsd's uid (its own in its user
 /// namespace): 3 measured while serving; room for a few more.
 pub const NPROC: u64 = 32;
@@ -76,7 +77,7 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         optional: false,
     });
     landlock.push(FsRule {
-        path: vm_dir.join("fs"),
+        path: VmDir::new(vm_dir).storage(),
         access: Access::ReadWrite,
         optional: false,
     });
@@ -118,7 +119,7 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         // virtiofsd probes openat2(2) on its cwd ("."), and without it
         // resolves guest paths without RESOLVE_BENEATH-style protection:
         // its cwd must be readable, and the shared dir is.
-        cwd: vm_dir.join("fs"),
+        cwd: VmDir::new(vm_dir).storage(),
         // Set-id capabilities that reach the guest's ids only.
         join_user_namespace: Some(USERNS_FD),
         allow_weaker_landlock: false,
@@ -138,7 +139,7 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
 /// - `--xattr` is not given: no xattrs, so no security.* labels from guests.
 /// - no `--tag`: the VMM names the tag (virtiofs0).
 pub fn argv(vm_dir: &Path, program: &Path) -> Exec {
-    let shared = vm_dir.join("fs");
+    let shared = VmDir::new(vm_dir).storage();
     let args: Vec<OsString> = vec![
         "--fd".into(),
         SOCKET_FD.to_string().into(),

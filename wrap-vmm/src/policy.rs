@@ -20,13 +20,14 @@ use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
+use sandbox_core::vmdir::fd;
 
-pub const API_FD: i32 = 3;
+pub const API_FD: i32 = fd::VMM_API;
 /// Processes and threads of the VMM's uid. QEMU (TCG, one vCPU): 4
 /// measured; cloud-hypervisor runs one per vCPU and per device besides
 /// its own few.
 pub const NPROC: u64 = 128;
-pub const EVENT_FD: i32 = 4;
+pub const EVENT_FD: i32 = fd::VMM_EVENTS;
 /// The virtio-fs tag the guest mounts.
 pub const FS_TAG: &str = "virtiofs0";
 
@@ -61,16 +62,17 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
     if c.uses_kvm() {
         add("/dev/kvm".into(), Access::Device, false);
     }
-    add(c.path("config"), Access::Read, false);
+    let d = c.dir();
+    add(d.config(), Access::Read, false);
     // The guest's console: a FIFO PID 1 copies into serial.log, bounded.
-    add(c.path("serial.fifo"), Access::ReadWrite, false);
+    add(d.serial_fifo(), Access::ReadWrite, false);
     add("/tmp".into(), Access::ReadWrite, false);
     add("/dev/shm".into(), Access::ReadWrite, false);
     match c.vmm {
         Profile::CloudHypervisor => {
             // cloud-hypervisor unlinks and binds its vsock socket (and
             // connects to VSOCK_PORT sockets host programs bind beside it).
-            add(c.path("vsock.d"), Access::Sockets, false);
+            add(d.vsock_dir(), Access::Sockets, false);
         }
         Profile::Qemu => {
             // What QEMU's libraries read of the host at start (measured
@@ -115,8 +117,8 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
         // The backends' vhost-user sockets. Of the VM directory its view
         // holds these and its table's rows: not api.sock (it has the
         // listener as fd 3), not fs/ (virtiofsd serves it).
-        connect: std::iter::once(c.path("virtiofsd.sock"))
-            .chain(c.gpu.then(|| c.path("gpu.sock")))
+        connect: std::iter::once(d.virtiofsd_socket())
+            .chain(c.gpu.then(|| d.gpu_socket()))
             .collect(),
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
@@ -163,19 +165,20 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
         },
         // Its config: a directory its table lets it read (QEMU opens its
         // cwd; measured with the audit log).
-        cwd: c.vm_dir.join("config"),
+        cwd: d.config(),
         join_user_namespace: None,
         allow_weaker_landlock: false,
     }
 }
 
 pub fn argv(c: &Config, program: &Path) -> Exec {
-    let p = |rel: &str| {
-        c.path(rel)
-            .into_os_string()
+    let d = c.dir();
+    let s = |path: PathBuf| {
+        path.into_os_string()
             .into_string()
             .expect("VM dir is UTF-8")
     };
+    let p = |rel: &str| s(c.path(rel));
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     match c.vmm {
@@ -198,19 +201,19 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
             }
             push(&[
                 "--fs",
-                &format!("tag={FS_TAG},socket={}", p("virtiofsd.sock")),
+                &format!("tag={FS_TAG},socket={}", s(d.virtiofsd_socket())),
             ]);
             if c.gpu {
-                push(&["--gpu", &format!("socket={}", p("gpu.sock"))]);
+                push(&["--gpu", &format!("socket={}", s(d.gpu_socket()))]);
             }
             push(&["--memory", &format!("size={}M,shared=on", c.memory_mib)]);
             push(&[
                 "--serial",
-                &format!("file={}", p("serial.fifo")),
+                &format!("file={}", s(d.serial_fifo())),
                 "--console",
                 "off",
             ]);
-            push(&["--vsock", &format!("cid=3,socket={}", p("vsock.d/vsock"))]);
+            push(&["--vsock", &format!("cid=3,socket={}", s(d.vsock_socket()))]);
         }
         Profile::Qemu => {
             let prefix = qemu_prefix(program);
@@ -251,7 +254,7 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
             }
             push(&[
                 "-chardev",
-                &format!("socket,id=vfs,path={}", p("virtiofsd.sock")),
+                &format!("socket,id=vfs,path={}", s(d.virtiofsd_socket())),
             ]);
             push(&[
                 "-device",
@@ -262,7 +265,7 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
                 &format!("socket,id=qmp,fd={API_FD},server=on,wait=off"),
             ]);
             push(&["-mon", "chardev=qmp,mode=control"]);
-            push(&["-serial", &format!("file:{}", p("serial.fifo"))]);
+            push(&["-serial", &format!("file:{}", s(d.serial_fifo()))]);
         }
     }
     Exec {

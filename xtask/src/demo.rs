@@ -388,7 +388,7 @@ pub fn run() -> Result {
     println!("\n3. The guest booting (serial.log, excerpts)");
     let t = Instant::now();
     let hello = vm.join("fs/hello-from-guest.txt");
-    let serial = vm.join("serial.log");
+    let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
     let waiting = || std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"));
     if !within(Duration::from_secs(60), waiting) {
         return Err("the guest did not reach its power-button wait".into());
