@@ -78,37 +78,81 @@ pub fn set_guest_mode(vm: &Path, mode: &str) {
     std::fs::write(vm.join("config/cmdline"), cmdline).unwrap();
 }
 
-/// Turns the kernel's audit on (AUDIT_SET over netlink; no auditd here),
-/// so Landlock logs its denials (ABI 7) to the kernel log, and turns off
-/// printk's rate limit, which otherwise drops audit records in bursts
-/// ("kauditd_printk_skb: N callbacks suppressed"): a check for zero
-/// denials must see every record.
-pub fn enable_kernel_audit() -> std::io::Result<()> {
-    std::fs::write("/proc/sys/kernel/printk_ratelimit", "0")?;
+/// One AUDIT_GET or AUDIT_SET exchange with the kernel's audit; returns
+/// the `enabled` field of the status (AUDIT_GET) or 0 (AUDIT_SET's ack).
+fn audit(request: u16, enabled: u32) -> std::io::Result<u32> {
     use rustix::net::netlink::{SocketAddrNetlink, AUDIT};
     use rustix::net::{recv, sendto, socket, AddressFamily, RecvFlags, SendFlags, SocketType};
-    const AUDIT_SET: u16 = 1001;
+    const AUDIT_GET: u16 = 1000;
     const NLM_F_REQUEST_ACK: u16 = 1 | 4;
     let fd = socket(AddressFamily::NETLINK, SocketType::RAW, Some(AUDIT))?;
     // struct nlmsghdr, then struct audit_status { mask, enabled, ... }.
     let mut msg = Vec::with_capacity(56);
     msg.extend_from_slice(&56u32.to_ne_bytes());
-    msg.extend_from_slice(&AUDIT_SET.to_ne_bytes());
+    msg.extend_from_slice(&request.to_ne_bytes());
     msg.extend_from_slice(&NLM_F_REQUEST_ACK.to_ne_bytes());
     msg.extend_from_slice(&1u32.to_ne_bytes());
     msg.extend_from_slice(&0u32.to_ne_bytes());
-    for field in [1u32, 1, 0, 0, 0, 0, 0, 0, 0, 0] {
+    for field in [1u32, enabled, 0, 0, 0, 0, 0, 0, 0, 0] {
         msg.extend_from_slice(&field.to_ne_bytes());
     }
     sendto(&fd, &msg, SendFlags::empty(), &SocketAddrNetlink::new(0, 0))?;
     let mut answer = [0u8; 256];
-    let (n, _) = recv(&fd, &mut answer, RecvFlags::empty())?;
-    // NLMSG_ERROR with error 0 is the ack.
-    let error = i32::from_ne_bytes(answer[16..20].try_into().unwrap());
-    if n < 20 || error != 0 {
-        return Err(std::io::Error::from_raw_os_error(-error));
+    loop {
+        let (n, _) = recv(&fd, &mut answer, RecvFlags::empty())?;
+        let kind = u16::from_ne_bytes(answer[4..6].try_into().unwrap());
+        if kind == 2 {
+            // NLMSG_ERROR: error 0 is the ack.
+            let error = i32::from_ne_bytes(answer[16..20].try_into().unwrap());
+            if n < 20 || error != 0 {
+                return Err(std::io::Error::from_raw_os_error(-error));
+            }
+            if request != AUDIT_GET {
+                return Ok(0);
+            }
+        } else if kind == AUDIT_GET && n >= 24 {
+            return Ok(u32::from_ne_bytes(answer[20..24].try_into().unwrap()));
+        }
     }
-    Ok(())
+}
+
+/// The kernel's audit on, and printk's rate limit off (it dropped
+/// records), for as long as a test of this process holds it; then both as
+/// they were found. There is no auditd here: the kernel logs Landlock's
+/// records (type 1423/1424) to dmesg, which the tests read.
+#[derive(Debug)]
+pub struct KernelAudit(());
+
+static AUDIT_USERS: std::sync::Mutex<(usize, Option<(u32, String)>)> =
+    std::sync::Mutex::new((0, None));
+
+pub fn enable_kernel_audit() -> std::io::Result<KernelAudit> {
+    const AUDIT_GET: u16 = 1000;
+    const AUDIT_SET: u16 = 1001;
+    let mut users = AUDIT_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    if users.0 == 0 {
+        let ratelimit = std::fs::read_to_string("/proc/sys/kernel/printk_ratelimit")?;
+        let enabled = audit(AUDIT_GET, 0)?;
+        std::fs::write("/proc/sys/kernel/printk_ratelimit", "0")?;
+        audit(AUDIT_SET, 1)?;
+        users.1 = Some((enabled, ratelimit));
+    }
+    users.0 += 1;
+    Ok(KernelAudit(()))
+}
+
+impl Drop for KernelAudit {
+    fn drop(&mut self) {
+        const AUDIT_SET: u16 = 1001;
+        let mut users = AUDIT_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        users.0 -= 1;
+        if users.0 == 0 {
+            if let Some((enabled, ratelimit)) = users.1.take() {
+                let _ = audit(AUDIT_SET, enabled);
+                let _ = std::fs::write("/proc/sys/kernel/printk_ratelimit", ratelimit.trim());
+            }
+        }
+    }
 }
 
 /// The kernel log (dmesg), as one string.

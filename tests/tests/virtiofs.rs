@@ -56,7 +56,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
         return;
     };
     // That denials are logged at all is shown by the probe test below.
-    enable_kernel_audit().expect("turn the kernel's audit on");
+    let _audit = enable_kernel_audit().expect("turn the kernel's audit on");
     let state = StateDir::new("virtiofs_ops");
     let vm = state.add_guest_vm("guest", &tools, "ops");
     let fs = vm.join("fs");
@@ -168,7 +168,7 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     if !privileged("virtiofs_probe") {
         return;
     }
-    enable_kernel_audit().expect("turn the kernel's audit on");
+    let _audit = enable_kernel_audit().expect("turn the kernel's audit on");
     let state = StateDir::new("virtiofs_probe");
     let bait = tests::bait::hold();
     let vm = state.add_standin_vm("p");
