@@ -37,24 +37,24 @@ pub const VIRTIOFSD_EXEC_CAPS: CapabilitySet = wrap_virtiofsd::policy::CAPS;
 /// What a test sandbox looks like: a non-root service (like the VMM) or a
 /// service that is root of the VM's user namespace (like virtiofsd).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
+pub enum Privilege {
     User,
     Root,
 }
 
-impl Profile {
-    pub fn parse(s: &str) -> Option<Profile> {
+impl Privilege {
+    pub fn parse(s: &str) -> Option<Privilege> {
         match s {
-            "user" => Some(Profile::User),
-            "root" => Some(Profile::Root),
+            "user" => Some(Privilege::User),
+            "root" => Some(Privilege::Root),
             _ => None,
         }
     }
 
     pub fn caps(self) -> CapabilitySet {
         match self {
-            Profile::User => CapabilitySet::empty(),
-            Profile::Root => ROOT_PROFILE_CAPS,
+            Privilege::User => CapabilitySet::empty(),
+            Privilege::Root => ROOT_PROFILE_CAPS,
         }
     }
 }
@@ -69,7 +69,7 @@ pub enum Weaken {
 
 /// The policy of a test service with its own writable dir `own_dir`.
 pub fn test_policy(
-    profile: Profile,
+    profile: Privilege,
     uid: u32,
     vm_dir: &Path,
     own_dir: &Path,
@@ -94,8 +94,8 @@ pub fn test_policy(
         .collect();
     Policy {
         vm_dir: vm_dir.to_owned(),
-        uid: if profile == Profile::Root { 0 } else { uid },
-        gid: if profile == Profile::Root { 0 } else { uid },
+        uid: if profile == Privilege::Root { 0 } else { uid },
+        gid: if profile == Privilege::Root { 0 } else { uid },
         groups: vec![],
         caps: profile.caps(),
         mounts: vec![

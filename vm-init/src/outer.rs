@@ -23,7 +23,7 @@ use sandbox_core::{fds, host, landlock, Error};
 use crate::args::Args;
 use crate::pid1;
 use crate::serial::SerialRelay;
-use crate::vmm::VmmKind;
+use crate::vmm::Vmm;
 use sandbox_core::vmconfig::VmConfig;
 use sandbox_core::vmdir::VmDir;
 
@@ -38,7 +38,7 @@ const SUN_PATH_MAX: usize = 107;
 #[derive(Debug)]
 pub struct Vm {
     pub dir: VmDir,
-    pub kind: VmmKind,
+    pub kind: Vmm,
     pub gpu: bool,
     /// The directory holding vm-init and the wrappers it starts.
     pub bin_dir: PathBuf,

@@ -17,7 +17,7 @@ use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
 use crate::outer::{Listeners, Vm, SIGNALS};
-use crate::vmm::{Control, Said, VmmKind};
+use crate::vmm::{Control, Said, Vmm};
 
 /// Exit codes of PID 1 (documented in --help).
 const EXIT_VMM_FAILED: u8 = 1;
@@ -116,11 +116,11 @@ fn run_vm(
         child: fs,
     }];
     let (events_read, events_write) = match vm.kind {
-        VmmKind::CloudHypervisor => {
+        Vmm::CloudHypervisor => {
             let (r, w) = event::pipe()?;
             (Some(r), Some(w))
         }
-        VmmKind::Qemu => (None, None),
+        Vmm::Qemu => (None, None),
     };
     let vmm = {
         let mut fds = vec![(api.as_fd(), fd::VMM_API)];

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sandbox_core::Error;
 
-pub use sandbox_core::vmconfig::Vmm as VmmKind;
+pub use sandbox_core::vmconfig::Vmm;
 
 /// Bytes of the VMM's stream PID 1 keeps while it waits for readiness, and
 /// how many of the newest it keeps when that is exceeded (more than any
@@ -30,7 +30,7 @@ pub enum Said {
 
 #[derive(Debug)]
 pub struct Control {
-    kind: VmmKind,
+    kind: Vmm,
     api: PathBuf,
     /// cloud-hypervisor: the event-monitor pipe; QEMU: the QMP connection.
     stream: Option<Stream>,
@@ -58,10 +58,10 @@ impl Control {
     /// For cloud-hypervisor, `events` is the read end of the event-monitor
     /// pipe. For QEMU, connects to the QMP listener now: QEMU greets when
     /// it accepts, which is when its main loop runs.
-    pub fn new(kind: VmmKind, api: PathBuf, events: Option<OwnedFd>) -> Result<Control, Error> {
+    pub fn new(kind: Vmm, api: PathBuf, events: Option<OwnedFd>) -> Result<Control, Error> {
         let stream = match kind {
-            VmmKind::CloudHypervisor => events.map(|fd| Stream::Events(std::fs::File::from(fd))),
-            VmmKind::Qemu => {
+            Vmm::CloudHypervisor => events.map(|fd| Stream::Events(std::fs::File::from(fd))),
+            Vmm::Qemu => {
                 let s = connect(&api)?;
                 s.set_nonblocking(true)
                     .map_err(io_err("set non-blocking", &api))?;
@@ -137,23 +137,23 @@ impl Control {
         }
         match self.kind {
             // Pretty-printed JSON objects: kept without white space.
-            VmmKind::CloudHypervisor => self.buf.extend(
+            Vmm::CloudHypervisor => self.buf.extend(
                 chunk[..n]
                     .iter()
                     .copied()
                     .filter(|b| !b.is_ascii_whitespace()),
             ),
-            VmmKind::Qemu => self.buf.extend_from_slice(&chunk[..n]),
+            Vmm::Qemu => self.buf.extend_from_slice(&chunk[..n]),
         }
         match self.kind {
-            VmmKind::CloudHypervisor => {
+            Vmm::CloudHypervisor => {
                 if contains(&self.buf, br#""event":"booted""#) {
                     self.ready = true;
                     self.buf.clear();
                     return Ok(Said::Ready);
                 }
             }
-            VmmKind::Qemu => {
+            Vmm::Qemu => {
                 if contains(&self.buf, b"\"QMP\"") && !contains(&self.buf, b"\"return\"") {
                     self.buf.clear();
                     self.qmp(r#"{"execute":"qmp_capabilities"}"#)?;
@@ -198,16 +198,16 @@ impl Control {
     /// Asks for a clean guest shutdown (the ACPI power button).
     pub fn request_powerdown(&mut self) -> Result<(), Error> {
         match self.kind {
-            VmmKind::CloudHypervisor => self.http_put("/api/v1/vm.power-button"),
-            VmmKind::Qemu => self.qmp(r#"{"execute":"system_powerdown"}"#),
+            Vmm::CloudHypervisor => self.http_put("/api/v1/vm.power-button"),
+            Vmm::Qemu => self.qmp(r#"{"execute":"system_powerdown"}"#),
         }
     }
 
     /// The guest did not power off in time: tell the VMM to exit now.
     pub fn force_stop(&mut self) -> Result<(), Error> {
         match self.kind {
-            VmmKind::CloudHypervisor => self.http_put("/api/v1/vmm.shutdown"),
-            VmmKind::Qemu => self.qmp(r#"{"execute":"quit"}"#),
+            Vmm::CloudHypervisor => self.http_put("/api/v1/vmm.shutdown"),
+            Vmm::Qemu => self.qmp(r#"{"execute":"quit"}"#),
         }
     }
 }

@@ -10,7 +10,7 @@ use wrap_vmm::policy;
 
 fn main() {
     sandbox_core::wrapper::main("wrap-vmm", |args| {
-        let config = policy::Config::read(&args.vm_dir)?;
+        let config = policy::VmConfig::read(&args.vm_dir)?;
         let program = args.program_or(config.vmm.default_program());
         let kvm = sandbox_core::ids::mapped_host_group("kvm");
         Ok((

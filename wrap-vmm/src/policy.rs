@@ -31,7 +31,7 @@ pub const EVENT_FD: i32 = fd::VMM_EVENTS;
 /// The virtio-fs tag the guest mounts.
 pub const FS_TAG: &str = "virtiofs0";
 
-pub use sandbox_core::vmconfig::{VmConfig as Config, Vmm as Profile};
+pub use sandbox_core::vmconfig::{VmConfig, Vmm};
 
 /// For a QEMU unpacked under PREFIX (PREFIX/usr/bin/qemu-system-x86_64),
 /// PREFIX; "/" for a system QEMU.
@@ -44,7 +44,7 @@ fn qemu_prefix(program: &Path) -> PathBuf {
 }
 
 /// `kvm`: the inside gid of the host's kvm group, when it is mapped.
-pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
+pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
     let group = kvm.filter(|_| c.uses_kvm());
     let mut landlock = rules(SYSTEM_LIBRARIES);
     let mut add = |path: PathBuf, access, optional| {
@@ -69,12 +69,12 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
     add("/tmp".into(), Access::ReadWrite, false);
     add("/dev/shm".into(), Access::ReadWrite, false);
     match c.vmm {
-        Profile::CloudHypervisor => {
+        Vmm::CloudHypervisor => {
             // cloud-hypervisor unlinks and binds its vsock socket (and
             // connects to VSOCK_PORT sockets host programs bind beside it).
             add(d.vsock_dir(), Access::Sockets, false);
         }
-        Profile::Qemu => {
+        Vmm::Qemu => {
             // What QEMU's libraries read of the host at start (measured
             // with the audit log): the CPUs possible and NUMA nodes (glib,
             // libnuma), NVDIMM buses (libndctl, through libpmem).
@@ -148,12 +148,12 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
             },
         ],
         keep_fds: match c.vmm {
-            Profile::CloudHypervisor => vec![API_FD, EVENT_FD],
-            Profile::Qemu => vec![API_FD],
+            Vmm::CloudHypervisor => vec![API_FD, EVENT_FD],
+            Vmm::Qemu => vec![API_FD],
         },
         env: match c.vmm {
-            Profile::CloudHypervisor => vec![],
-            Profile::Qemu => {
+            Vmm::CloudHypervisor => vec![],
+            Vmm::Qemu => {
                 let prefix = qemu_prefix(program);
                 let libs = [
                     prefix.join("usr/lib/x86_64-linux-gnu"),
@@ -171,7 +171,7 @@ pub fn policy(c: &Config, program: &Path, kvm: Option<u32>) -> Policy {
     }
 }
 
-pub fn argv(c: &Config, program: &Path) -> Exec {
+pub fn argv(c: &VmConfig, program: &Path) -> Exec {
     let d = c.dir();
     let s = |path: PathBuf| {
         path.into_os_string()
@@ -182,7 +182,7 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     match c.vmm {
-        Profile::CloudHypervisor => {
+        Vmm::CloudHypervisor => {
             push(&[
                 "--api-socket",
                 &format!("fd={API_FD}"),
@@ -215,7 +215,7 @@ pub fn argv(c: &Config, program: &Path) -> Exec {
             ]);
             push(&["--vsock", &format!("cid=3,socket={}", s(d.vsock_socket()))]);
         }
-        Profile::Qemu => {
+        Vmm::Qemu => {
             let prefix = qemu_prefix(program);
             for dir in ["usr/share/qemu", "usr/share/seabios"] {
                 push(&["-L", &prefix.join(dir).display().to_string()]);
@@ -279,10 +279,10 @@ mod tests {
     use super::*;
     use sandbox_core::ids::host_group_inside_gid;
 
-    fn config(profile: Profile) -> Config {
-        Config {
+    fn config(vmm: Vmm) -> VmConfig {
+        VmConfig {
             vm_dir: "/run/vm/a".into(),
-            vmm: profile,
+            vmm,
             initramfs: true,
             cmdline: Some("console=ttyS0 quiet".into()),
             disks: vec!["/run/vm/a/config/blk/root.img".into()],
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn cloud_hypervisor_argv() {
-        let c = config(Profile::CloudHypervisor);
+        let c = config(Vmm::CloudHypervisor);
         let e = argv(&c, Path::new("/usr/bin/cloud-hypervisor"));
         assert_eq!(
             strs(&e),
@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn qemu_argv_uses_the_bound_qmp_fd_and_shared_memfd() {
-        let c = config(Profile::Qemu);
+        let c = config(Vmm::Qemu);
         let e = argv(&c, Path::new("/opt/q/usr/bin/qemu-system-x86_64"));
         let a = strs(&e);
         let has = |pair: [&str; 2]| a.windows(2).any(|w| w == pair);
@@ -364,14 +364,14 @@ mod tests {
 
     #[test]
     fn tables_write_only_the_serial_fifo_and_vsock_dir() {
-        for profile in [Profile::CloudHypervisor, Profile::Qemu] {
-            policy(&config(profile), Path::new("/usr/bin/vmm"), None)
+        for vmm in [Vmm::CloudHypervisor, Vmm::Qemu] {
+            policy(&config(vmm), Path::new("/usr/bin/vmm"), None)
                 .check()
                 .unwrap();
         }
-        for profile in [Profile::CloudHypervisor, Profile::Qemu] {
+        for vmm in [Vmm::CloudHypervisor, Vmm::Qemu] {
             let p = policy(
-                &config(profile),
+                &config(vmm),
                 Path::new("/usr/bin/vmm"),
                 host_group_inside_gid("kvm"),
             );
@@ -397,19 +397,15 @@ mod tests {
             assert!(p.caps.is_empty());
             assert_eq!(p.uid, VMM_UID);
             let kvm = host_group_inside_gid("kvm").unwrap();
-            let want: &[u32] = if profile == Profile::Qemu {
-                &[]
-            } else {
-                &[kvm]
-            };
+            let want: &[u32] = if vmm == Vmm::Qemu { &[] } else { &[kvm] };
             assert_eq!(p.groups, want, "kvm only for a VMM that uses /dev/kvm");
         }
     }
 
     #[test]
     fn kvm_only_when_used() {
-        let mut c = config(Profile::Qemu);
-        let has_kvm = |c: &Config| {
+        let mut c = config(Vmm::Qemu);
+        let has_kvm = |c: &VmConfig| {
             policy(c, Path::new("/usr/bin/q"), None)
                 .landlock
                 .iter()
@@ -418,13 +414,13 @@ mod tests {
         assert!(!has_kvm(&c));
         c.accel = "kvm".into();
         assert!(has_kvm(&c));
-        assert!(has_kvm(&config(Profile::CloudHypervisor)));
+        assert!(has_kvm(&config(Vmm::CloudHypervisor)));
     }
 
     #[test]
     fn fsize_covers_guest_ram() {
         let p = policy(
-            &config(Profile::CloudHypervisor),
+            &config(Vmm::CloudHypervisor),
             Path::new("/usr/bin/ch"),
             None,
         );

@@ -24,7 +24,7 @@ use rustix::process::{kill_process, pidfd_open, pidfd_send_signal, Pid, PidfdFla
 use sandbox_core::attempts;
 use sandbox_core::policy::DEFAULT_MEMLOCK;
 use sandbox_core::Errno;
-use tests::Profile;
+use tests::Privilege;
 
 /// What an attempt must give.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -378,7 +378,7 @@ fn main() {
     if argv.iter().any(|a| a == "--api-socket") {
         as_vmm(&argv);
     }
-    let mut profile = Profile::User;
+    let mut profile = Privilege::User;
     let (mut state_dir, mut vm, mut own_dir, mut other_vm) =
         (PathBuf::new(), String::new(), PathBuf::new(), None);
     let (mut pids, mut gone, mut abstracts, mut tcp_port) = (
@@ -391,7 +391,7 @@ fn main() {
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| usage());
         match a.as_str() {
-            "--profile" => profile = Profile::parse(&v).unwrap_or_else(|| usage()),
+            "--profile" => profile = Privilege::parse(&v).unwrap_or_else(|| usage()),
             "--state-dir" => state_dir = v.into(),
             "--vm" => vm = v,
             "--own-dir" => own_dir = v.into(),
@@ -634,7 +634,7 @@ fn main() {
         )),
     );
     p.check("chroot /tmp", EPERM, rx(rustix::process::chroot("/tmp")));
-    if profile == Profile::User {
+    if profile == Privilege::User {
         p.check(
             "setuid(0)",
             EPERM,

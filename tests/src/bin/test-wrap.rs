@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use sandbox_core::parent::ExpectedParent;
 use sandbox_core::policy::{apply, Exec};
-use tests::{test_policy, Profile, Weaken};
+use tests::{test_policy, Privilege, Weaken};
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
@@ -25,7 +25,7 @@ fn main() {
                 .unwrap_or_default()
         };
         match a.to_str().unwrap_or("") {
-            "--profile" => profile = Profile::parse(&val()),
+            "--profile" => profile = Privilege::parse(&val()),
             "--uid" => uid = val().parse().ok(),
             "--vm-dir" => vm_dir = Some(PathBuf::from(val())),
             "--own-dir" => own_dir = Some(PathBuf::from(val())),
