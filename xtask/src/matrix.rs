@@ -8,8 +8,6 @@ use std::process::{Command, Stdio};
 
 use crate::{cargo, link, root, sh, Result};
 
-const FIRST_ID: u32 = 1 << 20;
-const BLOCK: u32 = 1 << 17;
 const UID_A: u32 = 65600;
 const UID_B: u32 = 65601;
 
@@ -51,7 +49,9 @@ fn add_vm(state: &std::path::Path, name: &str, slot: u32, a_uid: u32) -> Result 
     std::fs::write(vm.join("config/marker"), "config\n").map_err(err)?;
     for (dir, uid) in [("out-a", a_uid), ("out-b", UID_B)] {
         std::fs::create_dir_all(vm.join(dir)).map_err(err)?;
-        let host = FIRST_ID + slot * BLOCK + uid;
+        let host = sandbox_core::ids::Slot::new(slot)
+            .ok_or_else(|| format!("slot {slot} out of range"))?
+            .host_id(uid);
         std::os::unix::fs::chown(vm.join(dir), Some(host), Some(host)).map_err(err)?;
     }
     Ok(())
