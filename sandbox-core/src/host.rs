@@ -156,6 +156,14 @@ fn group_or_others_rw(meta: &std::fs::Metadata, group: Option<u32>) -> bool {
     mode & 0o006 == 0o006 || (group == Some(meta.gid()) && mode & 0o060 == 0o060)
 }
 
+/// The host's kvm group, read from /etc/group now (None without one).
+pub fn kvm_group() -> Option<u32> {
+    crate::ids::host_group_gid(
+        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        "kvm",
+    )
+}
+
 /// Refuses a VM that needs KVM on a host where the VMM could not open
 /// /dev/kvm: its uid is the VM's own, and the only host group it gets is
 /// the one named `kvm` (`kvm_gid`, when the host has one).

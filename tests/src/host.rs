@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::sync::{Condvar, Mutex};
 
-use sandbox_core::host::KVM_DEVICE;
+use sandbox_core::host::{kvm_group, KVM_DEVICE};
 
 /// /dev/kvm and the kvm group as found.
 #[derive(Debug)]
@@ -23,13 +23,6 @@ struct KvmState {
     mode: u32,
     /// The kvm group's gid, when the host had one.
     group: Option<u32>,
-}
-
-fn kvm_group() -> Option<u32> {
-    sandbox_core::ids::host_group_gid(
-        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
-        "kvm",
-    )
 }
 
 fn run(cmd: &str, args: &[&str]) {

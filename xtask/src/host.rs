@@ -9,17 +9,9 @@
 
 use std::process::Command;
 
-use sandbox_core::host::{check_kvm, describe, KVM_DEVICE};
-use sandbox_core::ids::host_group_gid;
+use sandbox_core::host::{check_kvm, describe, kvm_group, KVM_DEVICE};
 
 use crate::Result;
-
-fn kvm_group() -> Option<u32> {
-    host_group_gid(
-        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
-        "kvm",
-    )
-}
 
 /// Gives /dev/kvm a kvm group and mode 0660 unless vm-init's own check
 /// says the VMM can open it already (or there is no /dev/kvm: then
