@@ -82,3 +82,51 @@ pub fn shm_remove(id: i32) -> Result<(), Errno> {
         .map(drop)
         .map_err(Into::into)
 }
+
+/// Maps `len` bytes of `fd` shared and read-write (guest memory a
+/// vhost-user backend gets), writes and reads one byte, unmaps.
+pub fn map_shared(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    const PROT_READ_WRITE: usize = 3;
+    const MAP_SHARED: usize = 1;
+    // SAFETY: a fresh mapping at an address the kernel picks; nothing of
+    // ours is overwritten.
+    let addr = unsafe {
+        syscall!(
+            Sysno::mmap,
+            0usize,
+            len,
+            PROT_READ_WRITE,
+            MAP_SHARED,
+            fd.as_raw_fd() as usize,
+            0usize
+        )
+    }?;
+    let byte = addr as *mut u8;
+    // SAFETY: `addr` is the start of the `len`-byte (len > 0 checked by
+    // the kernel) read-write mapping made above, unmapped only below.
+    let read = unsafe {
+        byte.write_volatile(0x5a);
+        byte.read_volatile()
+    };
+    // SAFETY: unmaps exactly the mapping made above; no reference to it
+    // outlives this call.
+    unsafe { syscall!(Sysno::munmap, addr, len) }?;
+    if read == 0x5a {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+/// Any system call with integer arguments, for seeing what a seccomp
+/// filter does with it. The caller passes no pointer but null: a test
+/// names calls like keyctl(0), bpf(0, NULL) or socket(AF_INET, ...).
+pub fn raw_call(call: Sysno, args: [u64; 6]) -> Result<(), Errno> {
+    let a = args.map(|v| v as usize);
+    // SAFETY: the arguments are integers the test chose; the only
+    // pointers among them are null, which the kernel refuses to follow.
+    unsafe { syscall!(call, a[0], a[1], a[2], a[3], a[4], a[5]) }
+        .map(drop)
+        .map_err(Into::into)
+}

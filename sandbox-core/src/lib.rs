@@ -21,6 +21,7 @@ pub mod parent;
 pub mod policy;
 pub mod prctl;
 pub mod rlimits;
+pub mod seccomp;
 pub mod signals;
 pub mod spawn;
 pub mod vmconfig;

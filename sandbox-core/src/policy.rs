@@ -13,6 +13,7 @@ use crate::landlock::{self, Access, FsRule, Scope};
 use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
 use crate::rlimits::{self, Limit};
+use crate::seccomp;
 use crate::{creds, fds, prctl};
 
 /// Both scopes; every policy of this project uses exactly these.
@@ -81,6 +82,10 @@ pub struct Policy {
     pub cwd: PathBuf,
     /// The opt-out for kernels below Landlock ABI 6. Never set by default.
     pub allow_weaker_landlock: bool,
+    /// The daemon's system calls, when the wrapper filters them: anything
+    /// else kills it. None for a daemon that installs its own, stricter,
+    /// per-thread filters (virtiofsd, cloud-hypervisor, QEMU's -sandbox).
+    pub syscalls: Option<&'static [seccomp::Group]>,
 }
 
 impl Policy {
@@ -158,7 +163,10 @@ pub struct Exec {
 /// `exec`. Returns only on failure; nothing weaker than the policy runs.
 pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<Infallible> {
     // 0. A policy that breaks an invariant is a bug: nothing is applied.
+    //    Its syscall filter is compiled now, so that one the kernel or this
+    //    architecture cannot take refuses before anything is changed.
     policy.check()?;
+    let filter = policy.syscalls.map(seccomp::compile).transpose()?;
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
     parent::arm_and_check(parent)?;
@@ -206,12 +214,19 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     //    mount, capability or id change is possible anyway.
     prctl::no_new_privs()?;
     ruleset.restrict_self()?;
-    // 10. The daemon, with a fixed environment.
-    let err = std::process::Command::new(&exec.program)
+    // 10. The syscall filter, last: it needs no_new_privs, and after it the
+    //     wrapper itself may only do what the daemon may (the command is
+    //     built before, so that exec is all that is left).
+    let mut command = std::process::Command::new(&exec.program);
+    command
         .args(&exec.args)
         .env_clear()
-        .envs(policy.env.iter().map(|(k, v)| (k, v)))
-        .exec();
+        .envs(policy.env.iter().map(|(k, v)| (k, v)));
+    if let Some(filter) = &filter {
+        seccomp::install(filter)?;
+    }
+    // 11. The daemon, with a fixed environment.
+    let err = command.exec();
     Err(Error::path("exec", &exec.program, err))
 }
 
@@ -250,6 +265,7 @@ mod tests {
             env: vec![],
             cwd: "/".into(),
             allow_weaker_landlock: false,
+            syscalls: None,
         }
     }
 

@@ -207,6 +207,9 @@ impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExitStatus::Code(c) => write!(f, "exited with status {c}"),
+            ExitStatus::Signal(31) => {
+                f.write_str("killed by SIGSYS: a system call outside its seccomp allow-list")
+            }
             ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
             ExitStatus::Unknown => write!(f, "ended in an unknown way"),
         }

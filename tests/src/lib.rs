@@ -6,6 +6,7 @@
 pub mod bait;
 pub mod guest;
 pub mod host;
+pub mod vhost_user;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -152,6 +153,7 @@ pub fn test_policy(
         cwd: "/".into(),
         join_user_namespace: None,
         allow_weaker_landlock: false,
+        syscalls: None,
     }
 }
 

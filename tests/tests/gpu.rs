@@ -3,7 +3,7 @@
 //! compositor's socket, makes shared buffers, and reaches nothing else: not
 //! the other daemons, the VM's storage, /dev/kvm, other host sockets, TCP.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -64,20 +64,27 @@ fn socket(path: &std::path::Path) -> UnixListener {
     l
 }
 
-#[test]
-fn the_probe_in_crosvms_place() {
-    if !privileged("gpu_probe") {
-        return;
-    }
-    let _node = RenderNode::new();
-    let state = StateDir::new("gpu_probe");
-    let bait = tests::bait::hold();
-    let vm = state.add_standin_vm("g");
-    // Both open to anyone by DAC (0666): only the sandbox keeps the second out.
+/// A compositor for the probe: accepts the GPU daemon's connection, tells
+/// it what to do in one line (`probe`, or `try NAME ARGS`), then holds the
+/// connection until the daemon closes it.
+fn compositor(l: UnixListener, command: &str) {
+    let command = format!("{command}\n");
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = c.write_all(command.as_bytes());
+            let mut b = [0u8; 64];
+            while c.read(&mut b).is_ok_and(|n| n > 0) {}
+        }
+    });
+}
+
+/// vm-init of VM `g` with the cooperative VMM stand-in (which starts the
+/// GPU backend's queue 0 as facts/crosvm.md measured it) and the probe in
+/// crosvm's place; its compositor says `command`.
+fn gpu_vm(state: &StateDir, command: &str) -> (std::process::Child, Stdout, String) {
     let wayland = state.top().join("wayland/wayland-0");
-    let _compositor = socket(&wayland);
-    let _host = socket(&state.top().join("host.sock"));
-    std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&wayland);
+    compositor(socket(&wayland), command);
     let bin = state.standins();
     let mut child = Command::new(state.bin().join("vm-init"))
         .args([
@@ -99,18 +106,43 @@ fn the_probe_in_crosvms_place() {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let report = read_report(&mut out);
+    (child, out, report)
+}
+
+type Stdout = BufReader<std::process::ChildStdout>;
+
+#[test]
+fn the_probe_in_crosvms_place() {
+    if !privileged("gpu_probe") {
+        return;
+    }
+    let _node = RenderNode::new();
+    let state = StateDir::new("gpu_probe");
+    let bait = tests::bait::hold();
+    let vm = state.add_standin_vm("g");
+    // An open (0666) host socket: only the sandbox keeps it out.
+    let _host = socket(&state.top().join("host.sock"));
+    let wayland = state.top().join("wayland/wayland-0");
+    std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+    let (mut child, _out, report) = gpu_vm(&state, "probe");
     if !report.contains("probe: ") {
         let _ = child.kill();
         let mut err = String::new();
-        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+        let _ = child.stderr.as_mut().unwrap().read_to_string(&mut err);
         panic!("no report from the probe; vm-init:\n{err}");
     }
     eprintln!("{report}");
-    assert!(
-        report.contains("ok   open /dev/dri/renderD231 read-write"),
-        "{report}"
-    );
-    assert_report_holds(&report, 28);
+    for line in [
+        "ok   Seccomp (filter mode)",
+        "ok   vhost-user: the exchange that starts queue 0",
+        "ok   vhost-user: map the guest memory (memfd, shared)",
+        "ok   connect the compositor's socket",
+        "ok   open /dev/dri/renderD231 read-write",
+        "ok   clone3 (glibc falls back to clone)",
+    ] {
+        assert!(report.contains(line), "{line}:\n{report}");
+    }
+    assert_report_holds(&report, 30);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -123,6 +155,54 @@ fn the_probe_in_crosvms_place() {
         Some(0)
     );
     bait.assert_nothing_reached_the_host();
+
+    // Every attempt the probe left out because its call is off the
+    // allow-list, and what else a compromised daemon would go for: each
+    // alone, in a VM of its own, must kill the daemon with SIGSYS, and
+    // vm-init must say so and take the VM down.
+    let mut off: Vec<String> = report
+        .lines()
+        .filter_map(|l| Some(l.split_once("off the allow-list: ")?.1.trim().to_owned()))
+        .collect();
+    assert!(off.len() >= 6, "the probe left out too few:\n{report}");
+    for extra in [
+        "keyctl 0 0 0 0 0 0",
+        "bpf 0 0 0 0 0 0",
+        "perf_event_open 0 0 0 0 0 0",
+        "io_uring_enter 0 0 0 0 0 0",
+        "process_vm_readv 1 0 0 0 0 0",
+        "mount 0 0 0 0 0 0",
+        // fork: clone without CLONE_THREAD (SIGCHLD).
+        "clone 17 0 0 0 0 0",
+        // W^X: a writable and executable mapping.
+        "mmap 0 4096 7 34 0 0",
+    ] {
+        off.push(extra.to_owned());
+    }
+    off.sort();
+    off.dedup();
+    for call in &off {
+        let (mut child, mut out, report) = gpu_vm(&state, &format!("try {call}"));
+        assert!(
+            report.contains(&format!("probe: trying {call}")),
+            "{call}:\n{report}"
+        );
+        let log = wait_line(&mut child, "tearing it down");
+        assert!(
+            log.contains("the GPU daemon killed by SIGSYS: a system call outside its seccomp allow-list: the VM cannot go on, tearing it down"),
+            "{call}:\n{log}"
+        );
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        assert!(!rest.contains("returned"), "{call} got through:\n{rest}");
+        assert_eq!(
+            wait_at_most(&mut child, Duration::from_secs(10))
+                .unwrap()
+                .code(),
+            Some(1),
+            "{call}"
+        );
+    }
 }
 
 #[test]

@@ -123,6 +123,7 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         // Set-id capabilities that reach the guest's ids only.
         join_user_namespace: Some(USERNS_FD),
         allow_weaker_landlock: false,
+        syscalls: None,
     }
 }
 

@@ -168,6 +168,7 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
         cwd: d.config(),
         join_user_namespace: None,
         allow_weaker_landlock: false,
+        syscalls: None,
     }
 }
 

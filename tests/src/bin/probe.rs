@@ -16,6 +16,7 @@
 use std::fs;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::{Path, PathBuf};
@@ -23,8 +24,10 @@ use std::path::{Path, PathBuf};
 use rustix::process::{kill_process, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use sandbox_core::attempts;
 use sandbox_core::policy::DEFAULT_MEMLOCK;
+use sandbox_core::seccomp::{self, Group, Verdict};
 use sandbox_core::Errno;
-use tests::Privilege;
+use syscalls::Sysno;
+use tests::{vhost_user, Privilege};
 
 /// What an attempt must give.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,8 @@ impl std::fmt::Display for Want {
 struct Probe {
     attempts: usize,
     failed: usize,
+    /// The seccomp list the daemon runs under, if the wrapper installs one.
+    filter: Option<&'static [Group]>,
 }
 
 /// A line of /proc/self/status, after the colon.
@@ -90,6 +95,35 @@ impl Probe {
     fn status_is(&mut self, attempt: &str, field: &str, want: &str) {
         let got = status_field(field);
         self.record(attempt, want, &got, got == want);
+    }
+
+    /// Runs `attempt` unless one of its `calls` is off the seccomp list
+    /// the probe runs under: that would kill it, so it prints the call
+    /// instead (`off the allow-list: NAME ARGS`), which gpu.rs then makes
+    /// alone in a VM of its own and sees killed. Not counted as an attempt.
+    fn filtered(
+        &mut self,
+        attempt: &str,
+        calls: &[(Sysno, [u64; 6])],
+        want: Want,
+        f: impl FnOnce() -> Result<(), Errno>,
+    ) {
+        let off = self.filter.and_then(|list| {
+            calls
+                .iter()
+                .find(|(call, args)| seccomp::allows(list, *call, args) == Verdict::Kill)
+        });
+        match off {
+            Some((call, args)) => {
+                let args: Vec<String> = args.iter().map(u64::to_string).collect();
+                println!(
+                    "kill {attempt:<52} off the allow-list: {} {}",
+                    call.name(),
+                    args.join(" ")
+                );
+            }
+            None => self.check(attempt, want, f()),
+        }
     }
 
     fn check(&mut self, attempt: &str, want: Want, got: Result<(), Errno>) {
@@ -185,20 +219,26 @@ fn host_reach(p: &mut Probe, table: &[PathBuf]) {
     }
     // The VM's network namespace is empty: no route to the host's
     // loopback, no ping socket, no host abstract name.
-    p.check(
+    p.filtered(
         &format!("UDP sendto 127.0.0.1:{}", bait::UDP_PORT),
+        &[(Sysno::socket, [AF_INET, SOCK_DGRAM, 0, 0, 0, 0])],
         Want::Err(Errno(101)),
-        io(std::net::UdpSocket::bind(("0.0.0.0", 0))
-            .and_then(|u| u.send_to(b"escape", ("127.0.0.1", bait::UDP_PORT)))),
+        || {
+            io(std::net::UdpSocket::bind(("0.0.0.0", 0))
+                .and_then(|u| u.send_to(b"escape", ("127.0.0.1", bait::UDP_PORT))))
+        },
     );
-    p.check(
+    p.filtered(
         "socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)",
+        &[(Sysno::socket, [AF_INET, SOCK_DGRAM, 1, 0, 0, 0])],
         EACCES,
-        rx(rustix::net::socket(
-            rustix::net::AddressFamily::INET,
-            rustix::net::SocketType::DGRAM,
-            Some(rustix::net::ipproto::ICMP),
-        )),
+        || {
+            rx(rustix::net::socket(
+                rustix::net::AddressFamily::INET,
+                rustix::net::SocketType::DGRAM,
+                Some(rustix::net::ipproto::ICMP),
+            ))
+        },
     );
     let host_name = SocketAddr::from_abstract_name(bait::ABSTRACT.as_bytes()).unwrap();
     p.check(
@@ -209,14 +249,16 @@ fn host_reach(p: &mut Probe, table: &[PathBuf]) {
     // A name bound here is the VM's own: no host client can reach it
     // (the test checks that from the host side).
     let squat = SocketAddr::from_abstract_name(b"vm-sandbox-squat").unwrap();
-    let squatted = std::os::unix::net::UnixListener::bind_addr(&squat);
-    p.check(
+    let mut squatted = None;
+    p.filtered(
         "bind @vm-sandbox-squat (the VM's own namespace)",
+        &[(Sysno::bind, [0; 6])],
         Want::Ok,
-        squatted
-            .as_ref()
-            .map(drop)
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
+        || {
+            let l = std::os::unix::net::UnixListener::bind_addr(&squat).map_err(Errno::from)?;
+            squatted = Some(l);
+            Ok(())
+        },
     );
     let unix = fs::read_to_string("/proc/net/unix").unwrap_or_default();
     let leaked: Vec<&str> = unix
@@ -269,15 +311,17 @@ fn host_reach(p: &mut Probe, table: &[PathBuf]) {
     );
     // SysV IPC is the VM's own: the host's segment does not exist here,
     // and one made here is gone with the VM.
-    p.check(
+    p.filtered(
         "shmget(the host's key)",
+        &[(Sysno::shmget, [0; 6])],
         ENOENT,
-        attempts::shmget(bait::SHM_KEY, 0, false, 0).map(drop),
+        || attempts::shmget(bait::SHM_KEY, 0, false, 0).map(drop),
     );
-    p.check(
+    p.filtered(
         "shmget(IPC_CREAT) (the VM's own namespace)",
+        &[(Sysno::shmget, [0; 6])],
         Want::Ok,
-        attempts::shmget(bait::PROBE_SHM_KEY, 4096, true, 0o666).map(drop),
+        || attempts::shmget(bait::PROBE_SHM_KEY, 4096, true, 0o666).map(drop),
     );
 }
 
@@ -354,6 +398,9 @@ const ENOENT: Want = Want::Err(Errno::ENOENT);
 const ESRCH: Want = Want::Err(Errno::ESRCH);
 const EROFS: Want = Want::Err(Errno::EROFS);
 const ECONNREFUSED: Want = Want::Err(Errno(111));
+const AF_INET: u64 = 2;
+const SOCK_STREAM: u64 = 1;
+const SOCK_DGRAM: u64 = 2;
 
 fn main() {
     // Started by wrap-virtiofsd in virtiofsd's place, with its argv.
@@ -410,6 +457,7 @@ fn main() {
     let mut p = Probe {
         attempts: 0,
         failed: 0,
+        filter: None,
     };
 
     // Other processes of the VM: signals, ptrace, memory, /proc.
@@ -712,6 +760,7 @@ fn as_virtiofsd(shared: &Path) -> ! {
     let mut p = Probe {
         attempts: 0,
         failed: 0,
+        filter: None,
     };
     let me = std::process::id() as i32;
     p.check(
@@ -898,6 +947,7 @@ fn as_vmm(argv: &[String]) -> ! {
     let mut p = Probe {
         attempts: 0,
         failed: 0,
+        filter: None,
     };
     // What the table grants.
     p.check(
@@ -1054,7 +1104,11 @@ fn as_vmm(argv: &[String]) -> ! {
 }
 
 /// The probe as the --gpu program of vm-init: crosvm `device gpu`'s argv,
-/// fds and policy. The test put its fake compositor socket at
+/// fds and policy, its seccomp filter included. Like crosvm, it serves the
+/// VMM's vhost-user connection (fd 3) and connects the compositor once
+/// queue 0 starts; the test's compositor then says what to do: `probe`
+/// (every attempt below) or `try NAME [ARG]...` (one system call off the
+/// allow-list, which must kill it). The test put its compositor socket at
 /// TOP/wayland/wayland-0 and an open (0666) host socket at TOP/host.sock.
 fn as_gpu(argv: &[String]) -> ! {
     let wayland = PathBuf::from(arg_after(argv, "--wayland-sock"));
@@ -1067,7 +1121,144 @@ fn as_gpu(argv: &[String]) -> ! {
     let mut p = Probe {
         attempts: 0,
         failed: 0,
+        filter: Some(wrap_gpu::policy::SYSCALLS),
     };
+    p.status_is("Seccomp (filter mode)", "Seccomp", "2");
+    let conn = match sandbox_core::event::take_fd(SOCKET_FD_GPU, "--fd") {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("probe: {e}");
+            std::process::exit(111);
+        }
+    };
+    let compositor = serve_until_queue_0_starts(&mut p, &conn, &wayland);
+    let mut command = String::new();
+    if let Some(c) = &compositor {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(c), &mut command);
+    }
+    if let Some(call) = command.trim().strip_prefix("try ") {
+        try_off_the_list(call);
+    }
+    gpu_attempts(&mut p, &wayland, &top, me);
+    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+    let _ = std::io::stdout().flush();
+    // Like crosvm: serve the VMM's connection until it goes away.
+    while let Ok(Some(_)) = vhost_user::recv(&conn) {}
+    std::process::exit(i32::from(p.failed > 0));
+}
+
+/// The backend's side of facts/crosvm.md's exchange, making the calls
+/// crosvm makes on it: recvmsg with fds, the guest memory mapped shared,
+/// epoll on the kick eventfd, then the compositor's socket.
+fn serve_until_queue_0_starts(
+    p: &mut Probe,
+    conn: &UnixStream,
+    wayland: &Path,
+) -> Option<UnixStream> {
+    use tests::vhost_user as vu;
+    let mut seen = Vec::new();
+    loop {
+        let m = match vu::recv(conn) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                p.record(
+                    "vhost-user: queue 0 started",
+                    "SET_VRING_KICK",
+                    "closed",
+                    false,
+                );
+                return None;
+            }
+            Err(e) => {
+                p.record("vhost-user: receive", "a message", &e.to_string(), false);
+                return None;
+            }
+        };
+        seen.push(m.request);
+        match m.request {
+            vu::GET_FEATURES => p.check(
+                "vhost-user: answer GET_FEATURES",
+                Want::Ok,
+                io(vu::reply_features(conn, vu::CROSVM_GPU_FEATURES)),
+            ),
+            vu::SET_MEM_TABLE => p.check(
+                "vhost-user: map the guest memory (memfd, shared)",
+                Want::Ok,
+                match m.fds.first() {
+                    Some(fd) => attempts::map_shared(fd.as_fd(), vu::MEMORY as usize),
+                    None => Err(Errno::EINVAL),
+                },
+            ),
+            vu::SET_VRING_KICK => {
+                let kick = m.fds.first();
+                p.check(
+                    "vhost-user: epoll on the kick eventfd",
+                    Want::Ok,
+                    rx(rustix::event::epoll::create(
+                        rustix::event::epoll::CreateFlags::CLOEXEC,
+                    ))
+                    .and_then(|_| kick.map(drop).ok_or(Errno::EINVAL)),
+                );
+                let want = [
+                    vu::GET_FEATURES,
+                    vu::SET_OWNER,
+                    vu::SET_FEATURES,
+                    vu::SET_MEM_TABLE,
+                    vu::SET_VRING_NUM,
+                    vu::SET_VRING_ADDR,
+                    vu::SET_VRING_BASE,
+                    vu::SET_VRING_CALL,
+                    vu::SET_VRING_KICK,
+                ];
+                p.record(
+                    "vhost-user: the exchange that starts queue 0",
+                    &format!("{want:?}"),
+                    &format!("{seen:?}"),
+                    seen == want,
+                );
+                match UnixStream::connect(wayland) {
+                    Ok(c) => {
+                        p.check("connect the compositor's socket", Want::Ok, Ok(()));
+                        return Some(c);
+                    }
+                    Err(e) => {
+                        p.check(
+                            "connect the compositor's socket",
+                            Want::Ok,
+                            io(Err::<(), _>(e)),
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One system call off the allow-list, asked for by the test's
+/// compositor: the filter must kill the process before it returns.
+fn try_off_the_list(call: &str) -> ! {
+    let mut words = call.split_whitespace();
+    let name = words.next().unwrap_or("");
+    let Ok(sysno) = name.parse::<Sysno>() else {
+        println!("probe: no such system call: {name}");
+        std::process::exit(100);
+    };
+    let mut args = [0u64; 6];
+    for (a, w) in args.iter_mut().zip(words) {
+        *a = w.parse().unwrap_or(0);
+    }
+    println!("probe: trying {call}");
+    let _ = std::io::stdout().flush();
+    let r = attempts::raw_call(sysno, args);
+    println!("probe: {call} returned {r:?}: the filter let it through");
+    let _ = std::io::stdout().flush();
+    std::process::exit(1);
+}
+
+/// What crosvm's place may and may not reach, once it runs.
+fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
     // /dev/dri is not listable (no rule); its render nodes are openable.
     p.check("ls /dev/dri", EACCES, io(fs::read_dir("/dev/dri")));
     let mut nodes = 0;
@@ -1092,11 +1283,6 @@ fn as_gpu(argv: &[String]) -> ! {
         ENOENT,
         io(fs::File::open("/dev/dri/card0")),
     );
-    p.check(
-        "connect the compositor's socket",
-        Want::Ok,
-        io(UnixStream::connect(&wayland)),
-    );
     let memfd = rustix::fs::memfd_create("gpu-buffer", rustix::fs::MemfdFlags::CLOEXEC);
     p.check(
         "memfd_create + ftruncate 1 MiB",
@@ -1120,6 +1306,12 @@ fn as_gpu(argv: &[String]) -> ! {
         Want::Ok,
         io(fs::read_dir("/sys/devices")),
     );
+    p.filtered(
+        "clone3 (glibc falls back to clone)",
+        &[(Sysno::clone3, [0; 6])],
+        Want::Err(Errno(38)),
+        || attempts::raw_call(Sysno::clone3, [0; 6]),
+    );
     // Not the other daemons of its VM.
     for (pid, who) in [
         (1, "vm-init"),
@@ -1132,10 +1324,11 @@ fn as_gpu(argv: &[String]) -> ! {
             EPERM,
             rx(kill_process(target, Signal::KILL)),
         );
-        p.check(
+        p.filtered(
             &format!("ptrace(PTRACE_ATTACH, {who})"),
+            &[(Sysno::ptrace, [16, pid as u64, 0, 0, 0, 0])],
             EPERM,
-            attempts::ptrace_attach(pid),
+            || attempts::ptrace_attach(pid),
         );
         p.check(
             &format!("open /proc/{pid}/status ({who})"),
@@ -1162,41 +1355,33 @@ fn as_gpu(argv: &[String]) -> ! {
             .write(true)
             .open("/dev/kvm")),
     );
-    host_reach(&mut p, std::slice::from_ref(&wayland));
-    p.check(
+    host_reach(p, &[wayland.to_owned()]);
+    p.filtered(
         "TCP bind 127.0.0.1:0",
+        &[(Sysno::socket, [AF_INET, SOCK_STREAM, 0, 0, 0, 0])],
         EACCES,
-        io(TcpListener::bind(("127.0.0.1", 0))),
+        || io(TcpListener::bind(("127.0.0.1", 0))),
     );
-    p.check(
+    p.filtered(
         "TCP connect 127.0.0.1:22",
+        &[(Sysno::socket, [AF_INET, SOCK_STREAM, 0, 0, 0, 0])],
         EACCES,
-        io(TcpStream::connect(("127.0.0.1", 22))),
+        || io(TcpStream::connect(("127.0.0.1", 22))),
     );
-    p.check(
+    p.filtered(
         "unshare(CLONE_NEWUSER)",
+        &[(Sysno::unshare, [0x1000_0000, 0, 0, 0, 0, 0])],
         Want::Err(Errno::ENOSPC),
-        attempts::unshare_user(),
+        attempts::unshare_user,
     );
-    p.check(
-        "setuid(0)",
-        EPERM,
-        rx(rustix::thread::set_thread_uid(rustix::process::Uid::ROOT)),
-    );
+    p.filtered("setuid(0)", &[(Sysno::setuid, [0; 6])], EPERM, || {
+        rx(rustix::thread::set_thread_uid(rustix::process::Uid::ROOT))
+    });
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("CapBnd", "CapBnd", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     p.limit_is("Max processes", &wrap_gpu::policy::NPROC.to_string());
     p.limit_is("Max locked memory", &DEFAULT_MEMLOCK.to_string());
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
-    // Like crosvm: serve the VMM's vhost-user connection until it goes away.
-    if let Ok(fd) = sandbox_core::event::take_fd(SOCKET_FD_GPU, "--fd") {
-        let mut conn = UnixStream::from(fd);
-        let mut buf = [0u8; 64];
-        while std::io::Read::read(&mut conn, &mut buf).is_ok_and(|n| n > 0) {}
-    }
-    std::process::exit(i32::from(p.failed > 0));
 }
 
 /// The connected socket wrap-gpu passes (crosvm's `--fd 3`).

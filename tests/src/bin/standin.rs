@@ -74,10 +74,22 @@ fn vmm(name: &str, args: &[String], api: &str) {
         .and_then(|s| s.split(',').find_map(|kv| kv.strip_prefix("socket=")))
         .expect("--fs socket=");
     let _fs = UnixStream::connect(fs_sock).expect("connect to virtiofsd");
-    // ... and to the GPU daemon's socket, when the VM has one.
+    // ... and to the GPU daemon's socket, when the VM has one, starting
+    // its queue 0 the way facts/crosvm.md measured it.
     let _gpu = arg_after(args, "--gpu")
         .and_then(|s| s.strip_prefix("socket="))
-        .map(|p| UnixStream::connect(p).expect("connect to the GPU socket"));
+        .map(|p| {
+            let gpu = UnixStream::connect(p).expect("connect to the GPU socket");
+            match tests::vhost_user::start_queue_0(&gpu) {
+                Ok(f) => {
+                    let _ = writeln!(log, "standin: GPU backend features {f:#x}, queue 0 started");
+                }
+                Err(e) => {
+                    let _ = writeln!(log, "standin: GPU backend: {e}");
+                }
+            }
+            gpu
+        });
     let event = |e: &mut std::fs::File, what: &str| {
         let _ = write!(e, "{{\n  \"timestamp\": {{\"secs\": 0, \"nanos\": 1}},\n  \"source\": \"vm\",\n  \"event\": \"{what}\",\n  \"properties\": null\n}}\n\n");
     };
