@@ -1,7 +1,8 @@
 //! What the host must offer a VM, checked by the outer vm-init before it
 //! creates anything: a host set up wrongly is one line and exit 100, never
 //! a VM that starts and then falls over inside a wrapper. Nothing here
-//! changes anything; it reads metadata and /etc/group only.
+//! changes anything; it reads metadata and /etc/group only (and clones
+//! the compositor's socket as a detached mount, which nothing else sees).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -195,9 +196,99 @@ fn check_device_for_group(device: &Path, group: &str, gid: Option<u32>) -> Resul
     )))
 }
 
+/// The compositor's socket as the outer vm-init (host root) resolved it:
+/// a detached mount of it for the GPU daemon's view, and the host group
+/// the daemon needs to connect, if any.
+#[derive(Debug)]
+pub struct Compositor {
+    pub tree: std::os::fd::OwnedFd,
+    pub group: Option<u32>,
+}
+
+/// Resolves the compositor's socket as host root, which can reach it
+/// where the VM's ids cannot (Spectrum's /run/user/0 is 0700 root). The
+/// clone is what the GPU daemon gets: its type, mode and group are read
+/// from it, not from the path again, so a socket swapped for a symlink to
+/// something else in between is refused rather than bound.
+pub fn compositor(path: &Path, etc_group: &str) -> Result<Compositor> {
+    let what = "compositor socket";
+    std::fs::metadata(path).map_err(|e| Error::path(what, path, e))?;
+    let tree = crate::mount::clone_tree(path)?;
+    let st = rustix::fs::fstat(&tree).map_err(|e| Error::path(what, path, e))?;
+    let group = compositor_group(path, st.st_mode, st.st_gid, etc_group)?;
+    Ok(Compositor { tree, group })
+}
+
+/// The host group the GPU daemon needs for a socket of `mode` and `gid`:
+/// none when anyone may connect or when it is the render group (which
+/// the daemon has anyway); refused when only the owner may connect, or
+/// when the group would give the daemon more than the socket (root's,
+/// kvm's, or an id of the VMs' blocks).
+pub fn compositor_group(path: &Path, mode: u32, gid: u32, etc_group: &str) -> Result<Option<u32>> {
+    use crate::ids::{host_group_gid, BLOCK, FIRST_ID, SLOTS};
+    const S_IFSOCK: u32 = 0o140000;
+    if mode & 0o170000 != S_IFSOCK {
+        return Err(Error::path(
+            "compositor socket",
+            path,
+            crate::Errno(88), // ENOTSOCK
+        ));
+    }
+    let refuse = |why: String| {
+        Err(Error::Usage(format!(
+            "compositor socket {} is {} group {gid}: {why}",
+            path.display(),
+            mode_string(mode)
+        )))
+    };
+    if mode & 0o002 != 0 {
+        return Ok(None);
+    }
+    if mode & 0o020 == 0 {
+        return refuse(
+            "only its owner may connect; give it a group with write permission              (0660 root:wayland, say)"
+                .into(),
+        );
+    }
+    let vm_ids = u64::from(FIRST_ID)..u64::from(FIRST_ID) + u64::from(SLOTS) * u64::from(BLOCK);
+    if gid == 0 {
+        refuse("the GPU daemon would get the root group; give the socket a group of its own".into())
+    } else if Some(gid) == host_group_gid(etc_group, "kvm") {
+        refuse("the GPU daemon would get /dev/kvm with the kvm group".into())
+    } else if vm_ids.contains(&u64::from(gid)) {
+        refuse("that id belongs to a VM's block".into())
+    } else if Some(gid) == host_group_gid(etc_group, "render") {
+        Ok(None)
+    } else {
+        Ok(Some(gid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compositor_group_is_given_only_when_needed_and_harmless() {
+        let groups = "root:x:0:\nkvm:x:994:\nrender:x:992:\nwayland:x:15:\n";
+        let p = Path::new("/run/user/0/wayland-1");
+        let g = |mode, gid| compositor_group(p, mode, gid, groups);
+        assert_eq!(g(0o140660, 15).unwrap(), Some(15));
+        assert_eq!(g(0o140777, 0).unwrap(), None);
+        assert_eq!(g(0o140660, 992).unwrap(), None);
+        for (mode, gid, why) in [
+            (0o140600, 15, "only its owner may connect"),
+            (0o140660, 0, "root group"),
+            (0o140660, 994, "/dev/kvm"),
+            (0o140660, 1 << 20, "a VM's block"),
+        ] {
+            let e = g(mode, gid).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+            assert_eq!(e.exit_code(), crate::EXIT_USAGE);
+        }
+        let e = g(0o100660, 15).unwrap_err().to_string();
+        assert!(e.contains("Socket operation on non-socket"), "{e}");
+    }
 
     #[test]
     fn mode_strings_read_like_ls() {

@@ -67,6 +67,18 @@ pub fn uid_map(slot: Slot) -> String {
 pub const HOST_GROUPS: &[(&str, u32)] =
     &[("kvm", HOST_GROUP_BASE), ("render", HOST_GROUP_BASE + 1)];
 
+/// The inside-gid of the compositor socket's group, when the outer maps
+/// it (see `host::compositor`): given to the GPU daemon alone.
+pub const COMPOSITOR_GID: u32 = HOST_GROUP_BASE + 2;
+
+/// Inside a VM: whether inside-gid `gid` is mapped (/proc/self/gid_map).
+pub fn is_mapped(gid: u32) -> bool {
+    std::fs::read_to_string("/proc/self/gid_map").is_ok_and(|map| {
+        map.lines()
+            .any(|l| l.split_whitespace().next() == Some(&gid.to_string()))
+    })
+}
+
 /// The inside-gid of a host group of [`HOST_GROUPS`].
 pub fn host_group_inside_gid(name: &str) -> Option<u32> {
     HOST_GROUPS
@@ -78,11 +90,7 @@ pub fn host_group_inside_gid(name: &str) -> Option<u32> {
 /// Inside a VM: the inside-gid of host group `name` if vm-init mapped it
 /// (the host has such a group), read from /proc/self/gid_map.
 pub fn mapped_host_group(name: &str) -> Option<u32> {
-    let gid = host_group_inside_gid(name)?;
-    let map = std::fs::read_to_string("/proc/self/gid_map").ok()?;
-    map.lines()
-        .any(|l| l.split_whitespace().next() == Some(&gid.to_string()))
-        .then_some(gid)
+    host_group_inside_gid(name).filter(|&gid| is_mapped(gid))
 }
 
 /// The gid of host group `name` in `etc_group` (the text of /etc/group).

@@ -230,6 +230,9 @@ pub struct Visible {
     pub writable: bool,
     /// Skipped when absent; a missing required path is an error.
     pub optional: bool,
+    /// Attached from this fd (a detached mount the caller holds) instead
+    /// of bound from the path.
+    pub from: Option<std::os::fd::RawFd>,
 }
 
 /// Where a service's new root is put together before pivot_root: /tmp
@@ -285,6 +288,21 @@ pub fn build_service_namespace(mounts: &[ServiceMount], view: &[Visible]) -> Res
                 "{} is not an absolute path",
                 v.path.display()
             )));
+        }
+        if let Some(fd) = v.from {
+            // SAFETY: the policy names an fd its wrapper holds open until
+            // exec; it is only borrowed for this dup.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let tree =
+                rustix::io::fcntl_dupfd_cloexec(fd, 0).op_path("take the mount of", &v.path)?;
+            let st = rustix::fs::fstat(&tree).op_path("stat the mount of", &v.path)?;
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            let device = matches!(
+                kind,
+                rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice
+            );
+            trees.push((v, kind == rustix::fs::FileType::Directory, device, tree));
+            continue;
         }
         // Followed: /lib -> usr/lib is bound as the directory it names.
         let meta = match std::fs::metadata(&v.path) {

@@ -34,6 +34,13 @@ pub const SYSTEM_LIBRARIES: &[(&str, Access, bool)] = &[
     ("/etc/ld.so.cache", Access::Read, false),
 ];
 
+/// A path of the view attached from a detached mount the wrapper holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handed {
+    pub path: PathBuf,
+    pub fd: RawFd,
+}
+
 /// Turns a wrapper's static table into Landlock rules.
 pub fn rules(table: &[(&str, Access, bool)]) -> Vec<FsRule> {
     table
@@ -71,6 +78,11 @@ pub struct Policy {
     /// Path sockets the daemon connects to. No Landlock right below ABI 9
     /// covers connect(2): being in the view is what allows it.
     pub connect: Vec<PathBuf>,
+    /// Sockets of the view that come from an fd the wrapper was handed (a
+    /// detached mount the outer vm-init made as host root), not from the
+    /// VM's namespace: the compositor's, under a directory the VM's ids
+    /// cannot enter. Connected to like `connect`.
+    pub handed: Vec<Handed>,
     pub scopes: Vec<Scope>,
     pub rlimits: Vec<Limit>,
     /// Fds passed on to the daemon besides 0, 1, 2.
@@ -96,7 +108,14 @@ impl Policy {
     pub fn check(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Refused(format!("policy: {what}")));
         let mut seen = std::collections::HashSet::new();
-        for path in self.landlock.iter().map(|r| &r.path).chain(&self.connect) {
+        let handed = self.handed.iter().map(|h| &h.path);
+        for path in self
+            .landlock
+            .iter()
+            .map(|r| &r.path)
+            .chain(&self.connect)
+            .chain(handed)
+        {
             if !path.is_absolute() {
                 return bad(format!("{} is not an absolute path", path.display()));
             }
@@ -142,13 +161,21 @@ impl Policy {
             path: r.path.clone(),
             writable: matches!(r.access, Access::ReadWrite | Access::Sockets),
             optional: r.optional,
+            from: None,
         });
         let sockets = self.connect.iter().map(|p| Visible {
             path: p.clone(),
             writable: false,
             optional: false,
+            from: None,
         });
-        rows.chain(sockets).collect()
+        let handed = self.handed.iter().map(|h| Visible {
+            path: h.path.clone(),
+            writable: false,
+            optional: false,
+            from: Some(h.fd),
+        });
+        rows.chain(sockets).chain(handed).collect()
     }
 }
 
@@ -259,6 +286,7 @@ mod tests {
                 rule("/dev/null", Access::Device),
             ],
             connect: vec!["/run/vm/a/virtiofsd.sock".into()],
+            handed: vec![],
             scopes: ALL_SCOPES.to_vec(),
             rlimits: vec![],
             keep_fds: vec![3],
@@ -277,6 +305,15 @@ mod tests {
             ("relative", Box::new(|p| p.landlock[0].path = "usr".into())),
             ("/", Box::new(|p| p.landlock[0].path = "/".into())),
             ("twice", Box::new(|p| p.connect.push("/usr".into()))),
+            (
+                "handed twice",
+                Box::new(|p| {
+                    p.handed.push(Handed {
+                        path: "/run/vm/a/virtiofsd.sock".into(),
+                        fd: 4,
+                    })
+                }),
+            ),
             (
                 "write outside",
                 Box::new(|p| p.landlock[1].path = "/etc/x".into()),

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
+/// The compositor's socket when `config/gpu` is empty: Spectrum's, as
+/// crosvm is started there.
+pub const DEFAULT_COMPOSITOR_SOCKET: &str = "/run/user/0/wayland-1";
+
 /// Guest RAM when `config/memory` (MiB) is absent.
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
 
@@ -33,7 +37,9 @@ pub struct VmConfig {
     pub initramfs: bool,
     pub cmdline: Option<String>,
     pub disks: Vec<PathBuf>,
-    pub gpu: bool,
+    /// A GPU, through the compositor's socket at this path: `config/gpu`
+    /// present (empty for [`DEFAULT_COMPOSITOR_SOCKET`]).
+    pub gpu: Option<PathBuf>,
     pub memory_mib: u64,
     /// QEMU only: `kvm` (default) or `tcg` (hosts whose /dev/kvm cannot
     /// run stock kernels, like PVM).
@@ -99,6 +105,17 @@ impl VmConfig {
         if !matches!(accel.as_str(), "kvm" | "tcg") {
             return Err(usage(format!("config/accel is {accel:?}: not kvm or tcg")));
         }
+        let gpu = match text("gpu") {
+            None if !config.join("gpu").exists() => None,
+            None => Some(PathBuf::from(DEFAULT_COMPOSITOR_SOCKET)),
+            Some(p) if p.is_empty() => Some(PathBuf::from(DEFAULT_COMPOSITOR_SOCKET)),
+            Some(p) if Path::new(&p).is_absolute() && !p.contains('\n') => Some(PathBuf::from(p)),
+            Some(p) => {
+                return Err(usage(format!(
+                    "config/gpu is {p:?}: not the absolute path of the compositor's socket"
+                )))
+            }
+        };
         let vm_bytes = vm_dir.as_os_str().as_encoded_bytes();
         if vm_bytes.contains(&b',') {
             return Err(usage(format!(
@@ -112,7 +129,7 @@ impl VmConfig {
             initramfs: config.join("initramfs").is_file(),
             cmdline: text("cmdline"),
             disks,
-            gpu: config.join("gpu").exists(),
+            gpu,
             memory_mib,
             accel,
         })

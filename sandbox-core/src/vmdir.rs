@@ -41,6 +41,9 @@ pub mod fd {
     pub const VMM_EVENTS: i32 = 4;
     /// wrap-gpu: the VMM's connection to gpu.sock (crosvm `--fd`).
     pub const GPU_CONNECTION: i32 = 3;
+    /// wrap-gpu: the compositor's socket, a detached mount the outer made
+    /// as host root (attached in the daemon's view, closed before exec).
+    pub const GPU_COMPOSITOR: i32 = 4;
 }
 
 /// A VM directory, `STATE/NAME`.

@@ -111,6 +111,7 @@ pub fn test_policy(
             ServiceMount::ProcHidden,
         ],
         connect: vec![],
+        handed: vec![],
         landlock: vec![
             rule("/usr", Access::ReadExec, false),
             rule("/lib", Access::ReadExec, false),

@@ -13,24 +13,54 @@ use std::time::Duration;
 use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
-/// A render node for the test, as udev would make one: a character device
-/// of group render, mode 0660. There is no GPU here, so it is the null
-/// device's (1:3): it opens, like a real one would.
-struct RenderNode(PathBuf);
+/// A host group for a test, made if the host lacks it and removed again
+/// on drop (only if the test made it).
+struct TestGroup {
+    name: &'static str,
+    made: bool,
+}
 
-impl RenderNode {
-    fn new() -> RenderNode {
-        let has_group = std::fs::read_to_string("/etc/group")
+impl TestGroup {
+    fn new(name: &'static str) -> TestGroup {
+        let has = std::fs::read_to_string("/etc/group")
             .unwrap()
             .lines()
-            .any(|l| l.starts_with("render:"));
-        if !has_group {
+            .any(|l| l.starts_with(&format!("{name}:")));
+        if !has {
             assert!(Command::new("groupadd")
-                .args(["--system", "render"])
+                .args(["--system", name])
                 .status()
                 .unwrap()
                 .success());
         }
+        TestGroup { name, made: !has }
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = Command::new("groupdel").arg(self.name).status();
+        }
+    }
+}
+
+/// The tests of this file share one render node: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A render node for the test, as udev would make one: a character device
+/// of group render, mode 0660. There is no GPU here, so it is the null
+/// device's (1:3): it opens, like a real one would.
+struct RenderNode {
+    node: PathBuf,
+    _group: TestGroup,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl RenderNode {
+    fn new() -> RenderNode {
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let group = TestGroup::new("render");
         std::fs::create_dir_all("/dev/dri").unwrap();
         let node = PathBuf::from("/dev/dri/renderD231");
         let _ = std::fs::remove_file(&node);
@@ -47,20 +77,24 @@ impl RenderNode {
             .status()
             .unwrap()
             .success());
-        RenderNode(node)
+        RenderNode {
+            node,
+            _group: group,
+            _one: one,
+        }
     }
 }
 
 impl Drop for RenderNode {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.node);
     }
 }
 
-fn socket(path: &std::path::Path) -> UnixListener {
+fn socket(path: &std::path::Path, mode: u32) -> UnixListener {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let l = UnixListener::bind(path).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     l
 }
 
@@ -82,9 +116,10 @@ fn compositor(l: UnixListener, command: &str) {
 /// GPU backend's queue 0 as facts/crosvm.md measured it) and the probe in
 /// crosvm's place; its compositor says `command`.
 fn gpu_vm(state: &StateDir, command: &str) -> (std::process::Child, Stdout, String) {
-    let wayland = state.top().join("wayland/wayland-0");
+    let vm = state.0.join("g");
+    let wayland = PathBuf::from(std::fs::read_to_string(vm.join("config/gpu")).unwrap());
     let _ = std::fs::remove_file(&wayland);
-    compositor(socket(&wayland), command);
+    compositor(socket(&wayland, 0o666), command);
     let bin = state.standins();
     let mut child = Command::new(state.bin().join("vm-init"))
         .args([
@@ -121,7 +156,7 @@ fn the_probe_in_crosvms_place() {
     let bait = tests::bait::hold();
     let vm = state.add_standin_vm("g");
     // An open (0666) host socket: only the sandbox keeps it out.
-    let _host = socket(&state.top().join("host.sock"));
+    let _host = socket(&state.top().join("host.sock"), 0o666);
     let wayland = state.top().join("wayland/wayland-0");
     std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
     let (mut child, _out, report) = gpu_vm(&state, "probe");
@@ -205,40 +240,120 @@ fn the_probe_in_crosvms_place() {
     }
 }
 
+/// Spectrum's case: the compositor's socket under a directory only root
+/// may enter (like /run/user/0, 0700), the socket 0660 root:GROUP. The VM's
+/// ids cannot even stat it; the outer resolves it as host root, the GPU
+/// daemon gets it in its view and GROUP as its own, and connects.
 #[test]
-fn a_gpu_vm_without_a_compositor_socket_goes_down_saying_why() {
-    if !privileged("gpu_missing") {
+fn the_compositor_socket_under_a_root_only_directory_with_its_group() {
+    if !privileged("gpu_group") {
+        return;
+    }
+    let _node = RenderNode::new();
+    let wayland_group = TestGroup::new("vm-sandbox-wl");
+    let state = StateDir::new("gpu_group");
+    let vm = state.add_standin_vm("g");
+    let _host = socket(&state.top().join("host.sock"), 0o666);
+    let runtime = state.top().join("user0");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let wayland = runtime.join("wayland-1");
+    let listener = socket(&wayland, 0o660);
+    assert!(Command::new("chgrp")
+        .arg(wayland_group.name)
+        .arg(&wayland)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+    compositor(listener, "probe");
+    let bin = state.standins();
+    let mut child = Command::new(state.bin().join("vm-init"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .args(["--state-dir", state.0.to_str().unwrap()])
+        .arg("--vmm")
+        .arg(bin.join("vmm-cooperative"))
+        .arg("--virtiofsd")
+        .arg(bin.join("virtiofsd-ok"))
+        .arg("--gpu")
+        .arg(bin.join("probe"))
+        .arg("g")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = read_report(&mut BufReader::new(child.stdout.take().unwrap()));
+    eprintln!("{report}");
+    assert!(
+        report.contains("ok   connect the compositor's socket"),
+        "{report}"
+    );
+    assert_report_holds(&report, 30);
+    assert!(wait_line(&mut child, ": ready").contains("ready"));
+    assert_eq!(tests::vm::stop(&mut child), Some(0));
+}
+
+/// A compositor socket the GPU daemon could not use is one line from the
+/// outer vm-init before anything of the VM exists.
+#[test]
+fn a_compositor_socket_it_cannot_use_is_refused_before_anything_starts() {
+    if !privileged("gpu_refused") {
         return;
     }
     // (The compositor's socket is checked first: no render node needed.)
-    let state = StateDir::new("gpu_missing");
+    let state = StateDir::new("gpu_refused");
     let vm = state.add_standin_vm("g");
-    let missing = state.top().join("no-compositor/wayland-0");
-    std::fs::write(vm.join("config/gpu"), missing.to_str().unwrap()).unwrap();
+    let top = state.top();
+    let not_socket = top.join("not-a-socket");
+    std::fs::write(&not_socket, "").unwrap();
+    let owner_only = top.join("owner-only/wayland-0");
+    let _l = socket(&owner_only, 0o600);
+    let missing = top.join("no-compositor/wayland-0");
     let bin = state.standins();
-    let mut child = state.vm_init(
-        "g",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-ok"),
-        &["--gpu", bin.join("probe").to_str().unwrap()],
-    );
-    let log = wait_line(&mut child, "tearing it down");
-    assert!(
-        log.contains(&format!(
-            "wrap-gpu: {}: compositor socket {}: No such file or directory (ENOENT)",
-            vm.display(),
-            missing.display()
-        )),
-        "{log}"
-    );
-    assert!(
-        log.contains("the GPU daemon exited with status 111"),
-        "{log}"
-    );
-    assert_eq!(
-        wait_at_most(&mut child, Duration::from_secs(10))
+    for (path, says, code) in [
+        (
+            &missing,
+            "No such file or directory (ENOENT)".to_owned(),
+            111,
+        ),
+        (
+            &not_socket,
+            "Socket operation on non-socket (ENOTSOCK)".to_owned(),
+            111,
+        ),
+        (
+            &owner_only,
+            "is srw------- group 0: only its owner may connect".to_owned(),
+            100,
+        ),
+    ] {
+        std::fs::write(vm.join("config/gpu"), path.to_str().unwrap()).unwrap();
+        let mut child = state.vm_init(
+            "g",
+            &bin.join("vmm-cooperative"),
+            &bin.join("virtiofsd-ok"),
+            &["--gpu", bin.join("probe").to_str().unwrap()],
+        );
+        let status = wait_at_most(&mut child, Duration::from_secs(10)).unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
             .unwrap()
-            .code(),
-        Some(1)
-    );
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("vm-init: g: compositor socket {}", path.display()))
+                && err.contains(&says),
+            "{err}"
+        );
+        assert_eq!(status.code(), Some(code), "{err}");
+        let mut left: Vec<String> = std::fs::read_dir(&vm)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["config", "fs"], "nothing created");
+    }
 }

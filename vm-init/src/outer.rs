@@ -39,7 +39,8 @@ const SUN_PATH_MAX: usize = 107;
 pub struct Vm {
     pub dir: VmDir,
     pub kind: Vmm,
-    pub gpu: bool,
+    /// A GPU: the compositor's socket, resolved as host root, for wrap-gpu.
+    pub gpu: Option<host::Compositor>,
     /// The directory holding vm-init and the wrappers it starts.
     pub bin_dir: PathBuf,
     /// Host groups mapped into the VM one by one: (inside gid, host gid).
@@ -98,7 +99,17 @@ fn check(args: &Args) -> Result<Vm, Error> {
     if config.uses_kvm() {
         host::check_kvm(ids::host_group_gid(&etc_group, "kvm"))?;
     }
-    let host_groups = ids::host_groups(&etc_group);
+    let mut host_groups = ids::host_groups(&etc_group);
+    // The compositor's socket, resolved here as host root: the VM's ids
+    // may not even enter its directory. Its group, when it needs one, is
+    // mapped for the GPU daemon alone.
+    let gpu = match &config.gpu {
+        Some(path) => Some(host::compositor(path, &etc_group)?),
+        None => None,
+    };
+    if let Some(g) = gpu.as_ref().and_then(|c| c.group) {
+        host_groups.push((ids::COMPOSITOR_GID, g));
+    }
     if !dir.storage().is_dir() {
         return Err(Error::Usage(format!(
             "missing storage: {} is not a directory",
@@ -130,7 +141,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
     Ok(Vm {
         dir,
         kind: config.vmm,
-        gpu: config.gpu,
+        gpu,
         bin_dir,
         host_groups,
         allow_weaker_landlock: args.allow_weaker_landlock,
@@ -205,7 +216,7 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     let virtiofsd = bind_listener(&vm.dir.virtiofsd_socket(), vmm, created)?;
     // PID 1 (root of the VM's namespace) connects to the API socket.
     let api = bind_listener(&vm.dir.api_socket(), slot.host_id(0), created)?;
-    let gpu = if vm.gpu {
+    let gpu = if vm.gpu.is_some() {
         Some(bind_listener(&vm.dir.gpu_socket(), vmm, created)?)
     } else {
         None
@@ -257,7 +268,7 @@ fn idmapped_storage(
 }
 
 pub fn run(args: &Args) -> Result<u8, Error> {
-    let vm = check(args)?;
+    let mut vm = check(args)?;
     let notify = args
         .notify_fd
         .map(|fd| take_fd(fd, "--notify-fd"))
@@ -311,7 +322,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
             let running = child.release(&[storage.as_fd()])?;
             drop(storage);
             // PID 1 holds the only copies that matter now.
-            drop((notify, listeners, watch));
+            drop((notify, listeners, watch, vm.gpu.take()));
             loop {
                 let ready = event::wait_readable(&[sigfd.as_fd(), running.pidfd.as_fd()])?;
                 if ready[0] {

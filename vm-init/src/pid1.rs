@@ -191,11 +191,15 @@ fn run_vm(
                 let l = gpu_listener.take().expect("polled, so present");
                 match l.accept() {
                     Ok((conn, _)) => {
+                        let compositor = &vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
                         let child = wrapper(
                             vm,
                             "wrap-gpu",
                             args.gpu.as_deref(),
-                            &[(conn.as_fd(), fd::GPU_CONNECTION)],
+                            &[
+                                (conn.as_fd(), fd::GPU_CONNECTION),
+                                (compositor.as_fd(), fd::GPU_COMPOSITOR),
+                            ],
                         )?;
                         daemons.push(Daemon {
                             name: "the GPU daemon",

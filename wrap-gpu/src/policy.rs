@@ -23,7 +23,11 @@
 //! - /tmp, /dev/shm (read-write): private tmpfs; buffers travel as memfd
 //!   and shm.
 //! - the compositor's Wayland socket: connect(2) needs no Landlock right
-//!   below ABI 9; being in the view is what allows it.
+//!   below ABI 9; being in the view is what allows it. The outer vm-init
+//!   resolves it as host root (it may sit under a directory like
+//!   /run/user/0, 0700, that the VM's ids cannot enter) and hands it over
+//!   as a detached mount (fd 4); its group, when the socket needs one, is
+//!   mapped into the VM and given to this daemon alone.
 //!
 //! Its root holds these paths and nothing else: of /dev only those
 //! devices, of /run only the Wayland socket, nothing of the VM directory.
@@ -36,11 +40,15 @@ use std::path::{Path, PathBuf};
 
 use sandbox_core::caps::CapabilitySet;
 use sandbox_core::ids::GPU_UID;
+use sandbox_core::ids::{is_mapped, COMPOSITOR_GID};
 use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
-use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES};
+use sandbox_core::policy::{
+    rules, Exec, Handed, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES,
+};
 use sandbox_core::rlimits::{Limit, Resource};
 use sandbox_core::seccomp::{allow, arg_in, arg_masked, fails, Group};
+use sandbox_core::vmconfig::VmConfig;
 use sandbox_core::vmdir::fd;
 use sandbox_core::{Errno, Error};
 use syscalls::Sysno;
@@ -48,12 +56,11 @@ use syscalls::Sysno;
 pub const DEFAULT_PROGRAM: &str = "/usr/bin/crosvm";
 /// The connected vhost-user socket vm-init passes.
 pub const SOCKET_FD: i32 = fd::GPU_CONNECTION;
+/// The compositor's socket, a detached mount vm-init passes.
+pub const COMPOSITOR_FD: i32 = fd::GPU_COMPOSITOR;
 /// Processes and threads of the GPU daemon's uid: one thread idle
 /// (facts/crosvm.md); Mesa starts worker threads when it renders.
 pub const NPROC: u64 = 64;
-/// Spectrum's compositor socket, as crosvm is started there; a VM's
-/// `config/gpu` may name another.
-pub const DEFAULT_WAYLAND_SOCKET: &str = "/run/user/0/wayland-1";
 
 pub const TABLE: &[(&str, Access, bool)] = &[
     ("/proc", Access::Read, false),
@@ -334,33 +341,27 @@ pub const SYSCALLS: &[Group] = &[];
 /// What of the host's GPU this daemon gets, found before anything starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuHost {
+    /// Where the compositor's socket is, on the host and in the view.
     pub wayland: PathBuf,
     pub render_nodes: Vec<PathBuf>,
     pub udmabuf: bool,
+    /// The inside-gid of the socket's group, when the outer mapped it.
+    pub compositor_group: Option<u32>,
 }
 
 impl GpuHost {
-    /// Reads `VMDIR/config/gpu` (empty, or the compositor's socket path) and
-    /// looks for the render nodes. A VM that asks for a GPU gets one or a
-    /// one-line error: no socket or no render node is exit 111.
+    /// The compositor's socket from the VM's config (the outer vm-init
+    /// resolved it and hands it over as fd 4), and the host's render
+    /// nodes. A VM that asks for a GPU gets one or a one-line error: no
+    /// render node is exit 111.
     pub fn find(vm_dir: &Path) -> Result<GpuHost, Error> {
-        let config = std::fs::read_to_string(vm_dir.join("config/gpu")).unwrap_or_default();
-        let wayland = PathBuf::from(match config.trim() {
-            "" => DEFAULT_WAYLAND_SOCKET,
-            p => p,
-        });
-        if !wayland.is_absolute() {
-            return Err(Error::Usage(format!(
-                "config/gpu: {} is not an absolute path",
-                wayland.display()
-            )));
-        }
-        use std::os::unix::fs::FileTypeExt;
-        match std::fs::metadata(&wayland) {
-            Ok(m) if m.file_type().is_socket() => {}
-            Ok(_) => return Err(Error::path("compositor socket", &wayland, Errno(88))),
-            Err(e) => return Err(Error::path("compositor socket", &wayland, e)),
-        }
+        let config = VmConfig::read(vm_dir)?;
+        let wayland = config.gpu.ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: the VM has no GPU",
+                vm_dir.join("config/gpu").display()
+            ))
+        })?;
         let mut render_nodes: Vec<PathBuf> = std::fs::read_dir("/dev/dri")
             .map(|d| {
                 d.filter_map(Result::ok)
@@ -391,6 +392,7 @@ impl GpuHost {
             wayland,
             render_nodes,
             udmabuf,
+            compositor_group: is_mapped(COMPOSITOR_GID).then_some(COMPOSITOR_GID),
         })
     }
 }
@@ -432,13 +434,19 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost
         vm_dir: vm_dir.to_owned(),
         uid: GPU_UID,
         gid: GPU_UID,
-        groups: render.into_iter().collect(),
+        // The compositor's group, when its socket needs one, is this
+        // daemon's alone: no other policy names it.
+        groups: render.into_iter().chain(host.compositor_group).collect(),
         caps: CapabilitySet::empty(),
         mounts,
         landlock,
-        // The compositor. Nothing of the VM directory: its socket comes as
-        // fd 3.
-        connect: vec![host.wayland.clone()],
+        // Nothing of the VM directory: its socket comes as fd 3.
+        connect: vec![],
+        // The compositor's socket, as the outer resolved it (fd 4).
+        handed: vec![Handed {
+            path: host.wayland.clone(),
+            fd: COMPOSITOR_FD,
+        }],
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
             Limit {
@@ -495,12 +503,14 @@ pub fn argv(program: &Path, host: &GpuHost) -> Exec {
 mod tests {
     use super::*;
     use sandbox_core::ids::host_group_inside_gid;
+    use sandbox_core::vmconfig::DEFAULT_COMPOSITOR_SOCKET;
 
     fn host() -> GpuHost {
         GpuHost {
-            wayland: DEFAULT_WAYLAND_SOCKET.into(),
+            wayland: DEFAULT_COMPOSITOR_SOCKET.into(),
             render_nodes: vec!["/dev/dri/renderD128".into()],
             udmabuf: true,
+            compositor_group: Some(COMPOSITOR_GID),
         }
     }
 
@@ -541,7 +551,17 @@ mod tests {
             "render nodes only, not card*"
         );
         assert!(p.caps.is_empty());
-        assert_eq!(p.groups, [host_group_inside_gid("render").unwrap()]);
+        assert_eq!(
+            p.groups,
+            [host_group_inside_gid("render").unwrap(), COMPOSITOR_GID]
+        );
+        assert_eq!(
+            p.handed,
+            [Handed {
+                path: DEFAULT_COMPOSITOR_SOCKET.into(),
+                fd: 4
+            }]
+        );
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub fn policy(vm_dir: &Path, program: &Path) -> Policy {
         mounts: vec![ServiceMount::ProcHidden],
         landlock,
         connect: vec![],
+        handed: vec![],
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
             Limit {

@@ -118,8 +118,9 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
         // holds these and its table's rows: not api.sock (it has the
         // listener as fd 3), not fs/ (virtiofsd serves it).
         connect: std::iter::once(d.virtiofsd_socket())
-            .chain(c.gpu.then(|| d.gpu_socket()))
+            .chain(c.gpu.is_some().then(|| d.gpu_socket()))
             .collect(),
+        handed: vec![],
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
             // Guest RAM is a memfd grown with ftruncate, which is checked
@@ -204,7 +205,7 @@ pub fn argv(c: &VmConfig, program: &Path) -> Exec {
                 "--fs",
                 &format!("tag={FS_TAG},socket={}", s(d.virtiofsd_socket())),
             ]);
-            if c.gpu {
+            if c.gpu.is_some() {
                 push(&["--gpu", &format!("socket={}", s(d.gpu_socket()))]);
             }
             push(&["--memory", &format!("size={}M,shared=on", c.memory_mib)]);
@@ -287,7 +288,7 @@ mod tests {
             initramfs: true,
             cmdline: Some("console=ttyS0 quiet".into()),
             disks: vec!["/run/vm/a/config/blk/root.img".into()],
-            gpu: true,
+            gpu: Some("/run/user/0/wayland-1".into()),
             memory_mib: 256,
             accel: "tcg".into(),
         }
