@@ -120,14 +120,20 @@ fn gpu_vm(state: &StateDir, command: &str) -> (std::process::Child, Stdout, Stri
     let wayland = PathBuf::from(std::fs::read_to_string(vm.join("config/gpu")).unwrap());
     let _ = std::fs::remove_file(&wayland);
     compositor(socket(&wayland, 0o666), command);
+    let mut child = start_gpu_vm(state);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let report = read_report(&mut out);
+    (child, out, report)
+}
+
+type Stdout = BufReader<std::process::ChildStdout>;
+
+/// vm-init of VM `g`, stdout (the probe's report) and stderr piped.
+fn start_gpu_vm(state: &StateDir) -> std::process::Child {
     let bin = state.standins();
-    let mut child = Command::new(state.bin().join("vm-init"))
-        .args([
-            "--parent-pid",
-            &std::process::id().to_string(),
-            "--state-dir",
-            state.0.to_str().unwrap(),
-        ])
+    Command::new(state.bin().join("vm-init"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .args(["--state-dir", state.0.to_str().unwrap()])
         .arg("--vmm")
         .arg(bin.join("vmm-cooperative"))
         .arg("--virtiofsd")
@@ -138,13 +144,8 @@ fn gpu_vm(state: &StateDir, command: &str) -> (std::process::Child, Stdout, Stri
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let report = read_report(&mut out);
-    (child, out, report)
+        .unwrap()
 }
-
-type Stdout = BufReader<std::process::ChildStdout>;
 
 #[test]
 fn the_probe_in_crosvms_place() {
@@ -267,21 +268,7 @@ fn the_compositor_socket_under_a_root_only_directory_with_its_group() {
         .success());
     std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
     compositor(listener, "probe");
-    let bin = state.standins();
-    let mut child = Command::new(state.bin().join("vm-init"))
-        .args(["--parent-pid", &std::process::id().to_string()])
-        .args(["--state-dir", state.0.to_str().unwrap()])
-        .arg("--vmm")
-        .arg(bin.join("vmm-cooperative"))
-        .arg("--virtiofsd")
-        .arg(bin.join("virtiofsd-ok"))
-        .arg("--gpu")
-        .arg(bin.join("probe"))
-        .arg("g")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = start_gpu_vm(&state);
     let report = read_report(&mut BufReader::new(child.stdout.take().unwrap()));
     eprintln!("{report}");
     assert!(
