@@ -81,3 +81,12 @@ pub fn open_fifo_reader(path: &std::path::Path) -> Result<std::fs::File> {
     .map(std::fs::File::from)
     .op_path("open", path)
 }
+
+/// A pipe for a child's stderr: the read end (ours) non-blocking, the
+/// write end (the child's fd 2) blocking, as a program expects its stderr.
+/// Both close-on-exec: the child gets the write end through `pass_fd`.
+pub fn stderr_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).op("pipe")?;
+    rustix::fs::fcntl_setfl(&read, rustix::fs::OFlags::NONBLOCK).op("set a pipe non-blocking")?;
+    Ok((read, write))
+}

@@ -13,6 +13,7 @@ pub const STANDINS: &[&str] = &[
     "vmm-cooperative",
     "vmm-stubborn",
     "vmm-crash",
+    "vmm-refuses",
     "vmm-flood",
     "vmm-chatty",
     "virtiofsd-ok",

@@ -236,6 +236,17 @@ fn a_crashing_daemon_takes_the_vm_down_and_says_which() {
     let log = wait_line(&mut child, "the VMM");
     assert_eq!(child.wait().unwrap().code(), Some(1));
     assert!(log.contains("the VMM exited with status 7"), "{log}");
+    // A VMM that refuses its argv before the VM is ready: vm-init's line
+    // carries the VMM's own error line.
+    let mut child = direct(&state, "c", "vmm-refuses", "virtiofsd-ok", &[]);
+    let log = wait_line(&mut child, "vm-init: c: the VMM");
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert!(
+        log.contains(
+            "vm-init: c: the VMM exited with status 2 (\"error: unexpected argument '--gpu' found\")"
+        ),
+        "{log}"
+    );
 }
 
 #[test]

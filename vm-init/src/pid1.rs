@@ -17,6 +17,7 @@ use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
 use crate::outer::{Listeners, Vm, SIGNALS};
+use crate::stderr::StderrRelay;
 use crate::vmm::{Control, Said, Vmm};
 
 /// Exit codes of PID 1 (documented in --help).
@@ -46,14 +47,35 @@ pub fn run(
 struct Daemon {
     name: &'static str,
     child: Child,
+    /// Its stderr (the wrapper's, then the daemon's), through us.
+    stderr: StderrRelay,
 }
 
-fn wrapper(
+/// Starts `wrapper` for daemon `name` with `fds`, its stderr through us.
+fn daemon(
+    vm: &Vm,
+    name: &'static str,
+    wrapper: &str,
+    program: Option<&Path>,
+    fds: &[(BorrowedFd<'_>, i32)],
+) -> Result<Daemon, Error> {
+    let (stderr, write) = StderrRelay::new()?;
+    let mut fds = fds.to_vec();
+    fds.push((write.as_fd(), 2));
+    let child = spawn(&command(vm, wrapper, program, &fds)?)?;
+    Ok(Daemon {
+        name,
+        child,
+        stderr,
+    })
+}
+
+fn command(
     vm: &Vm,
     wrapper: &str,
     program: Option<&Path>,
     fds: &[(BorrowedFd<'_>, i32)],
-) -> Result<Child, Error> {
+) -> Result<Command, Error> {
     let mut cmd = Command::new(&vm.bin_dir.join(wrapper))?;
     if let Some(p) = program {
         cmd.arg("--program")?.arg(p)?;
@@ -65,7 +87,7 @@ fn wrapper(
     for (fd, target) in fds {
         cmd.pass_fd(fd.as_raw_fd(), *target);
     }
-    spawn(&cmd)
+    Ok(cmd)
 }
 
 fn run_vm(
@@ -101,8 +123,9 @@ fn run_vm(
         gpu,
         mut serial,
     } = listeners;
-    let fs = wrapper(
+    let fs = daemon(
         vm,
+        "virtiofsd",
         "wrap-virtiofsd",
         args.virtiofsd.as_deref(),
         &[
@@ -111,10 +134,7 @@ fn run_vm(
         ],
     )?;
     drop((virtiofsd, guest_ids));
-    let mut daemons = vec![Daemon {
-        name: "virtiofsd",
-        child: fs,
-    }];
+    let mut daemons = vec![fs];
     let (events_read, events_write) = match vm.kind {
         Vmm::CloudHypervisor => {
             let (r, w) = event::pipe()?;
@@ -127,15 +147,12 @@ fn run_vm(
         if let Some(w) = &events_write {
             fds.push((w.as_fd(), fd::VMM_EVENTS));
         }
-        wrapper(vm, "wrap-vmm", args.vmm.as_deref(), &fds)?
+        daemon(vm, "the VMM", "wrap-vmm", args.vmm.as_deref(), &fds)?
     };
     // Our copies would keep the pipe open after the VMM exits.
     drop((api, events_write));
-    let vmm_pid = vmm.pid.as_raw_nonzero().get();
-    daemons.push(Daemon {
-        name: "the VMM",
-        child: vmm,
-    });
+    let vmm_pid = vmm.child.pid.as_raw_nonzero().get();
+    daemons.push(vmm);
     let mut control = Control::new(vm.kind, vm.dir.api_socket(), events_read)?;
     // The GPU daemon gets the VMM's connection, accepted here: crosvm's
     // --fd takes a connected socket (see wrap-gpu's policy.rs).
@@ -147,8 +164,9 @@ fn run_vm(
     let timer = Timer::new()?;
     let mut notify = notify;
     let mut stopping = false;
-    // A daemon other than the VMM that ended while the VM ran.
-    let mut lost: Option<(&'static str, ExitStatus)> = None;
+    // A daemon other than the VMM that ended while the VM ran, and what
+    // it said last.
+    let mut lost: Option<(&'static str, ExitStatus, String)> = None;
 
     // Every way out of the loop returns from this closure; the guest's
     // last console lines are copied after it, whatever ended the VM.
@@ -165,7 +183,18 @@ fn run_vm(
             });
             let control_from = fds.len();
             fds.extend(control.fds());
+            let stderr_from = fds.len();
+            // Those whose pipe is open, by index into `daemons`.
+            let with_stderr: Vec<usize> = (0..daemons.len())
+                .filter(|&i| daemons[i].stderr.fd().is_some())
+                .collect();
+            fds.extend(with_stderr.iter().filter_map(|&i| daemons[i].stderr.fd()));
             let ready = event::wait_readable(&fds)?;
+            for (k, &i) in with_stderr.iter().enumerate() {
+                if ready[stderr_from + k] {
+                    daemons[i].stderr.pump();
+                }
+            }
             if serial_at.is_some_and(|i| ready[i]) {
                 serial.pump()?;
             }
@@ -173,10 +202,10 @@ fn run_vm(
                 return Err(Error::Refused("the outer vm-init is gone".into()));
             }
             if ready[2] {
-                if let Some((daemon, status)) = &lost {
+                if let Some((daemon, status, said)) = &lost {
                     // The VMM did not follow its backend within the grace time.
                     sandbox_core::say!(
-                        "vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down"
+                        "vm-init: {name}: {daemon} {status}{said}: the VM cannot go on, tearing it down"
                     );
                     return Ok(EXIT_VMM_FAILED);
                 }
@@ -192,25 +221,22 @@ fn run_vm(
                 match l.accept() {
                     Ok((conn, _)) => {
                         let compositor = &vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
-                        let child = wrapper(
+                        daemons.push(daemon(
                             vm,
+                            "the GPU daemon",
                             "wrap-gpu",
                             args.gpu.as_deref(),
                             &[
                                 (conn.as_fd(), fd::GPU_CONNECTION),
                                 (compositor.as_fd(), fd::GPU_COMPOSITOR),
                             ],
-                        )?;
-                        daemons.push(Daemon {
-                            name: "the GPU daemon",
-                            child,
-                        });
+                        )?);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => gpu_listener = Some(l),
                     Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
                 }
             }
-            if ready[control_from..].iter().any(|&r| r) {
+            if ready[control_from..stderr_from].iter().any(|&r| r) {
                 match control.on_readable()? {
                     Said::Ready => {
                         if let Some(fd) = notify.take() {
@@ -253,21 +279,23 @@ fn run_vm(
                     else {
                         continue;
                     };
-                    let d = daemons.remove(i);
+                    let mut d = daemons.remove(i);
+                    d.stderr.drain();
+                    let said = d.stderr.said(status);
                     if pid == vmm_pid {
-                        if let Some((daemon, status)) =
-                            lost.filter(|(_, s)| *s != ExitStatus::Code(0))
+                        if let Some((daemon, status, said)) =
+                            lost.take().filter(|(_, s, _)| *s != ExitStatus::Code(0))
                         {
-                            sandbox_core::say!("vm-init: {name}: {daemon} {status}: the VM cannot go on, tearing it down");
+                            sandbox_core::say!("vm-init: {name}: {daemon} {status}{said}: the VM cannot go on, tearing it down");
                             return Ok(EXIT_VMM_FAILED);
                         }
-                        return Ok(vmm_exit(name.as_str(), status, stopping));
+                        return Ok(vmm_exit(name.as_str(), status, &said, stopping));
                     }
                     if !stopping && lost.is_none() {
                         // virtiofsd also exits, with 0, when the VMM closes its
                         // connection on the way out: give the VMM a moment to
                         // be reaped, so its status (a guest poweroff) decides.
-                        lost = Some((d.name, status));
+                        lost = Some((d.name, status, said));
                         timer.arm(BACKEND_GRACE)?;
                     }
                 }
@@ -276,10 +304,13 @@ fn run_vm(
     };
     let code = event_loop();
     serial.drain()?;
+    for d in &mut daemons {
+        d.stderr.drain();
+    }
     code
 }
 
-fn vmm_exit(name: &str, status: ExitStatus, stopping: bool) -> u8 {
+fn vmm_exit(name: &str, status: ExitStatus, said: &str, stopping: bool) -> u8 {
     match (status, stopping) {
         (ExitStatus::Code(0), true) => {
             sandbox_core::say!("vm-init: {name}: the guest powered off");
@@ -290,7 +321,7 @@ fn vmm_exit(name: &str, status: ExitStatus, stopping: bool) -> u8 {
             0
         }
         (s, _) => {
-            sandbox_core::say!("vm-init: {name}: the VMM {s}");
+            sandbox_core::say!("vm-init: {name}: the VMM {s}{said}");
             EXIT_VMM_FAILED
         }
     }

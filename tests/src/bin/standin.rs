@@ -7,6 +7,8 @@
 //!                    guest that powers off would make cloud-hypervisor do
 //!   vmm-stubborn     answers 204 and does nothing (a guest that ignores it)
 //!   vmm-crash        exits 7 once booted
+//!   vmm-refuses      refuses its argv as an upstream cloud-hypervisor
+//!                    refuses Spectrum's --gpu (clap's message, exit 2)
 //!   vmm-chatty       writes 20 MiB to the serial console, then behaves as
 //!                    vmm-cooperative
 //!   vmm-flood        writes 64 MiB to the event pipe before "booted",
@@ -53,6 +55,14 @@ fn listener_fd(n: i32) -> OwnedFd {
 }
 
 fn vmm(name: &str, args: &[String], api: &str) {
+    if name == "vmm-refuses" {
+        eprint!(
+            "error: unexpected argument '--gpu' found\n\n  tip: to pass '--gpu' as a value, \
+             use '-- --gpu'\n\nUsage: cloud-hypervisor [OPTIONS]\n\nFor more information, \
+             try '--help'.\n"
+        );
+        std::process::exit(2);
+    }
     let fd = |spec: &str| {
         spec.strip_prefix("fd=")
             .and_then(|n| n.parse().ok())
