@@ -128,7 +128,8 @@ fn inspect(pid: i32, vm_dir: &Path) {
     let inside = host_uid
         .parse::<u64>()
         .map_or("?".into(), |u| (u - base).to_string());
-    println!("   {} (host pid {pid})", comm.trim());
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    println!("   {} (host pid {pid}): {}", comm.trim(), exe.display());
     println!(
         "     uid {inside} in the VM = host uid {host_uid}; groups {}",
         status_field(pid, "Groups")
@@ -142,7 +143,7 @@ fn inspect(pid: i32, vm_dir: &Path) {
         cap_names(&status_field(pid, "CapBnd"))
     );
     println!(
-        "     no_new_privs {}, seccomp mode {} (the daemon's own filter)",
+        "     no_new_privs {}, seccomp mode {} (2: a filter, the daemon's own or wrap-gpu's)",
         status_field(pid, "NoNewPrivs"),
         status_field(pid, "Seccomp")
     );
@@ -222,11 +223,22 @@ fn s6_ok(args: &[&str], service: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Runs a probe VM: the probe in one daemon's place, a stand-in in the
-/// other's. Prints the probe's report; returns whether every attempt held.
-fn probe_vm(bin: &Path, state: &Path, name: &str, vmm: &str, virtiofsd: &str) -> Result<bool> {
+/// Runs a probe VM: the probe in one daemon's place, stand-ins in the
+/// others'. With `gpu`, the VM has a GPU whose daemon is that program and
+/// whose compositor is `gpu`'s socket. Prints the probe's report; returns
+/// whether every attempt held.
+fn probe_vm(
+    bin: &Path,
+    state: &Path,
+    name: &str,
+    (vmm, virtiofsd): (&str, &str),
+    gpu: Option<(&str, &Path)>,
+) -> Result<bool> {
     let vm = state.join(name);
     std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
+    if let Some((_, socket)) = gpu {
+        write(&vm.join("config/gpu"), &socket.display().to_string())?;
+    }
     std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
     write(&vm.join("config/vmlinux"), "")?;
     write(&vm.join("fs/from-host.txt"), "x")?;
@@ -246,6 +258,11 @@ fn probe_vm(bin: &Path, state: &Path, name: &str, vmm: &str, virtiofsd: &str) ->
         .arg(bin.join(vmm))
         .arg("--virtiofsd")
         .arg(bin.join(virtiofsd))
+        .args(
+            gpu.map(|(program, _)| ["--gpu".into(), bin.join(program)])
+                .into_iter()
+                .flatten(),
+        )
         .arg(name)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -288,8 +305,50 @@ fn probe_vm(bin: &Path, state: &Path, name: &str, vmm: &str, virtiofsd: &str) ->
     Ok(ok && ready)
 }
 
+/// A compositor for the GPU probe: a socket 0660 root:render under a
+/// directory only root may enter (as Spectrum's /run/user/0), which tells
+/// each connection to run the probe's attempts.
+fn compositor(dir: &Path) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    let socket = dir.join("wayland-1");
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("bind {}: {e}", socket.display()))?;
+    sh(Command::new("chgrp").arg("render").arg(&socket))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.write_all(b"probe\n");
+            std::thread::spawn(move || {
+                let mut b = [0u8; 64];
+                while std::io::Read::read(&mut c, &mut b).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    Ok(socket)
+}
+
+/// A program of the user's own, named by an environment variable.
+fn users_own(var: &str) -> Result<Option<PathBuf>> {
+    let Some(path) = std::env::var_os(var).map(PathBuf::from) else {
+        return Ok(None);
+    };
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(Some(path)),
+        _ => Err(format!("{var}={}: not an executable file", path.display())),
+    }
+}
+
 pub fn run() -> Result {
     let total = Instant::now();
+    // A user's own daemons, instead of QEMU and no GPU.
+    let cloud_hypervisor = users_own("VM_SANDBOX_CLOUD_HYPERVISOR")?;
+    let crosvm = users_own("VM_SANDBOX_CROSVM")?;
     println!("== vm-sandbox demo: one VM, fully sandboxed, under s6\n");
     println!("1. Preparing: Debian packages, virtiofsd {} (crates.io), QEMU (Debian packages), the guest", tools::VIRTIOFSD_VERSION);
     let t = Instant::now();
@@ -332,9 +391,42 @@ pub fn run() -> Result {
         &config.join("cmdline"),
         "console=ttyS0 panic=-1 vmsandbox.mode=wait",
     )?;
-    write(&config.join("vmm"), "qemu")?;
-    // /dev/kvm here is PVM: stock guest kernels hang under it.
-    write(&config.join("accel"), "tcg")?;
+    let vmm = match &cloud_hypervisor {
+        Some(path) => {
+            write(&config.join("vmm"), "cloud-hypervisor")?;
+            path.clone()
+        }
+        None => {
+            write(&config.join("vmm"), "qemu")?;
+            // /dev/kvm here is PVM: stock guest kernels hang under it.
+            write(&config.join("accel"), "tcg")?;
+            tools::qemu()
+        }
+    };
+    let mut vm_init_args = format!(
+        "--vmm {} --virtiofsd {}",
+        vmm.display(),
+        tools::virtiofsd().display()
+    );
+    if let Some(crosvm) = &crosvm {
+        // The compositor's socket: the user's, or Spectrum's path.
+        let socket = std::env::var("VM_SANDBOX_WAYLAND_SOCKET").unwrap_or_default();
+        write(&config.join("gpu"), &socket)?;
+        vm_init_args.push_str(&format!(" --gpu {}", crosvm.display()));
+    }
+    println!(
+        "   the VMM: {}; virtiofsd {} ({}); the GPU daemon: {}",
+        match &cloud_hypervisor {
+            Some(p) => format!("your cloud-hypervisor ({})", p.display()),
+            None => format!("QEMU, Debian's ({})", vmm.display()),
+        },
+        tools::VIRTIOFSD_VERSION,
+        tools::virtiofsd().display(),
+        match &crosvm {
+            Some(p) => format!("your crosvm ({})", p.display()),
+            None => "none in this VM (the probe shows its policy below)".into(),
+        }
+    );
     write(&config.join("memory"), "256")?;
     write(
         &vm.join("fs/README"),
@@ -354,10 +446,8 @@ pub fn run() -> Result {
     write(
         &service.join("vm.conf"),
         &format!(
-            "VM_NAME=demo\nVM_STATE_DIR={}\nVM_INIT_ARGS=--vmm {} --virtiofsd {}\n",
+            "VM_NAME=demo\nVM_STATE_DIR={}\nVM_INIT_ARGS={vm_init_args}\n",
             state.display(),
-            tools::qemu().display(),
-            tools::virtiofsd().display()
         ),
     )?;
     let log = std::fs::File::create(top.join("s6.log")).map_err(|e| e.to_string())?;
@@ -445,9 +535,25 @@ pub fn run() -> Result {
     let probes = state.join("probes");
     std::fs::create_dir_all(&probes).map_err(|e| e.to_string())?;
     println!("   -- in virtiofsd's place (wrap-virtiofsd's policy):");
-    let a = probe_vm(&bin, &probes, "as-virtiofsd", "vmm-cooperative", "probe")?;
+    let a = probe_vm(
+        &bin,
+        &probes,
+        "as-virtiofsd",
+        ("vmm-cooperative", "probe"),
+        None,
+    )?;
     println!("   -- in the VMM's place (wrap-vmm's cloud-hypervisor profile):");
-    let b = probe_vm(&bin, &probes, "as-vmm", "probe", "virtiofsd-ok")?;
+    let b = probe_vm(&bin, &probes, "as-vmm", ("probe", "virtiofsd-ok"), None)?;
+    println!("   -- in crosvm's place (wrap-gpu's policy, its seccomp filter on):");
+    let _render = crate::host::render_node_as_udev_makes_it()?;
+    let socket = compositor(&top.join("user0"))?;
+    let c = probe_vm(
+        &bin,
+        &probes,
+        "as-gpu",
+        ("vmm-cooperative", "virtiofsd-ok"),
+        Some(("probe", &socket)),
+    )?;
     phase("probes", t);
 
     println!("\n7. s6-svc -d: the guest gets the ACPI power button");
@@ -484,14 +590,21 @@ pub fn run() -> Result {
         .filter(|n| n.ends_with(".sock"))
         .collect();
     println!("   left: {left_procs} processes of the VM's PID namespace, sockets {left_socks:?}");
+    let held = |ok: bool| if ok { "held" } else { "FAILED" };
     println!(
-        "\n   probes: virtiofsd's policy {}, the VMM's {}",
-        if a { "held" } else { "FAILED" },
-        if b { "held" } else { "FAILED" }
+        "\n   probes: virtiofsd's policy {}, the VMM's {}, the GPU daemon's {}",
+        held(a),
+        held(b),
+        held(c)
     );
     phase("total", total);
     let _ = std::fs::remove_dir_all(&top);
-    if a && b && left_procs == 0 && left_socks.is_empty() && text.contains("GUEST-POWER-BUTTON") {
+    if a && b
+        && c
+        && left_procs == 0
+        && left_socks.is_empty()
+        && text.contains("GUEST-POWER-BUTTON")
+    {
         Ok(())
     } else {
         Err("the demo found a problem (see above)".into())

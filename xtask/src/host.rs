@@ -70,3 +70,65 @@ impl Drop for TopMount {
         }
     }
 }
+
+/// A render node for the demo's GPU probe on a host without a GPU: a
+/// character device of group render, mode 0660, as udev makes one, with
+/// /dev/null's numbers (1:3) since there is no GPU behind it. Made only
+/// when the host has no render node, said in one line, and removed (with
+/// the render group, if made here) when dropped.
+#[derive(Debug, Default)]
+pub struct StandInRenderNode {
+    node: Option<std::path::PathBuf>,
+    made_dir: bool,
+    made_group: bool,
+}
+
+pub fn render_node_as_udev_makes_it() -> Result<StandInRenderNode> {
+    let dri = std::path::Path::new("/dev/dri");
+    let has_node = std::fs::read_dir(dri).is_ok_and(|d| {
+        d.filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+    });
+    if has_node {
+        return Ok(StandInRenderNode::default());
+    }
+    let etc_group = std::fs::read_to_string("/etc/group").map_err(|e| e.to_string())?;
+    let mut guard = StandInRenderNode::default();
+    if sandbox_core::ids::host_group_gid(&etc_group, "render").is_none() {
+        crate::sh(Command::new("groupadd").args(["--system", "render"]))?;
+        guard.made_group = true;
+    }
+    if !dri.exists() {
+        std::fs::create_dir(dri).map_err(|e| format!("mkdir /dev/dri: {e}"))?;
+        guard.made_dir = true;
+    }
+    let node = dri.join("renderD128");
+    crate::sh(
+        Command::new("mknod")
+            .args(["-m", "0660"])
+            .arg(&node)
+            .args(["c", "1", "3"]),
+    )?;
+    guard.node = Some(node.clone());
+    crate::sh(Command::new("chgrp").arg("render").arg(&node))?;
+    println!(
+        "   changed: made {} (crw-rw---- root:render, /dev/null's numbers: this host has no \
+         GPU) for the GPU daemon's probe; removed at the end",
+        node.display()
+    );
+    Ok(guard)
+}
+
+impl Drop for StandInRenderNode {
+    fn drop(&mut self) {
+        if let Some(node) = &self.node {
+            let _ = std::fs::remove_file(node);
+        }
+        if self.made_dir {
+            let _ = std::fs::remove_dir("/dev/dri");
+        }
+        if self.made_group {
+            let _ = Command::new("groupdel").arg("render").status();
+        }
+    }
+}
