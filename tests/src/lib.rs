@@ -182,6 +182,7 @@ pub const BINARIES: &[&str] = &[
     "test-wrap",
     "vm-harness",
     "standin",
+    "seccomp-exec",
 ];
 
 /// Hard-links (or copies) [`BINARIES`] from `from` into `to`.

@@ -6,6 +6,8 @@
 //!    (/bin/true), against bubblewrap doing the equivalent and against
 //!    `unshare --pid --mount --fork --mount-proc true`; each minus the
 //!    time of /bin/true spawned the same way (the floor of any spawn).
+//!    And wrap-gpu's seccomp filter: compile, install and exec under it,
+//!    against the same exec without it.
 //! 2. VM start (vm-init to readiness) and stop (SIGTERM to exit), stand-in
 //!    daemons, the VMM's own exit being immediate.
 //! 3. memory: VmRSS (and its anonymous part) of the outer vm-init and PID 1;
@@ -75,6 +77,7 @@ fn link_binaries(bin: &Path) -> Result {
         (&release, "wrap-gpu"),
         (&debug, "vm-harness"),
         (&debug, "standin"),
+        (&release, "seccomp-exec"),
     ] {
         link(&dir.join(b), &bin.join(b))?;
     }
@@ -188,6 +191,14 @@ pub fn run() -> Result {
     }
     sh(&mut release)?;
     sh(cargo().args(["build", "--package", "tests", "--bins"]))?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "tests",
+        "--bin",
+        "seccomp-exec",
+    ]))?;
     // The stand-in VMs run the cloud-hypervisor profile.
     crate::host::kvm_as_udev_makes_it()?;
     let top = PathBuf::from(TOP);
@@ -379,6 +390,30 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
             "{{\"user_pid_mount\": {:.3}, \"and_net_ipc_uts\": {:.3}}}",
             base_s.0, all_s.0
         ),
+    );
+    // The GPU daemon's seccomp filter at exec: compiled and installed as
+    // policy::apply does, then /bin/true runs under it; against the same
+    // program without the filter, interleaved.
+    let (mut filtered, mut unfiltered) = (vec![], vec![]);
+    let exec = bin.join("seccomp-exec");
+    let exec = exec.to_str().ok_or("non-UTF-8 path")?;
+    for _ in 0..100 {
+        filtered.push(time_cmd(&[exec, "--filter", "/bin/true"])?);
+        unfiltered.push(time_cmd(&[exec, "--none", "/bin/true"])?);
+    }
+    let (filtered_s, unfiltered_s) = (stats(filtered), stats(unfiltered));
+    r.row(
+        "   wrap-gpu's seccomp filter, at exec",
+        ms(filtered_s),
+        format!(
+            "{:.3} ms above the same exec without it ({:.2})",
+            filtered_s.0 - unfiltered_s.0,
+            unfiltered_s.0
+        ),
+    );
+    r.json(
+        "seccomp_filter_ms",
+        format!("{:.4}", filtered_s.0 - unfiltered_s.0),
     );
     r.json("setup_ratio_bwrap", format!("{:.3}", ours_net / bw_net));
     r.json("setup_ratio_unshare", format!("{:.3}", ours_net / un_net));
