@@ -175,6 +175,7 @@ fn the_probe_in_crosvms_place() {
         "ok   connect the compositor's socket",
         "ok   open /dev/dri/renderD231 read-write",
         "ok   clone3 (glibc falls back to clone)",
+        "ok   start and join a thread",
     ] {
         assert!(report.contains(line), "{line}:\n{report}");
     }

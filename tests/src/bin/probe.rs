@@ -1306,6 +1306,16 @@ fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
         Want::Ok,
         io(fs::read_dir("/sys/devices")),
     );
+    // Mesa starts threads: glibc's clone3 fails with ENOSYS, it falls back
+    // to clone with CLONE_THREAD, which the filter lets through.
+    p.check(
+        "start and join a thread",
+        Want::Ok,
+        std::thread::Builder::new()
+            .spawn(std::process::id)
+            .map_err(Errno::from)
+            .and_then(|t| t.join().map(drop).map_err(|_| Errno::EINVAL)),
+    );
     p.filtered(
         "clone3 (glibc falls back to clone)",
         &[(Sysno::clone3, [0; 6])],
