@@ -6,10 +6,35 @@ use std::path::{Path, PathBuf};
 
 use crate::StateDir;
 
-/// The project's cache: /var/cache/vm-sandbox, or $VM_SANDBOX_CACHE.
+/// The project's cache: /var/cache/vm-sandbox, or $VM_SANDBOX_CACHE. Its
+/// layout is named here alone: `cargo xtask tools` and `guest` fill it
+/// (xtask imports these), the tests find the real components in it.
 pub fn cache() -> PathBuf {
     std::env::var_os("VM_SANDBOX_CACHE")
         .map_or_else(|| PathBuf::from("/var/cache/vm-sandbox"), PathBuf::from)
+}
+
+/// `cargo install --root` of virtiofsd.
+pub fn virtiofsd_root() -> PathBuf {
+    cache().join("virtiofsd")
+}
+
+pub fn virtiofsd() -> PathBuf {
+    virtiofsd_root().join("bin/virtiofsd")
+}
+
+/// Where Debian's QEMU packages are unpacked (`dpkg -x`).
+pub fn qemu_root() -> PathBuf {
+    cache().join("qemu/root")
+}
+
+pub fn qemu() -> PathBuf {
+    qemu_root().join("usr/bin/qemu-system-x86_64")
+}
+
+/// The test guest: `vmlinuz` and `initramfs`.
+pub fn guest_dir() -> PathBuf {
+    cache().join("guest")
 }
 
 #[derive(Debug)]
@@ -24,12 +49,11 @@ impl Tools {
     /// The tools, or None (with a printed reason) when they are not built;
     /// under CI=true their absence fails the test.
     pub fn find(test: &str) -> Option<Tools> {
-        let c = cache();
         let t = Tools {
-            virtiofsd: c.join("virtiofsd/bin/virtiofsd"),
-            qemu: c.join("qemu/root/usr/bin/qemu-system-x86_64"),
-            vmlinuz: c.join("guest/vmlinuz"),
-            initramfs: c.join("guest/initramfs"),
+            virtiofsd: virtiofsd(),
+            qemu: qemu(),
+            vmlinuz: guest_dir().join("vmlinuz"),
+            initramfs: guest_dir().join("initramfs"),
         };
         let missing: Vec<String> = [&t.virtiofsd, &t.qemu, &t.vmlinuz, &t.initramfs]
             .iter()

@@ -53,22 +53,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "evdev",
 ];
 
-pub fn cache() -> PathBuf {
-    std::env::var_os("VM_SANDBOX_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/vm-sandbox"), PathBuf::from)
-}
-
-pub fn virtiofsd() -> PathBuf {
-    cache().join("virtiofsd/bin/virtiofsd")
-}
-
-pub fn qemu() -> PathBuf {
-    cache().join("qemu/root/usr/bin/qemu-system-x86_64")
-}
-
-pub fn guest_dir() -> PathBuf {
-    cache().join("guest")
-}
+// The cache's layout is the tests' (they find the components there).
+pub use tests::guest::{cache, guest_dir, qemu, qemu_root, virtiofsd, virtiofsd_root};
 
 fn mkdir(p: &Path) -> Result {
     std::fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()))
@@ -97,9 +83,9 @@ pub fn tools() -> Result {
                 VIRTIOFSD_VERSION,
                 "--root",
             ])
-            .arg(cache().join("virtiofsd")))?;
+            .arg(virtiofsd_root()))?;
     }
-    let qroot = cache().join("qemu/root");
+    let qroot = qemu_root();
     if qemu().is_file() && cache().join("qemu/.complete").is_file() {
         step(&format!("QEMU: {}", qemu().display()));
     } else {
@@ -137,7 +123,7 @@ pub fn tools() -> Result {
 /// The unpacked QEMU, run directly (not under wrap-vmm): its libraries,
 /// modules and firmware from the cache, no defaults, no display.
 pub fn qemu_command() -> Command {
-    let prefix = cache().join("qemu/root");
+    let prefix = qemu_root();
     let mut qemu = Command::new(qemu());
     qemu.env("LD_LIBRARY_PATH", qemu_library_path())
         .env(
@@ -153,7 +139,7 @@ pub fn qemu_command() -> Command {
 }
 
 pub fn qemu_library_path() -> String {
-    let root = cache().join("qemu/root");
+    let root = qemu_root();
     format!(
         "{}:{}",
         root.join("usr/lib/x86_64-linux-gnu").display(),
