@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use sandbox_core::ids::{BLOCK, FIRST_ID, VMM_UID};
 use sandbox_core::locks::lock_vm_dir;
+use sandbox_core::vmdir::VmDir;
 use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, stop, wait_line, within, S6};
 use tests::{privileged_with, StateDir};
 
@@ -116,7 +117,7 @@ fn ready_under_s6_in_its_own_pid_namespace_and_graceful_down() {
         "took {took:?}, the timeout is 30 s"
     );
     assert_eq!(S6::svstat(&svc, "exitcode"), "0");
-    let serial = std::fs::read_to_string(state.0.join("g/serial.log")).unwrap();
+    let serial = std::fs::read_to_string(VmDir::new(state.0.join("g")).serial_log()).unwrap();
     assert!(
         serial.contains("request PUT /api/v1/vm.power-button"),
         "{serial}"
@@ -127,7 +128,7 @@ fn ready_under_s6_in_its_own_pid_namespace_and_graceful_down() {
         "{:?}",
         procs_in_pidns(vm.ns)
     );
-    assert!(!state.0.join("g/api.sock").exists());
+    assert!(!VmDir::new(state.0.join("g")).api_socket().exists());
 }
 
 #[test]
@@ -299,8 +300,9 @@ fn wrong_parent_starts_nothing() {
         .unwrap()
         .contains("the supervisor is gone"));
     // Nothing was created or locked.
-    for f in ["api.sock", "virtiofsd.sock", "serial.log"] {
-        assert!(!vm.join(f).exists(), "{f} was created");
+    let d = VmDir::new(&vm);
+    for f in [d.api_socket(), d.virtiofsd_socket(), d.serial_log()] {
+        assert!(!f.exists(), "{} was created", f.display());
     }
     assert!(lock_vm_dir(&vm).is_ok(), "the VM's lock is held");
 }
@@ -412,7 +414,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         (Some(100), true),
         "{err}"
     );
-    assert!(!deep.join("long/api.sock").exists());
+    assert!(!VmDir::new(deep.join("long")).api_socket().exists());
     // Bad VM configs: refused before anything is created.
     let bad = state.add_standin_vm("badconf");
     std::fs::remove_file(bad.join("config/vmlinux")).unwrap();
@@ -458,7 +460,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         (Some(111), true),
         "{err}"
     );
-    assert!(vm.join("api.sock").exists());
+    assert!(VmDir::new(&vm).api_socket().exists());
     assert_eq!(stop(&mut first), Some(0));
 }
 
@@ -732,7 +734,7 @@ fn a_guest_printing_without_end_gets_a_bounded_serial_log() {
     let mut child = direct(&state, "c", "vmm-chatty", "virtiofsd-ok", &[]);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
     assert_eq!(stop(&mut child), Some(0));
-    let log = std::fs::read(vm.join("serial.log")).unwrap();
+    let log = std::fs::read(VmDir::new(&vm).serial_log()).unwrap();
     let text = String::from_utf8_lossy(&log[log.len().saturating_sub(200)..]).into_owned();
     assert!(
         log.len() <= (16 << 20) + 100 && log.len() >= 16 << 20,

@@ -7,6 +7,7 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use sandbox_core::vmdir::{fd, VmDir};
 use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
@@ -45,13 +46,18 @@ fn the_probe_in_cloud_hypervisors_place() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let report = read_report(&mut out);
     eprintln!("{report}");
-    let v = vm.display();
+    let (v, d) = (vm.display(), VmDir::new(&vm));
     let argv = format!(
-        "argv: --api-socket fd=3 --event-monitor fd=4 --kernel {v}/config/vmlinux \
+        "argv: --api-socket fd={} --event-monitor fd={} --kernel {v}/config/vmlinux \
          --initramfs {v}/config/initramfs --cmdline console=hvc0 quiet \
-         --disk path={v}/config/blk/root.img,readonly=on --fs tag=virtiofs0,socket={v}/virtiofsd.sock \
-         --memory size=128M,shared=on --serial file={v}/serial.fifo --console off \
-         --vsock cid=3,socket={v}/vsock.d/vsock"
+         --disk path={v}/config/blk/root.img,readonly=on --fs tag=virtiofs0,socket={} \
+         --memory size=128M,shared=on --serial file={} --console off \
+         --vsock cid=3,socket={}",
+        fd::VMM_API,
+        fd::VMM_EVENTS,
+        d.virtiofsd_socket().display(),
+        d.serial_fifo().display(),
+        d.vsock_socket().display()
     );
     assert!(
         report.lines().any(|l| l == argv),
@@ -78,20 +84,21 @@ fn the_probe_in_cloud_hypervisors_place() {
     // What the VMM made of its host files does not outlive the VM: its
     // FIFO (04755 by its hand) and vsock.d are gone; serial.log, which
     // PID 1 wrote, was root's all along.
-    let log = std::fs::metadata(vm.join("serial.log")).unwrap();
+    let log = std::fs::metadata(d.serial_log()).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
         (log.uid(), log.gid(), log.mode() & 0o7777),
         (0, 0, 0o640),
         "serial.log after the VM"
     );
+    assert!(!d.serial_fifo().exists(), "serial.fifo outlived the VM");
     assert!(
-        !vm.join("serial.fifo").exists(),
-        "serial.fifo outlived the VM"
+        !d.vsock_dir().exists(),
+        "{} outlived the VM",
+        d.vsock_dir().display()
     );
-    assert!(!vm.join("vsock.d").exists(), "vsock.d outlived the VM");
     // The stand-in's console lines came through PID 1.
-    let serial = std::fs::read_to_string(vm.join("serial.log")).unwrap();
+    let serial = std::fs::read_to_string(d.serial_log()).unwrap();
     assert!(serial.contains("probe: serial line"), "{serial}");
     bait.assert_nothing_reached_the_host();
 }

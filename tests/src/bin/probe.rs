@@ -25,6 +25,7 @@ use rustix::process::{kill_process, pidfd_open, pidfd_send_signal, Pid, PidfdFla
 use sandbox_core::attempts;
 use sandbox_core::policy::DEFAULT_MEMLOCK;
 use sandbox_core::seccomp::{self, Group, Verdict};
+use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::Errno;
 use syscalls::Sysno;
 use tests::{vhost_user, Privilege};
@@ -775,23 +776,25 @@ fn as_virtiofsd(shared: &Path) -> ! {
     );
     // Not even listable (no rule), and holding nothing but fs/ anyway.
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
-    for name in [
-        "config/vmlinux",
-        "api.sock",
-        "virtiofsd.sock",
-        "gpu.sock",
-        "serial.log",
+    let d = VmDir::new(&vm_dir);
+    for path in [
+        d.config().join("vmlinux"),
+        d.api_socket(),
+        d.virtiofsd_socket(),
+        d.gpu_socket(),
+        d.serial_log(),
     ] {
+        let name = path.strip_prefix(&vm_dir).unwrap_or(&path).display();
         p.check(
             &format!("open VMDIR/{name}"),
             ENOENT,
-            io(fs::File::open(vm_dir.join(name))),
+            io(fs::File::open(&path)),
         );
     }
     p.check(
         "connect VMDIR/api.sock",
         ENOENT,
-        io(UnixStream::connect(vm_dir.join("api.sock"))),
+        io(UnixStream::connect(d.api_socket())),
     );
     p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
     p.check(
@@ -909,7 +912,7 @@ fn as_virtiofsd(shared: &Path) -> ! {
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     // Like virtiofsd: serve the VMM's connection until it goes away.
-    if let Ok(fd) = sandbox_core::event::take_fd(3, "--fd") {
+    if let Ok(fd) = sandbox_core::event::take_fd(fd::VIRTIOFSD_LISTENER, "--fd") {
         let listener = std::os::unix::net::UnixListener::from(fd);
         if let Ok((mut conn, _)) = listener.accept() {
             let mut buf = [0u8; 64];
@@ -997,7 +1000,8 @@ fn as_vmm(argv: &[String]) -> ! {
             .map(drop)
             .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
     );
-    let vsock = vm_dir.join("vsock.d/probe.sock");
+    let d = VmDir::new(&vm_dir);
+    let vsock = d.vsock_dir().join("probe.sock");
     let _ = fs::remove_file(&vsock);
     p.check(
         "bind a socket in vsock.d",
@@ -1009,7 +1013,7 @@ fn as_vmm(argv: &[String]) -> ! {
     p.check(
         "create vsock.d/file (sockets only)",
         EACCES,
-        create(&vm_dir.join("vsock.d/file")),
+        create(&d.vsock_dir().join("file")),
     );
     p.check(
         "create config/evil",
@@ -1026,17 +1030,17 @@ fn as_vmm(argv: &[String]) -> ! {
     p.check(
         "open VMDIR/serial.log (PID 1's)",
         ENOENT,
-        io(fs::File::open(vm_dir.join("serial.log"))),
+        io(fs::File::open(d.serial_log())),
     );
     p.check(
         "open VMDIR/fs (the VM's storage)",
         ENOENT,
-        io(fs::read_dir(vm_dir.join("fs"))),
+        io(fs::read_dir(d.storage())),
     );
     p.check(
         "connect VMDIR/api.sock",
         ENOENT,
-        io(UnixStream::connect(vm_dir.join("api.sock"))),
+        io(UnixStream::connect(d.api_socket())),
     );
     p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
@@ -1124,7 +1128,7 @@ fn as_gpu(argv: &[String]) -> ! {
         filter: Some(wrap_gpu::policy::SYSCALLS),
     };
     p.status_is("Seccomp (filter mode)", "Seccomp", "2");
-    let conn = match sandbox_core::event::take_fd(SOCKET_FD_GPU, "--fd") {
+    let conn = match sandbox_core::event::take_fd(fd::GPU_CONNECTION, "--fd") {
         Ok(fd) => UnixStream::from(fd),
         Err(e) => {
             eprintln!("probe: {e}");
@@ -1394,17 +1398,14 @@ fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
     p.limit_is("Max locked memory", &DEFAULT_MEMLOCK.to_string());
 }
 
-/// The connected socket wrap-gpu passes (crosvm's `--fd 3`).
-const SOCKET_FD_GPU: i32 = 3;
-
 fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, failed: usize) -> ! {
     use std::io::Read as _;
-    if let Ok(fd) = sandbox_core::event::take_fd(4, "--event-monitor") {
+    if let Ok(fd) = sandbox_core::event::take_fd(fd::VMM_EVENTS, "--event-monitor") {
         let mut events = fs::File::from(fd);
         let _ = events.write_all(b"{\n  \"source\": \"vm\",\n  \"event\": \"booted\"\n}\n\n");
         std::mem::forget(events);
     }
-    let api = match sandbox_core::event::take_fd(3, "--api-socket") {
+    let api = match sandbox_core::event::take_fd(fd::VMM_API, "--api-socket") {
         Ok(fd) => std::os::unix::net::UnixListener::from(fd),
         Err(e) => {
             eprintln!("probe: {e}");

@@ -153,7 +153,7 @@ fn vmm(name: &str, args: &[String], api: &str) {
 }
 
 fn virtiofsd(name: &str) {
-    let listener = UnixListener::from(listener_fd(3));
+    let listener = UnixListener::from(listener_fd(sandbox_core::vmdir::fd::VIRTIOFSD_LISTENER));
     let (mut conn, _) = listener.accept().expect("accept the VMM");
     if name == "virtiofsd-crash" {
         std::process::exit(3);
