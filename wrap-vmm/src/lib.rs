@@ -3,4 +3,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cloud_hypervisor;
 pub mod policy;
+pub mod qemu;

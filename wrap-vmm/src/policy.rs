@@ -1,6 +1,8 @@
-//! The VMM's sandbox and argv, one profile per VMM: cloud-hypervisor
-//! (Spectrum's) and QEMU (stock distributions, and CI, where
-//! cloud-hypervisor cannot be installed). `VMDIR/config/vmm` chooses.
+//! The VMM's sandbox and argv: what every VMM shares, here, and what one
+//! VMM adds, beside the arguments that need it, in its own module:
+//! cloud_hypervisor.rs (Spectrum's) and qemu.rs (stock distributions, and
+//! CI, where cloud-hypervisor cannot be installed). `VMDIR/config/vmm`
+//! chooses.
 //!
 //! Both run as the VMM's own uid in the VM's user namespace, with the host
 //! `kvm` group mapped in and given to this daemon alone, no capabilities,
@@ -22,6 +24,8 @@ use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
 use sandbox_core::vmdir::fd;
 
+use crate::{cloud_hypervisor, qemu};
+
 pub const API_FD: i32 = fd::VMM_API;
 /// Processes and threads of the VMM's uid. QEMU (TCG, one vCPU): 4
 /// measured; cloud-hypervisor runs one per vCPU and per device besides
@@ -33,19 +37,50 @@ pub const FS_TAG: &str = "virtiofs0";
 
 pub use sandbox_core::vmconfig::{VmConfig, Vmm};
 
-/// For a QEMU unpacked under PREFIX (PREFIX/usr/bin/qemu-system-x86_64),
-/// PREFIX; "/" for a system QEMU.
-fn qemu_prefix(program: &Path) -> PathBuf {
-    program
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .map_or_else(|| PathBuf::from("/"), Path::to_owned)
+/// What one VMM adds to the policy every VMM shares, made together with
+/// its argv so that a rule stands beside the argument that needs it.
+#[derive(Debug, Default)]
+pub struct Specifics {
+    pub rows: Vec<FsRule>,
+    pub keep_fds: Vec<i32>,
+    pub env: Vec<(String, OsString)>,
+    pub args: Vec<OsString>,
+}
+
+impl Specifics {
+    pub(crate) fn row(&mut self, path: impl Into<PathBuf>, access: Access, optional: bool) {
+        self.rows.push(FsRule {
+            path: path.into(),
+            access,
+            optional,
+        });
+    }
+
+    pub(crate) fn args(&mut self, items: &[&str]) {
+        self.args.extend(items.iter().map(OsString::from));
+    }
+}
+
+/// A path of the VM directory as an argument (vm-init refuses a VM
+/// directory that is not UTF-8 or holds a comma).
+pub(crate) fn arg(path: PathBuf) -> String {
+    path.into_os_string()
+        .into_string()
+        .expect("VM dir is UTF-8")
+}
+
+/// The one place that tells the VMMs apart.
+fn specifics(c: &VmConfig, program: &Path) -> Specifics {
+    match c.vmm {
+        Vmm::CloudHypervisor => cloud_hypervisor::specifics(c),
+        Vmm::Qemu => qemu::specifics(c, program),
+    }
 }
 
 /// `kvm`: the inside gid of the host's kvm group, when it is mapped.
 pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
     let group = kvm.filter(|_| c.uses_kvm());
+    let own = specifics(c, program);
     let mut landlock = rules(SYSTEM_LIBRARIES);
     let mut add = |path: PathBuf, access, optional| {
         landlock.push(FsRule {
@@ -68,33 +103,7 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
     add(d.serial_fifo(), Access::ReadWrite, false);
     add("/tmp".into(), Access::ReadWrite, false);
     add("/dev/shm".into(), Access::ReadWrite, false);
-    match c.vmm {
-        Vmm::CloudHypervisor => {
-            // cloud-hypervisor unlinks and binds its vsock socket (and
-            // connects to VSOCK_PORT sockets host programs bind beside it).
-            add(d.vsock_dir(), Access::Sockets, false);
-        }
-        Vmm::Qemu => {
-            // What QEMU's libraries read of the host at start (measured
-            // with the audit log): the CPUs possible and NUMA nodes (glib,
-            // libnuma), NVDIMM buses (libndctl, through libpmem).
-            add(
-                "/sys/devices/system/cpu/possible".into(),
-                Access::Read,
-                true,
-            );
-            add("/sys/devices/system/node".into(), Access::Read, true);
-            add("/sys/bus/nd/devices".into(), Access::Read, true);
-            // A system QEMU's files are under /usr already; an unpacked one
-            // brings its libraries and firmware under its prefix.
-            let prefix = qemu_prefix(program);
-            if prefix != Path::new("/") {
-                for dir in ["usr/share/qemu", "usr/share/seabios", "usr/lib", "lib"] {
-                    add(prefix.join(dir), Access::ReadExec, true);
-                }
-            }
-        }
-    }
+    landlock.extend(own.rows);
     let memory = c.memory_mib << 20;
     Policy {
         vm_dir: c.vm_dir.clone(),
@@ -148,131 +157,22 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
                 value: Some(NPROC),
             },
         ],
-        keep_fds: match c.vmm {
-            Vmm::CloudHypervisor => vec![API_FD, EVENT_FD],
-            Vmm::Qemu => vec![API_FD],
-        },
-        env: match c.vmm {
-            Vmm::CloudHypervisor => vec![],
-            Vmm::Qemu => {
-                let prefix = qemu_prefix(program);
-                let libs = [
-                    prefix.join("usr/lib/x86_64-linux-gnu"),
-                    prefix.join("lib/x86_64-linux-gnu"),
-                ];
-                let joined = std::env::join_paths(libs).expect("no ':' in a prefix");
-                vec![("LD_LIBRARY_PATH".into(), joined)]
-            }
-        },
+        keep_fds: own.keep_fds,
+        env: own.env,
         // Its config: a directory its table lets it read (QEMU opens its
         // cwd; measured with the audit log).
         cwd: d.config(),
         join_user_namespace: None,
         allow_weaker_landlock: false,
+        // Both VMMs install their own, per-thread filters.
         syscalls: None,
     }
 }
 
 pub fn argv(c: &VmConfig, program: &Path) -> Exec {
-    let d = c.dir();
-    let s = |path: PathBuf| {
-        path.into_os_string()
-            .into_string()
-            .expect("VM dir is UTF-8")
-    };
-    let p = |rel: &str| s(c.path(rel));
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    match c.vmm {
-        Vmm::CloudHypervisor => {
-            push(&[
-                "--api-socket",
-                &format!("fd={API_FD}"),
-                "--event-monitor",
-                &format!("fd={EVENT_FD}"),
-            ]);
-            push(&["--kernel", &p("config/vmlinux")]);
-            if c.initramfs {
-                push(&["--initramfs", &p("config/initramfs")]);
-            }
-            if let Some(cmdline) = &c.cmdline {
-                push(&["--cmdline", cmdline]);
-            }
-            for d in &c.disks {
-                push(&["--disk", &format!("path={},readonly=on", d.display())]);
-            }
-            push(&[
-                "--fs",
-                &format!("tag={FS_TAG},socket={}", s(d.virtiofsd_socket())),
-            ]);
-            if c.gpu.is_some() {
-                push(&["--gpu", &format!("socket={}", s(d.gpu_socket()))]);
-            }
-            push(&["--memory", &format!("size={}M,shared=on", c.memory_mib)]);
-            push(&[
-                "--serial",
-                &format!("file={}", s(d.serial_fifo())),
-                "--console",
-                "off",
-            ]);
-            push(&["--vsock", &format!("cid=3,socket={}", s(d.vsock_socket()))]);
-        }
-        Vmm::Qemu => {
-            let prefix = qemu_prefix(program);
-            for dir in ["usr/share/qemu", "usr/share/seabios"] {
-                push(&["-L", &prefix.join(dir).display().to_string()]);
-            }
-            push(&["-nodefaults", "-nographic", "-no-user-config"]);
-            // QEMU's own seccomp filter, like cloud-hypervisor's: no
-            // obsolete syscalls, no setuid, no fork/exec, no setpriority.
-            push(&[
-                "-sandbox",
-                "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-            ]);
-            push(&[
-                "-machine",
-                &format!("q35,accel={},memory-backend=mem", c.accel),
-            ]);
-            push(&[
-                "-object",
-                &format!(
-                    "memory-backend-memfd,id=mem,size={}M,share=on",
-                    c.memory_mib
-                ),
-            ]);
-            push(&["-m", &format!("{}M", c.memory_mib)]);
-            push(&["-kernel", &p("config/vmlinux")]);
-            if c.initramfs {
-                push(&["-initrd", &p("config/initramfs")]);
-            }
-            if let Some(cmdline) = &c.cmdline {
-                push(&["-append", cmdline]);
-            }
-            for d in &c.disks {
-                push(&[
-                    "-drive",
-                    &format!("file={},if=virtio,format=raw,readonly=on", d.display()),
-                ]);
-            }
-            push(&[
-                "-chardev",
-                &format!("socket,id=vfs,path={}", s(d.virtiofsd_socket())),
-            ]);
-            push(&[
-                "-device",
-                &format!("vhost-user-fs-pci,chardev=vfs,tag={FS_TAG}"),
-            ]);
-            push(&[
-                "-chardev",
-                &format!("socket,id=qmp,fd={API_FD},server=on,wait=off"),
-            ]);
-            push(&["-mon", "chardev=qmp,mode=control"]);
-            push(&["-serial", &format!("file:{}", s(d.serial_fifo()))]);
-        }
-    }
     Exec {
         program: program.to_owned(),
-        args: a,
+        args: specifics(c, program).args,
     }
 }
 
