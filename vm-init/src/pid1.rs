@@ -17,6 +17,7 @@ use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
 use crate::outer::{Listeners, Vm, SIGNALS};
+use crate::serial::SerialRelay;
 use crate::stderr::StderrRelay;
 use crate::vmm::{Control, Said, Vmm};
 
@@ -121,7 +122,7 @@ fn run_vm(
         virtiofsd,
         api,
         gpu,
-        mut serial,
+        serial,
     } = listeners;
     let fs = daemon(
         vm,
@@ -153,161 +154,273 @@ fn run_vm(
     drop((api, events_write));
     let vmm_pid = vmm.child.pid.as_raw_nonzero().get();
     daemons.push(vmm);
-    let mut control = Control::new(vm.kind, vm.dir.api_socket(), events_read)?;
-    // The GPU daemon gets the VMM's connection, accepted here: crosvm's
-    // --fd takes a connected socket (see wrap-gpu's policy.rs).
-    let mut gpu_listener: Option<UnixListener> = gpu;
+    let control = Control::new(vm.kind, vm.dir.api_socket(), events_read)?;
+    // The GPU daemon gets the VMM's connection, accepted by the loop.
+    let gpu_listener: Option<UnixListener> = gpu;
     if let Some(l) = &gpu_listener {
         l.set_nonblocking(true)
             .map_err(|e| Error::sys("set non-blocking", e))?;
     }
-    let timer = Timer::new()?;
-    let mut notify = notify;
-    let mut stopping = false;
-    // A daemon other than the VMM that ended while the VM ran, and what
-    // it said last.
-    let mut lost: Option<(&'static str, ExitStatus, String)> = None;
-
-    // Every way out of the loop returns from this closure; the guest's
-    // last console lines are copied after it, whatever ended the VM.
-    let mut event_loop = || -> Result<u8, Error> {
-        loop {
-            let mut fds: Vec<BorrowedFd<'_>> = vec![sigfd.as_fd(), watch.fd(), timer.as_fd()];
-            let serial_at = serial.fd().map(|fd| {
-                fds.push(fd);
-                fds.len() - 1
-            });
-            let gpu_at = gpu_listener.as_ref().map(|l| {
-                fds.push(l.as_fd());
-                fds.len() - 1
-            });
-            let control_from = fds.len();
-            fds.extend(control.fds());
-            let stderr_from = fds.len();
-            // Those whose pipe is open, by index into `daemons`.
-            let with_stderr: Vec<usize> = (0..daemons.len())
-                .filter(|&i| daemons[i].stderr.fd().is_some())
-                .collect();
-            fds.extend(with_stderr.iter().filter_map(|&i| daemons[i].stderr.fd()));
-            let ready = event::wait_readable(&fds)?;
-            for (k, &i) in with_stderr.iter().enumerate() {
-                if ready[stderr_from + k] {
-                    daemons[i].stderr.pump();
-                }
-            }
-            if serial_at.is_some_and(|i| ready[i]) {
-                serial.pump()?;
-            }
-            if ready[1] {
-                return Err(Error::Refused("the outer vm-init is gone".into()));
-            }
-            if ready[2] {
-                if let Some((daemon, status, said)) = &lost {
-                    // The VMM did not follow its backend within the grace time.
-                    sandbox_core::say!(
-                        "vm-init: {name}: {daemon} {status}{said}: the VM cannot go on, tearing it down"
-                    );
-                    return Ok(EXIT_VMM_FAILED);
-                }
-                sandbox_core::say!(
-                    "vm-init: {name}: the guest did not power off within {} s: stopping the VMM",
-                    args.shutdown_timeout.as_secs()
-                );
-                let _ = control.force_stop();
-                return Ok(EXIT_TIMEOUT);
-            }
-            if gpu_at.is_some_and(|i| ready[i]) {
-                let l = gpu_listener.take().expect("polled, so present");
-                match l.accept() {
-                    Ok((conn, _)) => {
-                        let compositor = &vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
-                        daemons.push(daemon(
-                            vm,
-                            "the GPU daemon",
-                            "wrap-gpu",
-                            args.gpu.as_deref(),
-                            &[
-                                (conn.as_fd(), fd::GPU_CONNECTION),
-                                (compositor.as_fd(), fd::GPU_COMPOSITOR),
-                            ],
-                        )?);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => gpu_listener = Some(l),
-                    Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
-                }
-            }
-            if ready[control_from..stderr_from].iter().any(|&r| r) {
-                match control.on_readable()? {
-                    Said::Ready => {
-                        if let Some(fd) = notify.take() {
-                            notify_ready(fd)?;
-                        }
-                        sandbox_core::say!("vm-init: {name}: ready (slot {})", slot.index());
-                    }
-                    Said::Nothing | Said::Closed => {}
-                }
-            }
-            if ready[0] {
-                while let Some(sig) = sigfd.read()? {
-                    if sig == SIGCHLD {
-                        continue;
-                    }
-                    if stopping || lost.is_some() {
-                        continue;
-                    }
-                    if !control.is_ready() {
-                        sandbox_core::say!(
-                            "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
-                        );
-                        let _ = control.force_stop();
-                        return Ok(0);
-                    }
-                    stopping = true;
-                    sandbox_core::say!(
-                        "vm-init: {name}: signal {sig}: asking the guest to power off"
-                    );
-                    if let Err(e) = control.request_powerdown() {
-                        sandbox_core::say!("vm-init: {name}: {e}");
-                    }
-                    timer.arm(args.shutdown_timeout)?;
-                }
-                // Reap everything that exited, ours or orphans reparented to us.
-                while let Some((pid, status)) = reap_any()? {
-                    let Some(i) = daemons
-                        .iter()
-                        .position(|d| d.child.pid.as_raw_nonzero().get() == pid)
-                    else {
-                        continue;
-                    };
-                    let mut d = daemons.remove(i);
-                    d.stderr.drain();
-                    let said = d.stderr.said(status);
-                    if pid == vmm_pid {
-                        if let Some((daemon, status, said)) =
-                            lost.take().filter(|(_, s, _)| *s != ExitStatus::Code(0))
-                        {
-                            sandbox_core::say!("vm-init: {name}: {daemon} {status}{said}: the VM cannot go on, tearing it down");
-                            return Ok(EXIT_VMM_FAILED);
-                        }
-                        return Ok(vmm_exit(name.as_str(), status, &said, stopping));
-                    }
-                    if !stopping && lost.is_none() {
-                        // virtiofsd also exits, with 0, when the VMM closes its
-                        // connection on the way out: give the VMM a moment to
-                        // be reaped, so its status (a guest poweroff) decides.
-                        lost = Some((d.name, status, said));
-                        timer.arm(BACKEND_GRACE)?;
-                    }
-                }
-            }
-        }
+    let mut vm_loop = VmLoop {
+        args,
+        vm,
+        slot,
+        watch,
+        sigfd,
+        timer: Timer::new()?,
+        serial,
+        gpu_listener,
+        control,
+        daemons,
+        vmm_pid,
+        notify,
+        stopping: false,
+        lost: None,
     };
-    let code = event_loop();
-    serial.drain()?;
-    for d in &mut daemons {
+    // Every way out of the loop returns from run(); the guest's last
+    // console lines and the daemons' last words are copied after it,
+    // whatever ended the VM.
+    let code = vm_loop.run();
+    vm_loop.serial.drain()?;
+    for d in &mut vm_loop.daemons {
         d.stderr.drain();
     }
     code
+}
+
+/// What one wait found readable, by name.
+#[derive(Debug, Default)]
+struct Ready {
+    signals: bool,
+    outer_gone: bool,
+    timer: bool,
+    serial: bool,
+    gpu_connection: bool,
+    vmm: bool,
+    /// Daemons (indices into `VmLoop::daemons`) whose stderr has lines.
+    stderr: Vec<usize>,
+}
+
+/// PID 1's event loop and everything it watches.
+struct VmLoop<'a> {
+    args: &'a Args,
+    vm: &'a Vm,
+    slot: Slot,
+    watch: &'a ParentWatch,
+    sigfd: SignalFd,
+    /// The shutdown timeout, or the grace a VMM gets after a backend died.
+    timer: Timer,
+    serial: SerialRelay,
+    /// gpu.sock, until the VMM connects (once).
+    gpu_listener: Option<UnixListener>,
+    control: Control,
+    daemons: Vec<Daemon>,
+    vmm_pid: i32,
+    notify: Option<OwnedFd>,
+    stopping: bool,
+    /// A daemon other than the VMM that ended while the VM ran, and what
+    /// it said last.
+    lost: Option<(&'static str, ExitStatus, String)>,
+}
+
+impl VmLoop<'_> {
+    fn run(&mut self) -> Result<u8, Error> {
+        loop {
+            let ready = self.wait()?;
+            for i in ready.stderr {
+                self.daemons[i].stderr.pump();
+            }
+            if ready.serial {
+                self.serial.pump()?;
+            }
+            if ready.outer_gone {
+                return Err(Error::Refused("the outer vm-init is gone".into()));
+            }
+            if ready.timer {
+                return Ok(self.on_timer());
+            }
+            if ready.gpu_connection {
+                self.start_gpu_daemon()?;
+            }
+            if ready.vmm {
+                self.on_vmm()?;
+            }
+            if ready.signals {
+                if let Some(code) = self.on_signals()? {
+                    return Ok(code);
+                }
+                if let Some(code) = self.reap()? {
+                    return Ok(code);
+                }
+            }
+        }
+    }
+
+    /// Polls every fd the loop watches; says which are readable by name.
+    fn wait(&self) -> Result<Ready, Error> {
+        fn slot<'f>(fd: BorrowedFd<'f>, fds: &mut Vec<BorrowedFd<'f>>) -> usize {
+            fds.push(fd);
+            fds.len() - 1
+        }
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+        let signals = slot(self.sigfd.as_fd(), &mut fds);
+        let outer = slot(self.watch.fd(), &mut fds);
+        let timer = slot(self.timer.as_fd(), &mut fds);
+        let serial = self.serial.fd().map(|fd| slot(fd, &mut fds));
+        let gpu = self
+            .gpu_listener
+            .as_ref()
+            .map(|l| slot(l.as_fd(), &mut fds));
+        let vmm: Vec<usize> = self
+            .control
+            .fds()
+            .into_iter()
+            .map(|fd| slot(fd, &mut fds))
+            .collect();
+        let stderr: Vec<(usize, usize)> = self
+            .daemons
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((i, slot(d.stderr.fd()?, &mut fds))))
+            .collect();
+        let r = event::wait_readable(&fds)?;
+        Ok(Ready {
+            signals: r[signals],
+            outer_gone: r[outer],
+            timer: r[timer],
+            serial: serial.is_some_and(|i| r[i]),
+            gpu_connection: gpu.is_some_and(|i| r[i]),
+            vmm: vmm.iter().any(|&i| r[i]),
+            stderr: stderr
+                .into_iter()
+                .filter(|&(_, at)| r[at])
+                .map(|(i, _)| i)
+                .collect(),
+        })
+    }
+
+    /// The shutdown timeout, or the grace after a backend died, ran out.
+    fn on_timer(&mut self) -> u8 {
+        let name = &self.args.name;
+        if let Some((daemon, status, said)) = &self.lost {
+            // The VMM did not follow its backend within the grace time.
+            sandbox_core::say!(
+                "vm-init: {name}: {daemon} {status}{said}: the VM cannot go on, tearing it down"
+            );
+            return EXIT_VMM_FAILED;
+        }
+        sandbox_core::say!(
+            "vm-init: {name}: the guest did not power off within {} s: stopping the VMM",
+            self.args.shutdown_timeout.as_secs()
+        );
+        let _ = self.control.force_stop();
+        EXIT_TIMEOUT
+    }
+
+    /// The VMM connected to gpu.sock: the GPU daemon gets that connection
+    /// (crosvm's --fd takes a connected socket, see wrap-gpu's policy.rs)
+    /// and the compositor's socket the outer resolved.
+    fn start_gpu_daemon(&mut self) -> Result<(), Error> {
+        let l = self.gpu_listener.take().expect("polled, so present");
+        match l.accept() {
+            Ok((conn, _)) => {
+                let compositor = &self.vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
+                self.daemons.push(daemon(
+                    self.vm,
+                    "the GPU daemon",
+                    "wrap-gpu",
+                    self.args.gpu.as_deref(),
+                    &[
+                        (conn.as_fd(), fd::GPU_CONNECTION),
+                        (compositor.as_fd(), fd::GPU_COMPOSITOR),
+                    ],
+                )?);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.gpu_listener = Some(l),
+            Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
+        }
+        Ok(())
+    }
+
+    /// The VMM's events or API answer: readiness, once.
+    fn on_vmm(&mut self) -> Result<(), Error> {
+        match self.control.on_readable()? {
+            Said::Ready => {
+                if let Some(fd) = self.notify.take() {
+                    notify_ready(fd)?;
+                }
+                sandbox_core::say!(
+                    "vm-init: {}: ready (slot {})",
+                    self.args.name,
+                    self.slot.index()
+                );
+            }
+            Said::Nothing | Said::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, SIGINT, SIGHUP: a graceful power-off (before readiness:
+    /// stop at once). Returns an exit code when the VM is done.
+    fn on_signals(&mut self) -> Result<Option<u8>, Error> {
+        let name = &self.args.name;
+        while let Some(sig) = self.sigfd.read()? {
+            if sig == SIGCHLD || self.stopping || self.lost.is_some() {
+                continue;
+            }
+            if !self.control.is_ready() {
+                sandbox_core::say!(
+                    "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
+                );
+                let _ = self.control.force_stop();
+                return Ok(Some(0));
+            }
+            self.stopping = true;
+            sandbox_core::say!("vm-init: {name}: signal {sig}: asking the guest to power off");
+            if let Err(e) = self.control.request_powerdown() {
+                sandbox_core::say!("vm-init: {name}: {e}");
+            }
+            self.timer.arm(self.args.shutdown_timeout)?;
+        }
+        Ok(None)
+    }
+
+    /// Reaps everything that exited, ours or orphans reparented to us.
+    /// Returns an exit code once the VMM is gone.
+    fn reap(&mut self) -> Result<Option<u8>, Error> {
+        let name = self.args.name.as_str();
+        while let Some((pid, status)) = reap_any()? {
+            let Some(i) = self
+                .daemons
+                .iter()
+                .position(|d| d.child.pid.as_raw_nonzero().get() == pid)
+            else {
+                continue;
+            };
+            let mut d = self.daemons.remove(i);
+            d.stderr.drain();
+            let said = d.stderr.said(status);
+            if pid == self.vmm_pid {
+                if let Some((daemon, status, said)) = self
+                    .lost
+                    .take()
+                    .filter(|(_, s, _)| *s != ExitStatus::Code(0))
+                {
+                    sandbox_core::say!("vm-init: {name}: {daemon} {status}{said}: the VM cannot go on, tearing it down");
+                    return Ok(Some(EXIT_VMM_FAILED));
+                }
+                return Ok(Some(vmm_exit(name, status, &said, self.stopping)));
+            }
+            if !self.stopping && self.lost.is_none() {
+                // virtiofsd also exits, with 0, when the VMM closes its
+                // connection on the way out: give the VMM a moment to be
+                // reaped, so its status (a guest poweroff) decides.
+                self.lost = Some((d.name, status, said));
+                self.timer.arm(BACKEND_GRACE)?;
+            }
+        }
+        Ok(None)
+    }
 }
 
 fn vmm_exit(name: &str, status: ExitStatus, said: &str, stopping: bool) -> u8 {
