@@ -1,0 +1,230 @@
+//! The escapes every role tries: what a compromised daemon would go for on
+//! a stock host whatever its job.
+
+use std::fs;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::path::{Path, PathBuf};
+
+use sandbox_core::attempts;
+use sandbox_core::Errno;
+use syscalls::Sysno;
+
+use crate::report::*;
+
+/// What a compromised daemon would go for on a stock host, whatever its
+/// role: host files, devices and sockets outside its view, the host's
+/// network, abstract names and SysV IPC (the host's side is
+/// `tests::bait`, set up by the test).
+pub(crate) fn host_reach(p: &mut Probe, table: &[PathBuf]) {
+    use tests::bait;
+    // Every path socket its view holds, wherever: only its table's connect.
+    let (found, connected) = sockets_in_view();
+    let mut want: Vec<PathBuf> = table.to_vec();
+    want.sort();
+    p.record(
+        &format!(
+            "walk the view ({} sockets): those that connect",
+            found.len()
+        ),
+        &format!("{want:?}"),
+        &format!("{connected:?}"),
+        connected == want,
+    );
+    p.check(
+        "read /etc/passwd (not in the view)",
+        ENOENT,
+        io(fs::read("/etc/passwd")),
+    );
+    p.check(
+        "create /etc/vm-sandbox-probe",
+        EROFS,
+        create(Path::new("/etc/vm-sandbox-probe")),
+    );
+    for dev in [
+        "/dev/kmsg",
+        "/dev/console",
+        "/dev/tty0",
+        "/dev/vda",
+        "/dev/mem",
+    ] {
+        p.check(
+            &format!("open {dev}"),
+            ENOENT,
+            io(fs::OpenOptions::new().read(true).write(true).open(dev)),
+        );
+    }
+    // Host services' sockets: a 0666 one under /run, syslog, journald,
+    // D-Bus, X11. None is in the view: none can be named.
+    for path in [
+        bait::SOCKET,
+        "/dev/log",
+        "/run/systemd/journal/socket",
+        "/var/run/dbus/system_bus_socket",
+        "/tmp/.X11-unix/X0",
+    ] {
+        p.check(
+            &format!("connect {path}"),
+            ENOENT,
+            io(UnixStream::connect(path)),
+        );
+    }
+    // The VM's network namespace is empty: no route to the host's
+    // loopback, no ping socket, no host abstract name.
+    p.filtered(
+        &format!("UDP sendto 127.0.0.1:{}", bait::UDP_PORT),
+        &[(Sysno::socket, [AF_INET, SOCK_DGRAM, 0, 0, 0, 0])],
+        Want::Err(Errno(101)),
+        || {
+            io(std::net::UdpSocket::bind(("0.0.0.0", 0))
+                .and_then(|u| u.send_to(b"escape", ("127.0.0.1", bait::UDP_PORT))))
+        },
+    );
+    p.filtered(
+        "socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)",
+        &[(Sysno::socket, [AF_INET, SOCK_DGRAM, 1, 0, 0, 0])],
+        EACCES,
+        || {
+            rx(rustix::net::socket(
+                rustix::net::AddressFamily::INET,
+                rustix::net::SocketType::DGRAM,
+                Some(rustix::net::ipproto::ICMP),
+            ))
+        },
+    );
+    let host_name = SocketAddr::from_abstract_name(bait::ABSTRACT.as_bytes()).unwrap();
+    p.check(
+        &format!("connect @{} (the host's)", bait::ABSTRACT),
+        ECONNREFUSED,
+        io(UnixStream::connect_addr(&host_name)),
+    );
+    // A name bound here is the VM's own: no host client can reach it
+    // (the test checks that from the host side).
+    let squat = SocketAddr::from_abstract_name(b"vm-sandbox-squat").unwrap();
+    let mut squatted = None;
+    p.filtered(
+        "bind @vm-sandbox-squat (the VM's own namespace)",
+        &[(Sysno::bind, [0; 6])],
+        Want::Ok,
+        || {
+            let l = std::os::unix::net::UnixListener::bind_addr(&squat).map_err(Errno::from)?;
+            squatted = Some(l);
+            Ok(())
+        },
+    );
+    let unix = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let leaked: Vec<&str> = unix
+        .lines()
+        .filter(|l| l.contains(bait::SOCKET) || l.contains(bait::ABSTRACT))
+        .collect();
+    p.record(
+        "/proc/net/unix: the host's sockets",
+        "none",
+        &format!("{leaked:?}"),
+        leaked.is_empty(),
+    );
+    let interfaces: Vec<String> = fs::read_to_string("/proc/net/dev")
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split(':').next()?.trim().to_owned()))
+        .collect();
+    p.record(
+        "network interfaces (/proc/net/dev)",
+        "[lo]",
+        &format!("{interfaces:?}").replace('"', ""),
+        interfaces == ["lo"],
+    );
+    // No terminal to push input into, nothing read that was meant for vm-init.
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: state ppid pgrp
+    // session tty_nr ...
+    let after: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let me = std::process::id().to_string();
+    p.record(
+        "session (its own) and controlling tty (none)",
+        &format!("{me} 0"),
+        &format!(
+            "{} {}",
+            after.get(3).unwrap_or(&"?"),
+            after.get(4).unwrap_or(&"?")
+        ),
+        after.get(3) == Some(&me.as_str()) && after.get(4) == Some(&"0"),
+    );
+    let stdin = fs::read_link("/proc/self/fd/0").unwrap_or_default();
+    p.record(
+        "stdin",
+        "/dev/null",
+        &stdin.display().to_string(),
+        stdin == Path::new("/dev/null"),
+    );
+    // SysV IPC is the VM's own: the host's segment does not exist here,
+    // and one made here is gone with the VM.
+    p.filtered(
+        "shmget(the host's key)",
+        &[(Sysno::shmget, [0; 6])],
+        ENOENT,
+        || attempts::shmget(bait::SHM_KEY, 0, false, 0).map(drop),
+    );
+    p.filtered(
+        "shmget(IPC_CREAT) (the VM's own namespace)",
+        &[(Sysno::shmget, [0; 6])],
+        Want::Ok,
+        || attempts::shmget(bait::PROBE_SHM_KEY, 4096, true, 0o666).map(drop),
+    );
+}
+
+/// Walks every mount of the process's view (/proc/self/mountinfo; not
+/// procfs or sysfs, which hold no sockets) and returns the path sockets
+/// found and, of those, the ones connect(2) reaches, both sorted.
+pub(crate) fn sockets_in_view() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    use std::os::unix::fs::FileTypeExt;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut todo: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let fstype = tail.split_whitespace().next()?;
+            let point = head.split_whitespace().nth(4)?.replace("\\040", " ");
+            (!matches!(fstype, "proc" | "sysfs")).then(|| PathBuf::from(point))
+        })
+        .collect();
+    let (mut seen, mut found) = (std::collections::HashSet::new(), Vec::new());
+    while let Some(path) = todo.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_socket() {
+            found.push(path);
+        } else if meta.is_dir() {
+            // Where Landlock lets it list: what it cannot list, it can
+            // still not find.
+            if let Ok(dir) = fs::read_dir(&path) {
+                todo.extend(dir.filter_map(|e| Some(e.ok()?.path())));
+            }
+        }
+    }
+    found.sort();
+    let connected = found
+        .iter()
+        .filter(|s| UnixStream::connect(s).is_ok())
+        .cloned()
+        .collect();
+    (found, connected)
+}
+
+/// Writes an executable script to `path` and tries to run it.
+pub(crate) fn exec_written(path: &Path) -> Result<(), Errno> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, "#!/bin/sh\nexit 0\n").map_err(Errno::from)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(Errno::from)?;
+    let r = io(std::process::Command::new(path).status());
+    let _ = fs::remove_file(path);
+    r
+}
