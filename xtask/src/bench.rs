@@ -227,14 +227,20 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
         "measure", "median (p10-p90)"
     );
 
-    // 1. Service setup, five interleaved rounds of each.
-    standin_vm(state, "setup")?;
-    let fs = state.join("setup/fs");
-    let fs_s = fs.to_str().ok_or("non-UTF-8 path")?;
-    // What wrap-virtiofsd does, as bubblewrap says it: the VM's
-    // namespaces (user, PID, network, IPC, UTS; bwrap makes them for its
-    // one process) and a root holding only virtiofsd's view.
-    let bwrap: Vec<&str> = vec![
+    setup_costs(&mut r, bin, state)?;
+    seccomp_cost(&mut r, bin)?;
+    let memory = vm_cycle(&mut r, bin, state)?;
+    memory_and_sizes(&mut r, bin, memory)?;
+    scale(&mut r, bin, state)?;
+    guest_files(&mut r, bin, state)?;
+    Ok(r)
+}
+
+/// What wrap-virtiofsd does, as bubblewrap says it: the VM's namespaces
+/// (user, PID, network, IPC, UTS; bwrap makes them for its one process)
+/// and a root holding only virtiofsd's view of `fs`.
+fn bwrap_argv(fs: &str) -> Vec<&str> {
+    vec![
         "bwrap",
         "--unshare-user",
         "--unshare-pid",
@@ -264,10 +270,20 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
         "/dev/null",
         "/dev/null",
         "--bind",
-        fs_s,
-        fs_s,
+        fs,
+        fs,
         "/bin/true",
-    ];
+    ]
+}
+
+/// Section 1: a wrapper's setup against bubblewrap and unshare, and the
+/// GPU daemon's seccomp filter at exec.
+fn setup_costs(r: &mut Report, bin: &Path, state: &Path) -> Result {
+    // 1. Service setup, five interleaved rounds of each.
+    standin_vm(state, "setup")?;
+    let fs = state.join("setup/fs");
+    let fs_s = fs.to_str().ok_or("non-UTF-8 path")?;
+    let bwrap = bwrap_argv(fs_s);
     // What the VM's three namespaces beyond user, PID and mount cost.
     let vm_base = ["unshare", "--user", "--pid", "--mount", "--fork", "true"];
     let vm_all = [
@@ -391,6 +407,13 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
             base_s.0, all_s.0
         ),
     );
+    r.json("setup_ratio_bwrap", format!("{:.3}", ours_net / bw_net));
+    r.json("setup_ratio_unshare", format!("{:.3}", ours_net / un_net));
+    Ok(())
+}
+
+/// Section 1, last row: wrap-gpu's seccomp filter at exec.
+fn seccomp_cost(r: &mut Report, bin: &Path) -> Result {
     // The GPU daemon's seccomp filter at exec: compiled and installed as
     // policy::apply does, then /bin/true runs under it; against the same
     // program without the filter, interleaved.
@@ -415,13 +438,25 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
         "seccomp_filter_ms",
         format!("{:.4}", filtered_s.0 - unfiltered_s.0),
     );
-    r.json("setup_ratio_bwrap", format!("{:.3}", ours_net / bw_net));
-    r.json("setup_ratio_unshare", format!("{:.3}", ours_net / un_net));
+    Ok(())
+}
 
+/// What the first VM of section 2 uses, for section 3.
+#[derive(Debug, Default, Clone, Copy)]
+struct Memory {
+    outer_rss: u64,
+    pid1_rss: u64,
+    outer_anon: u64,
+    pid1_anon: u64,
+    pss: u64,
+}
+
+/// Section 2: VM start and stop with stand-ins.
+fn vm_cycle(r: &mut Report, bin: &Path, state: &Path) -> Result<Memory> {
     // 2. VM start and stop.
     standin_vm(state, "cycle")?;
     let (mut starts, mut stops) = (vec![], vec![]);
-    let (mut outer_rss, mut pid1_rss, mut outer_anon, mut pid1_anon, mut pss) = (0, 0, 0, 0, 0);
+    let mut m = Memory::default();
     for i in 0..20 {
         let start = Instant::now();
         let mut child = start_vm(bin, state, "cycle")?;
@@ -429,11 +464,13 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
         starts.push(start.elapsed().as_secs_f64() * 1000.0);
         if i == 0 {
             let pid1 = pid1_of(child.id()).ok_or("no PID 1")?;
-            outer_rss = status_kib(child.id(), "VmRSS");
-            pid1_rss = status_kib(pid1, "VmRSS");
-            outer_anon = status_kib(child.id(), "RssAnon");
-            pid1_anon = status_kib(pid1, "RssAnon");
-            pss = pss_kib(child.id()) + pss_kib(pid1);
+            m = Memory {
+                outer_rss: status_kib(child.id(), "VmRSS"),
+                pid1_rss: status_kib(pid1, "VmRSS"),
+                outer_anon: status_kib(child.id(), "RssAnon"),
+                pid1_anon: status_kib(pid1, "RssAnon"),
+                pss: pss_kib(child.id()) + pss_kib(pid1),
+            };
         }
         stops.push(stop_vm(child)?);
     }
@@ -449,8 +486,19 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
     );
     r.json("vm_start_ms", format!("{:.3}", stats(starts).0));
     r.json("vm_stop_ms", format!("{:.3}", stats(stops).0));
+    Ok(m)
+}
 
+/// Section 3: vm-init's memory and the binaries' sizes.
+fn memory_and_sizes(r: &mut Report, bin: &Path, m: Memory) -> Result {
     // 3. Memory and sizes.
+    let Memory {
+        outer_rss,
+        pid1_rss,
+        outer_anon,
+        pid1_anon,
+        pss,
+    } = m;
     r.row(
         "3. VmRSS outer + PID 1",
         format!("{} + {} KiB", outer_rss, pid1_rss),
@@ -480,7 +528,11 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
         sizes.push(format!("\"{b}\": {size}"));
     }
     r.json("binary_bytes", format!("{{{}}}", sizes.join(", ")));
+    Ok(())
+}
 
+/// Section 4: many VMs at once, and nothing left after.
+fn scale(r: &mut Report, bin: &Path, state: &Path) -> Result {
     // 4. Scale.
     let mounts_before = host_mounts();
     let mut per_vm = vec![];
@@ -568,7 +620,11 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
         ),
         "all 0".into(),
     );
+    Ok(())
+}
 
+/// Section 5: virtiofsd with and without the sandbox, the same guest.
+fn guest_files(r: &mut Report, bin: &Path, state: &Path) -> Result {
     // 5. virtiofsd with and without the sandbox, the same guest, alternating.
     let (mut with, mut without) = (vec![], vec![]);
     for _ in 0..3 {
@@ -591,7 +647,7 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
         format!("{{\"sandboxed\": {:.3}, \"direct\": {:.3}}}", w.0, wo.0),
     );
     r.json("guest_ratio", format!("{:.3}", wo.0 / w.0));
-    Ok(r)
+    Ok(())
 }
 
 /// One boot of the test guest in bench mode; returns the guest's own
