@@ -350,6 +350,35 @@ pub fn run() -> Result {
     let cloud_hypervisor = users_own("VM_SANDBOX_CLOUD_HYPERVISOR")?;
     let crosvm = users_own("VM_SANDBOX_CROSVM")?;
     println!("== vm-sandbox demo: one VM, fully sandboxed, under s6\n");
+    prepare()?;
+    let top = PathBuf::from(TOP);
+    let _ = std::fs::remove_dir_all(&top);
+    let _mount = crate::host::top_mount(&top)?;
+    let (bin, state, scan) = lay_out(&top)?;
+    let (vm, vm_init_args) = demo_vm(&state, cloud_hypervisor.as_deref(), crosvm.as_deref())?;
+    let (s6, service) = start_under_s6(&top, &scan, &bin, &state, &vm_init_args)?;
+    let serial = show_boot_and_storage(&vm)?;
+    let pid1 = show_daemons(&service, &vm)?;
+    let (a, b, c) = show_probes(&top, &bin, &state)?;
+    let down = power_off(&service, &vm, pid1, s6, &serial)?;
+    let held = |ok: bool| if ok { "held" } else { "FAILED" };
+    println!(
+        "\n   probes: virtiofsd's policy {}, the VMM's {}, the GPU daemon's {}",
+        held(a),
+        held(b),
+        held(c)
+    );
+    phase("total", total);
+    let _ = std::fs::remove_dir_all(&top);
+    if a && b && c && down {
+        Ok(())
+    } else {
+        Err("the demo found a problem (see above)".into())
+    }
+}
+
+/// Step 1: everything the demo needs, fetched and built.
+fn prepare() -> Result {
     println!("1. Preparing: Debian packages, virtiofsd {} (crates.io), QEMU (Debian packages), the guest", tools::VIRTIOFSD_VERSION);
     let t = Instant::now();
     crate::deps()?;
@@ -358,10 +387,12 @@ pub fn run() -> Result {
     sh(cargo().args(["build", "--workspace", "--bins"]))?;
     crate::host::kvm_as_udev_makes_it()?;
     phase("prepare", t);
+    Ok(())
+}
 
-    let top = PathBuf::from(TOP);
-    let _ = std::fs::remove_dir_all(&top);
-    let _mount = crate::host::top_mount(&top)?;
+/// The binaries (linked from the build tree), the state dir and the scan
+/// dir under `top`.
+fn lay_out(top: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let (bin, state, scan) = (top.join("bin"), top.join("state"), top.join("scan"));
     for d in [&bin, &state, &scan] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
@@ -380,6 +411,15 @@ pub fn run() -> Result {
     for s in ["vmm-cooperative", "virtiofsd-ok"] {
         link(&build.join("standin"), &bin.join(s))?;
     }
+    Ok((bin, state, scan))
+}
+
+/// The demo VM's directory and the arguments its service gives vm-init.
+fn demo_vm(
+    state: &Path,
+    cloud_hypervisor: Option<&Path>,
+    crosvm: Option<&Path>,
+) -> Result<(PathBuf, String)> {
     let vm = state.join("demo");
     let config = vm.join("config");
     std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
@@ -391,10 +431,10 @@ pub fn run() -> Result {
         &config.join("cmdline"),
         "console=ttyS0 panic=-1 vmsandbox.mode=wait",
     )?;
-    let vmm = match &cloud_hypervisor {
+    let vmm = match cloud_hypervisor {
         Some(path) => {
             write(&config.join("vmm"), "cloud-hypervisor")?;
-            path.clone()
+            path.to_owned()
         }
         None => {
             write(&config.join("vmm"), "qemu")?;
@@ -408,7 +448,7 @@ pub fn run() -> Result {
         vmm.display(),
         tools::virtiofsd().display()
     );
-    if let Some(crosvm) = &crosvm {
+    if let Some(crosvm) = crosvm {
         // The compositor's socket: the user's, or Spectrum's path.
         let socket = std::env::var("VM_SANDBOX_WAYLAND_SOCKET").unwrap_or_default();
         write(&config.join("gpu"), &socket)?;
@@ -416,13 +456,13 @@ pub fn run() -> Result {
     }
     println!(
         "   the VMM: {}; virtiofsd {} ({}); the GPU daemon: {}",
-        match &cloud_hypervisor {
+        match cloud_hypervisor {
             Some(p) => format!("your cloud-hypervisor ({})", p.display()),
             None => format!("QEMU, Debian's ({})", vmm.display()),
         },
         tools::VIRTIOFSD_VERSION,
         tools::virtiofsd().display(),
-        match &crosvm {
+        match crosvm {
             Some(p) => format!("your crosvm ({})", p.display()),
             None => "none in this VM (the probe shows its policy below)".into(),
         }
@@ -433,6 +473,17 @@ pub fn run() -> Result {
         "the VM's private storage, shared by virtiofsd\n",
     )?;
 
+    Ok((vm, vm_init_args))
+}
+
+/// Step 2: s6-svscan with the project's template, until the VM is up.
+fn start_under_s6(
+    top: &Path,
+    scan: &Path,
+    bin: &Path,
+    state: &Path,
+    vm_init_args: &str,
+) -> Result<(S6, PathBuf)> {
     println!(
         "\n2. Starting s6-svscan on {} with the project's template (s6/vm)",
         scan.display()
@@ -456,7 +507,7 @@ pub fn run() -> Result {
         bin.display()
     );
     let svscan = Command::new("s6-svscan")
-        .arg(&scan)
+        .arg(scan)
         .env_clear()
         .env("PATH", path)
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -475,10 +526,16 @@ pub fn run() -> Result {
     println!("   s6-svwait -U returned: the VM runs");
     phase("up", t);
 
+    Ok((s6, service))
+}
+
+/// Steps 3 and 4: the guest booting, and what it wrote through virtiofs.
+/// Returns serial.log's path.
+fn show_boot_and_storage(vm: &Path) -> Result<PathBuf> {
     println!("\n3. The guest booting (serial.log, excerpts)");
     let t = Instant::now();
     let hello = vm.join("fs/hello-from-guest.txt");
-    let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+    let serial = sandbox_core::vmdir::VmDir::new(vm).serial_log();
     let waiting = || std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"));
     if !within(Duration::from_secs(60), waiting) {
         return Err("the guest did not reach its power-button wait".into());
@@ -504,11 +561,16 @@ pub fn run() -> Result {
         std::fs::read_to_string(&hello).unwrap_or_default().trim()
     );
 
+    Ok(serial)
+}
+
+/// Step 5: the live daemons. Returns PID 1's host pid.
+fn show_daemons(service: &Path, vm: &Path) -> Result<i32> {
     println!("\n5. The live daemons, as the host sees them");
     let outer: i32 = String::from_utf8_lossy(
         &Command::new("s6-svstat")
             .args(["-o", "pid"])
-            .arg(&service)
+            .arg(service)
             .output()
             .map_err(|e| e.to_string())?
             .stdout,
@@ -527,28 +589,33 @@ pub fn run() -> Result {
         pidns(outer).map_or("?".into(), |p| p.display().to_string())
     );
     for d in children(pid1) {
-        inspect(d, &vm);
+        inspect(d, vm);
     }
 
+    Ok(pid1)
+}
+
+/// Step 6: the probe in each daemon's place; whether each policy held.
+fn show_probes(top: &Path, bin: &Path, state: &Path) -> Result<(bool, bool, bool)> {
     println!("\n6. What each daemon can and cannot reach: the probe in its place, same argv, fds and policy");
     let t = Instant::now();
     let probes = state.join("probes");
     std::fs::create_dir_all(&probes).map_err(|e| e.to_string())?;
     println!("   -- in virtiofsd's place (wrap-virtiofsd's policy):");
     let a = probe_vm(
-        &bin,
+        bin,
         &probes,
         "as-virtiofsd",
         ("vmm-cooperative", "probe"),
         None,
     )?;
     println!("   -- in the VMM's place (wrap-vmm's cloud-hypervisor profile):");
-    let b = probe_vm(&bin, &probes, "as-vmm", ("probe", "virtiofsd-ok"), None)?;
+    let b = probe_vm(bin, &probes, "as-vmm", ("probe", "virtiofsd-ok"), None)?;
     println!("   -- in crosvm's place (wrap-gpu's policy, its seccomp filter on):");
     let _render = crate::host::render_node_as_udev_makes_it()?;
     let socket = compositor(&top.join("user0"))?;
     let c = probe_vm(
-        &bin,
+        bin,
         &probes,
         "as-gpu",
         ("vmm-cooperative", "virtiofsd-ok"),
@@ -556,17 +623,23 @@ pub fn run() -> Result {
     )?;
     phase("probes", t);
 
+    Ok((a, b, c))
+}
+
+/// Step 7: s6-svc -d, the guest powering off, and nothing left. Returns
+/// whether the VM went down cleanly.
+fn power_off(service: &Path, vm: &Path, pid1: i32, s6: S6, serial: &Path) -> Result<bool> {
     println!("\n7. s6-svc -d: the guest gets the ACPI power button");
     let t = Instant::now();
     let ns = pidns(pid1);
-    sh(Command::new("s6-svc").arg("-d").arg(&service))?;
+    sh(Command::new("s6-svc").arg("-d").arg(service))?;
     if !within(Duration::from_secs(40), || {
-        s6_ok(&["s6-svwait", "-D", "-t", "1000"], &service)
+        s6_ok(&["s6-svwait", "-D", "-t", "1000"], service)
     }) {
         return Err("the VM did not go down".into());
     }
     let took = t.elapsed();
-    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    let text = std::fs::read_to_string(serial).unwrap_or_default();
     for l in text
         .lines()
         .filter(|l| l.contains("GUEST-POWER-BUTTON") || l.contains("reboot: Power down"))
@@ -583,30 +656,12 @@ pub fn run() -> Result {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&p| ns.is_some() && pidns(p) == ns)
         .count();
-    let left_socks: Vec<String> = std::fs::read_dir(&vm)
+    let left_socks: Vec<String> = std::fs::read_dir(vm)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".sock"))
         .collect();
     println!("   left: {left_procs} processes of the VM's PID namespace, sockets {left_socks:?}");
-    let held = |ok: bool| if ok { "held" } else { "FAILED" };
-    println!(
-        "\n   probes: virtiofsd's policy {}, the VMM's {}, the GPU daemon's {}",
-        held(a),
-        held(b),
-        held(c)
-    );
-    phase("total", total);
-    let _ = std::fs::remove_dir_all(&top);
-    if a && b
-        && c
-        && left_procs == 0
-        && left_socks.is_empty()
-        && text.contains("GUEST-POWER-BUTTON")
-    {
-        Ok(())
-    } else {
-        Err("the demo found a problem (see above)".into())
-    }
+    Ok(left_procs == 0 && left_socks.is_empty() && text.contains("GUEST-POWER-BUTTON"))
 }
