@@ -1,12 +1,12 @@
 //! File descriptors: a service gets 0, 1, 2 and the fds its policy names,
 //! nothing else its parent happened to hold.
 
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
 use syscalls::{syscall, Sysno};
 
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 fn close_range(first: RawFd, last: RawFd) -> Result<()> {
     // SAFETY: close_range only closes fds of this process; the caller keeps
@@ -85,8 +85,47 @@ pub fn open_fifo_reader(path: &std::path::Path) -> Result<std::fs::File> {
 /// A pipe for a child's stderr: the read end (ours) non-blocking, the
 /// write end (the child's fd 2) blocking, as a program expects its stderr.
 /// Both close-on-exec: the child gets the write end through `pass_fd`.
-pub fn stderr_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+pub fn stderr_pipe() -> Result<(OwnedFd, OwnedFd)> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).op("pipe")?;
     rustix::fs::fcntl_setfl(&read, rustix::fs::OFlags::NONBLOCK).op("set a pipe non-blocking")?;
     Ok((read, write))
+}
+
+/// Checks that `fd` is an open descriptor (an s6 notification fd, a passed
+/// socket) and takes ownership of it.
+pub fn take_fd(fd: RawFd, what: &str) -> Result<OwnedFd> {
+    if fd < 3 {
+        return Err(Error::Usage(format!(
+            "{what} {fd} is one of stdin, stdout, stderr"
+        )));
+    }
+    // SAFETY: only borrowed for the F_GETFD probe below, which fails with
+    // EBADF (and then we own nothing) if `fd` is not open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if rustix::io::fcntl_getfd(borrowed).is_err() {
+        return Err(Error::Usage(format!(
+            "{what} {fd} is not an open file descriptor"
+        )));
+    }
+    // SAFETY: `fd` is open (checked above) and this process's argv says it
+    // was handed to us for this purpose: nothing else in this process owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// s6 readiness: one newline on the notification fd, then close it.
+pub fn notify_ready(fd: OwnedFd) -> Result<()> {
+    rustix::io::write(&fd, b"\n")
+        .map(drop)
+        .op("write readiness to the notification fd")
+}
+
+/// Sets O_NONBLOCK on an fd the event loop reads.
+pub fn set_nonblocking(fd: impl AsFd) -> Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&fd).op("fcntl F_GETFL")?;
+    rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK).op("fcntl F_SETFL")
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).op("pipe")
 }

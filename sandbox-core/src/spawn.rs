@@ -12,7 +12,7 @@ use std::path::Path;
 use rustix::process::Pid;
 use syscalls::{syscall, Sysno};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::ns::require_single_thread;
 
 const F_DUPFD_CLOEXEC: usize = 1030;
@@ -168,12 +168,32 @@ pub fn spawn(cmd: &Command) -> Result<Child> {
     Ok(Child { pid, pidfd })
 }
 
-/// Blocks until `child` exits; returns its wait status as (code, signal).
-pub fn wait(child: &Child) -> Result<ExitStatus> {
-    let status = rustix::process::waitpid(Some(child.pid), rustix::process::WaitOptions::empty())
-        .op("waitpid")?
-        .map(|(_, s)| s);
-    Ok(ExitStatus::from_wait(status))
+/// Waits for one given child (blocking).
+pub fn wait(pid: Pid) -> Result<ExitStatus> {
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Ok(status) => return Ok(ExitStatus::from_wait(status.map(|(_, s)| s))),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Error::sys("waitpid", e)),
+        }
+    }
+}
+
+/// Reaps one exited child, any child: Ok(None) when none is left to reap
+/// right now. PID 1 calls this until None on every SIGCHLD, so orphans
+/// reparented to it never stay zombies.
+pub fn reap_any() -> Result<Option<(i32, ExitStatus)>> {
+    // wait(2), the -1 case: any child. (rustix's waitpid(None) is
+    // waitpid(0): only children in our process group, and every daemon
+    // runs in a session of its own.)
+    match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+        Ok(Some((pid, status))) => Ok(Some((
+            pid.as_raw_nonzero().get(),
+            ExitStatus::from_wait(Some(status)),
+        ))),
+        Ok(None) | Err(rustix::io::Errno::CHILD) => Ok(None),
+        Err(e) => Err(Error::sys("waitpid", e)),
+    }
 }
 
 /// How a child ended.

@@ -10,7 +10,8 @@ use std::os::unix::fs::{chown, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use sandbox_core::event::{self, take_fd};
+use sandbox_core::event;
+use sandbox_core::fds::take_fd;
 use sandbox_core::ids::{self, Slot, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
 use sandbox_core::mount;
@@ -18,6 +19,7 @@ use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
 use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use sandbox_core::spawn;
 use sandbox_core::{fds, host, landlock, Error};
 
 use crate::args::Args;
@@ -337,7 +339,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
                     break;
                 }
             }
-            let status = event::wait_for(running.pid)?;
+            let status = spawn::wait(running.pid)?;
             drop((created, vm_lock, slots));
             Ok(status.relay_code())
         }

@@ -7,10 +7,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use sandbox_core::event::{self, notify_ready, reap_any, Timer};
+use sandbox_core::event::{self, Timer};
+use sandbox_core::fds::{self, notify_ready};
 use sandbox_core::ids::Slot;
 use sandbox_core::parent::ParentWatch;
 use sandbox_core::signals::{SignalFd, SIGCHLD};
+use sandbox_core::spawn::reap_any;
 use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
 use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::{mount, ns, prctl, Error};
@@ -138,7 +140,7 @@ fn run_vm(
     let mut daemons = vec![fs];
     let (events_read, events_write) = match vm.kind {
         Vmm::CloudHypervisor => {
-            let (r, w) = event::pipe()?;
+            let (r, w) = fds::pipe()?;
             (Some(r), Some(w))
         }
         Vmm::Qemu => (None, None),

@@ -69,7 +69,7 @@ impl Control {
             }
         };
         if let Some(Stream::Events(f)) = &stream {
-            sandbox_core::event::set_nonblocking(f)?;
+            sandbox_core::fds::set_nonblocking(f)?;
         }
         Ok(Control {
             kind,

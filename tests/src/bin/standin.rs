@@ -48,7 +48,7 @@ fn main() {
 }
 
 fn listener_fd(n: i32) -> OwnedFd {
-    sandbox_core::event::take_fd(n, "fd").unwrap_or_else(|e| {
+    sandbox_core::fds::take_fd(n, "fd").unwrap_or_else(|e| {
         eprintln!("standin: {e}");
         std::process::exit(111)
     })

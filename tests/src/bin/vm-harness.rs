@@ -57,10 +57,7 @@ fn run(args: &Args) -> Result<i32, Error> {
         Cloned::Parent(child) => {
             child.write_id_maps(args.slot, &[])?;
             let running = child.release(&[])?;
-            let status = spawn::wait(&Child {
-                pid: running.pid,
-                pidfd: running.pidfd,
-            })?;
+            let status = spawn::wait(running.pid)?;
             Ok(status.relay_code().into())
         }
         Cloned::Child(pending) => {
@@ -93,14 +90,14 @@ fn pid1(args: &Args) -> Result<i32, Error> {
             std::io::stdout()
                 .flush()
                 .map_err(|e| Error::sys("write ready", e))?;
-            spawn::wait(&b)?;
+            spawn::wait(b.pid)?;
             return Ok(0);
         }
         "normal" => {}
         "sibling-gone" | "pid-reused" => {
             let old = b.pid.as_raw_nonzero().get();
             kill_process(b.pid, Signal::KILL).map_err(|e| Error::sys("kill sibling", e))?;
-            spawn::wait(&b)?;
+            spawn::wait(b.pid)?;
             pids.pop();
             abstracts.clear();
             if args.scenario == "pid-reused" {
@@ -158,7 +155,7 @@ fn pid1(args: &Args) -> Result<i32, Error> {
         None,
         &probe,
     )?;
-    let status = spawn::wait(&a)?;
+    let status = spawn::wait(a.pid)?;
     Ok(status.relay_code().into())
 }
 
@@ -198,7 +195,7 @@ fn time_spawns(
         cmd.pass_fd(fd4, 4);
         let start = std::time::Instant::now();
         let child = spawn::spawn(&cmd)?;
-        let status = spawn::wait(&child)?;
+        let status = spawn::wait(child.pid)?;
         times.push(start.elapsed().as_micros().to_string());
         if status != spawn::ExitStatus::Code(0) {
             return Err(Error::Refused(format!("{} {status}", wrapper.display())));

@@ -39,7 +39,7 @@ pub(crate) fn as_gpu(argv: &[String]) -> ! {
         filter: Some(wrap_gpu::policy::SYSCALLS),
     };
     p.status_is("Seccomp (filter mode)", "Seccomp", "2");
-    let conn = match sandbox_core::event::take_fd(fd::GPU_CONNECTION, "--fd") {
+    let conn = match sandbox_core::fds::take_fd(fd::GPU_CONNECTION, "--fd") {
         Ok(fd) => UnixStream::from(fd),
         Err(e) => {
             eprintln!("probe: {e}");

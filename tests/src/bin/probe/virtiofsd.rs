@@ -175,7 +175,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
     // Like virtiofsd: serve the VMM's connection until it goes away.
-    if let Ok(fd) = sandbox_core::event::take_fd(fd::VIRTIOFSD_LISTENER, "--fd") {
+    if let Ok(fd) = sandbox_core::fds::take_fd(fd::VIRTIOFSD_LISTENER, "--fd") {
         let listener = std::os::unix::net::UnixListener::from(fd);
         if let Ok((mut conn, _)) = listener.accept() {
             let mut buf = [0u8; 64];

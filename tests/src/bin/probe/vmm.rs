@@ -204,12 +204,12 @@ pub(crate) fn vmm_sockets(argv: &[String]) -> Vec<PathBuf> {
 
 pub(crate) fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, failed: usize) -> ! {
     use std::io::Read as _;
-    if let Ok(fd) = sandbox_core::event::take_fd(fd::VMM_EVENTS, "--event-monitor") {
+    if let Ok(fd) = sandbox_core::fds::take_fd(fd::VMM_EVENTS, "--event-monitor") {
         let mut events = fs::File::from(fd);
         let _ = events.write_all(b"{\n  \"source\": \"vm\",\n  \"event\": \"booted\"\n}\n\n");
         std::mem::forget(events);
     }
-    let api = match sandbox_core::event::take_fd(fd::VMM_API, "--api-socket") {
+    let api = match sandbox_core::fds::take_fd(fd::VMM_API, "--api-socket") {
         Ok(fd) => std::os::unix::net::UnixListener::from(fd),
         Err(e) => {
             eprintln!("probe: {e}");
