@@ -277,17 +277,11 @@ mod tests {
                 Path::new("/usr/bin/vmm"),
                 host_group_inside_gid("kvm"),
             );
-            let mut seen = std::collections::HashSet::new();
+            // Policy::check covers absolute paths, no path twice and writes
+            // only below the VM dir, its tmpfs and /dev; of the VM dir, the
+            // VMM writes only these two.
+            p.check().unwrap();
             for r in &p.landlock {
-                assert!(r.path.is_absolute(), "{}", r.path.display());
-                assert!(seen.insert(r.path.clone()), "{} twice", r.path.display());
-                if r.access.writes() {
-                    let ok = r.path.starts_with("/run/vm/a")
-                        || r.path == Path::new("/tmp")
-                        || r.path == Path::new("/dev/shm")
-                        || (r.access == Access::Device && r.path.starts_with("/dev"));
-                    assert!(ok, "{} is writable", r.path.display());
-                }
                 if r.path.starts_with("/run/vm/a") && r.access.writes() {
                     assert!(
                         r.path.ends_with("serial.fifo") || r.path.ends_with("vsock.d"),
