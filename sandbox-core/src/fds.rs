@@ -48,9 +48,16 @@ pub fn close_all_except(keep: &[RawFd]) -> Result<()> {
     Ok(())
 }
 
-/// A new session (no controlling terminal), and stdin on /dev/null.
+/// A new session (no controlling terminal), and stdin on /dev/null. A
+/// process s6-supervise started leads a session of its own already
+/// (setsid then fails with EPERM), with no controlling terminal either.
 pub fn detach_from_terminal() -> Result<()> {
-    rustix::process::setsid().op("setsid")?;
+    match rustix::process::setsid() {
+        Ok(_) => {}
+        Err(rustix::io::Errno::PERM)
+            if rustix::process::getsid(None).ok() == Some(rustix::process::getpid()) => {}
+        Err(e) => return Err(Error::sys("setsid", e)),
+    }
     let null = std::fs::OpenOptions::new()
         .read(true)
         .open("/dev/null")

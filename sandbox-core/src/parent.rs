@@ -22,6 +22,11 @@ pub enum ExpectedParent {
     /// The parent's /proc/PID/comm must be this (s6 exports no PID of its
     /// own; a reparented process's new parent is s6-svscan or init).
     Comm(&'static str),
+    /// A wrapper inside a VM: started by the VM's PID 1, or by the
+    /// s6-supervise of a service of the VM's own s6-svscan (vm-init
+    /// --services) holding the service's `supervise/lock`, or by an
+    /// s6-ipcserverd that supervise runs (a per-connection service).
+    InsideVm,
 }
 
 /// Arms PR_SET_PDEATHSIG(SIGKILL) for the calling thread.
@@ -39,6 +44,25 @@ pub fn arm_and_check(expected: &ExpectedParent) -> Result<i32> {
         ExpectedParent::Pid(want) => Err(Error::Refused(format!(
             "parent is PID {ppid}, not {want}: the supervisor is gone"
         ))),
+        ExpectedParent::InsideVm if ppid == 1 => Ok(ppid),
+        ExpectedParent::InsideVm => {
+            // An s6-ipcserverd's supervise is the lock holder; it runs in
+            // the service directory too.
+            let supervise = match comm(ppid)?.as_str() {
+                "s6-ipcserverd" => parent_of(ppid)?,
+                _ => ppid,
+            };
+            if comm(supervise)? != "s6-supervise"
+                || !std::path::Path::new("supervise/lock").exists()
+            {
+                return Err(Error::Refused(format!(
+                    "parent is PID {ppid}, neither the VM's PID 1 nor a service's \
+                     s6-supervise: the supervisor is gone"
+                )));
+            }
+            check_supervise_lock(supervise)?;
+            Ok(ppid)
+        }
         ExpectedParent::Comm(want) => {
             let path = format!("/proc/{ppid}/comm");
             let comm = std::fs::read_to_string(&path).op_path("read", &path)?;
@@ -52,6 +76,21 @@ pub fn arm_and_check(expected: &ExpectedParent) -> Result<i32> {
             }
         }
     }
+}
+
+fn comm(pid: i32) -> Result<String> {
+    let path = format!("/proc/{pid}/comm");
+    let comm = std::fs::read_to_string(&path).op_path("read", &path)?;
+    Ok(comm.trim_end().to_owned())
+}
+
+fn parent_of(pid: i32) -> Result<i32> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).op_path("read", &path)?;
+    // Fields after the command's closing parenthesis: state ppid ...
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        .ok_or_else(|| Error::Refused(format!("{path}: no parent PID")))
 }
 
 /// Under s6 the working directory is the service directory, and its

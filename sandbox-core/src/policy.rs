@@ -196,7 +196,7 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     let filter = policy.syscalls.map(seccomp::compile).transpose()?;
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
-    parent::arm_and_check(parent)?;
+    let ppid = parent::arm_and_check(parent)?;
     //    A session of its own and stdin on /dev/null: no controlling
     //    terminal to push input into (TIOCSTI) should vm-init have been
     //    started from one, nothing to read that was meant for it.
@@ -236,7 +236,8 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     // 8. Exactly the named capabilities, none inheritable or ambient; then
     //    PDEATHSIG again, since step 7 cleared it.
     caps::set_exact(policy.caps)?;
-    parent::arm_and_check(parent)?;
+    //    (The same parent, by PID: our /proc now shows only ourselves.)
+    parent::arm_and_check(&ExpectedParent::Pid(ppid))?;
     // 9. no_new_privs, then Landlock: the last restriction, after which no
     //    mount, capability or id change is possible anyway.
     prctl::no_new_privs()?;

@@ -44,6 +44,21 @@ pub mod fd {
     /// wrap-gpu: the compositor's socket, a detached mount the outer made
     /// as host root (attached in the daemon's view, closed before exec).
     pub const GPU_COMPOSITOR: i32 = 4;
+
+    /// vm-init --services: where PID 1 parks each of the fds above for its
+    /// s6-svscan, whose run scripts inherit them all and each move its own
+    /// to the number above (`fdmove 3 10`). Every wrapper closes all but
+    /// its policy's fds before exec: no daemon keeps another's.
+    pub mod parked {
+        pub const VIRTIOFSD_LISTENER: i32 = 10;
+        pub const VIRTIOFSD_USERNS: i32 = 11;
+        pub const VMM_API: i32 = 12;
+        pub const VMM_EVENTS: i32 = 13;
+        /// gpu.sock's listener: the GPU service accepts on it itself
+        /// (s6-ipcserverd), one connection, one crosvm.
+        pub const GPU_LISTENER: i32 = 14;
+        pub const GPU_COMPOSITOR: i32 = 15;
+    }
 }
 
 /// A VM directory, `STATE/NAME`.

@@ -90,9 +90,10 @@ pub fn main(prog: &str, build: impl FnOnce(&WrapArgs) -> Result<(Policy, Exec)>)
     let err = match build(&args) {
         Ok((mut policy, exec)) => {
             policy.allow_weaker_landlock |= args.allow_weaker_landlock;
-            // vm-init's PID 1 starts every wrapper: inside the VM's PID
-            // namespace it is PID 1, and nothing else may be our parent.
-            match apply(&policy, &ExpectedParent::Pid(1), &exec) {
+            // vm-init's PID 1 starts every wrapper (inside the VM's PID
+            // namespace it is PID 1), or, with vm-init --services, the
+            // s6-supervise of the VM's own s6-svscan.
+            match apply(&policy, &ExpectedParent::InsideVm, &exec) {
                 Ok(never) => match never {},
                 Err(e) => e,
             }

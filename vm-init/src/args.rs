@@ -9,7 +9,7 @@ use sandbox_core::{Error, VmName};
 
 pub const USAGE: &str = "usage: vm-init [--state-dir DIR] [--parent-pid PID] [--notify-fd FD] \
 [--shutdown-timeout SECS] [--virtiofsd PATH] [--vmm PATH] [--gpu PATH] \
-[--allow-weaker-landlock] NAME";
+[--services DIR] [--allow-weaker-landlock] NAME";
 
 pub const HELP: &str = "\
 vm-init: run one VM, sandboxed, under s6.
@@ -22,6 +22,11 @@ vm-init: run one VM, sandboxed, under s6.
                           (default 30), then stop the VMM and exit
   --virtiofsd/--vmm/--gpu PATH
                           the program each wrapper execs instead of its default
+  --services DIR          each daemon an s6 service of its own: PID 1 runs an
+                          s6-svscan inside the VM's namespaces on a copy of
+                          DIR's service directories (s6/vm-services: virtiofsd,
+                          vmm, gpu, and any of your own), whose run scripts
+                          chain-load the wrappers with the fds vm-init parked
   --allow-weaker-landlock on a kernel below Landlock ABI 6, run every daemon
                           with what the kernel has (said in one line) instead
                           of refusing; never the default
@@ -43,6 +48,7 @@ pub struct Args {
     pub virtiofsd: Option<PathBuf>,
     pub vmm: Option<PathBuf>,
     pub gpu: Option<PathBuf>,
+    pub services: Option<PathBuf>,
     pub allow_weaker_landlock: bool,
     pub name: VmName,
 }
@@ -55,6 +61,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
         (PathBuf::from("/run/vm"), None, None, 30u64);
     let (mut virtiofsd, mut vmm, mut gpu, mut name) = (None, None, None, None);
     let mut allow_weaker_landlock = false;
+    let mut services = None;
     while let Some(a) = it.next() {
         let flag = a.to_str().unwrap_or("");
         let mut value = || it.next().ok_or_else(usage);
@@ -83,6 +90,16 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
             "--virtiofsd" => virtiofsd = Some(program(value()?)?),
             "--vmm" => vmm = Some(program(value()?)?),
             "--gpu" => gpu = Some(program(value()?)?),
+            "--services" => {
+                let dir = PathBuf::from(value()?);
+                if !dir.is_absolute() || !dir.is_dir() {
+                    return Err(Error::Usage(format!(
+                        "--services {} is not an absolute path to a directory",
+                        dir.display()
+                    )));
+                }
+                services = Some(dir);
+            }
             "--allow-weaker-landlock" => allow_weaker_landlock = true,
             f if f.starts_with('-') => {
                 return Err(Error::Usage(format!("unknown option {f:?}; {USAGE}")))
@@ -105,6 +122,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
         virtiofsd,
         vmm,
         gpu,
+        services,
         allow_weaker_landlock,
         name: name.ok_or_else(usage)?,
     }))

@@ -7,6 +7,7 @@ mod args;
 mod outer;
 mod pid1;
 mod serial;
+mod services;
 mod stderr;
 mod vmm;
 

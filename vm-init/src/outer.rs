@@ -49,6 +49,8 @@ pub struct Vm {
     pub host_groups: Vec<(u32, u32)>,
     /// The explicit opt-out, passed on to every wrapper.
     pub allow_weaker_landlock: bool,
+    /// --services: the service directories PID 1's s6-svscan runs.
+    pub services: Option<crate::services::Templates>,
 }
 
 /// The listening sockets PID 1 hands to the wrappers, and the two ends of
@@ -140,6 +142,11 @@ fn check(args: &Args) -> Result<Vm, Error> {
             ));
         }
     }
+    let services = args
+        .services
+        .as_deref()
+        .map(crate::services::read)
+        .transpose()?;
     Ok(Vm {
         dir,
         kind: config.vmm,
@@ -147,6 +154,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
         bin_dir,
         host_groups,
         allow_weaker_landlock: args.allow_weaker_landlock,
+        services,
     })
 }
 

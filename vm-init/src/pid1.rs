@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sandbox_core::event::{self, Timer};
 use sandbox_core::fds::{self, notify_ready};
@@ -20,6 +20,7 @@ use sandbox_core::{mount, ns, prctl, Error};
 use crate::args::Args;
 use crate::outer::{Listeners, Vm, SIGNALS};
 use crate::serial::SerialRelay;
+use crate::services;
 use crate::stderr::StderrRelay;
 use crate::vmm::{Control, Said, Vmm};
 
@@ -126,43 +127,71 @@ fn run_vm(
         gpu,
         serial,
     } = listeners;
-    let fs = daemon(
-        vm,
-        "virtiofsd",
-        "wrap-virtiofsd",
-        args.virtiofsd.as_deref(),
-        &[
-            (virtiofsd.as_fd(), fd::VIRTIOFSD_LISTENER),
-            (guest_ids.as_fd(), fd::VIRTIOFSD_USERNS),
-        ],
-    )?;
-    drop((virtiofsd, guest_ids));
-    let mut daemons = vec![fs];
-    let (events_read, events_write) = match vm.kind {
-        Vmm::CloudHypervisor => {
-            let (r, w) = fds::pipe()?;
-            (Some(r), Some(w))
-        }
-        Vmm::Qemu => (None, None),
+    // cloud-hypervisor's event monitor; with --services the VMM's run
+    // script moves it into place whatever the VMM (QEMU's wrapper closes it).
+    let (events_read, events_write) = if vm.kind == Vmm::CloudHypervisor || vm.services.is_some() {
+        let (r, w) = fds::pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
     };
-    let vmm = {
-        let mut fds = vec![(api.as_fd(), fd::VMM_API)];
-        if let Some(w) = &events_write {
-            fds.push((w.as_fd(), fd::VMM_EVENTS));
+    let (daemons, vmm_pid, gpu_listener, scan) = match &vm.services {
+        None => {
+            let fs = daemon(
+                vm,
+                "virtiofsd",
+                "wrap-virtiofsd",
+                args.virtiofsd.as_deref(),
+                &[
+                    (virtiofsd.as_fd(), fd::VIRTIOFSD_LISTENER),
+                    (guest_ids.as_fd(), fd::VIRTIOFSD_USERNS),
+                ],
+            )?;
+            let mut fds = vec![(api.as_fd(), fd::VMM_API)];
+            if let Some(w) = &events_write {
+                fds.push((w.as_fd(), fd::VMM_EVENTS));
+            }
+            let vmm = daemon(vm, "the VMM", "wrap-vmm", args.vmm.as_deref(), &fds)?;
+            let vmm_pid = vmm.child.pid.as_raw_nonzero().get();
+            // The GPU daemon gets the VMM's connection, accepted by the loop.
+            if let Some(l) = &gpu {
+                l.set_nonblocking(true)
+                    .map_err(|e| Error::sys("set non-blocking", e))?;
+            }
+            (vec![fs, vmm], Some(vmm_pid), gpu, None)
         }
-        daemon(vm, "the VMM", "wrap-vmm", args.vmm.as_deref(), &fds)?
+        Some(templates) => {
+            // Every fd parked for the VM's own s6-svscan; each run script
+            // moves its own into place (vmdir::fd::parked).
+            let scan = templates.install(&args.state_dir)?;
+            let mut fds = vec![
+                (virtiofsd.as_fd(), fd::parked::VIRTIOFSD_LISTENER),
+                (guest_ids.as_fd(), fd::parked::VIRTIOFSD_USERNS),
+                (api.as_fd(), fd::parked::VMM_API),
+            ];
+            if let Some(w) = &events_write {
+                fds.push((w.as_fd(), fd::parked::VMM_EVENTS));
+            }
+            if let Some(l) = &gpu {
+                fds.push((l.as_fd(), fd::parked::GPU_LISTENER));
+            }
+            if let Some(c) = &vm.gpu {
+                fds.push((c.tree.as_fd(), fd::parked::GPU_COMPOSITOR));
+            }
+            let (stderr, write) = StderrRelay::new()?;
+            let child = templates.start(args, vm, &scan, &fds, write.as_fd())?;
+            let svscan = Daemon {
+                name: "the VM's s6-svscan",
+                child,
+                stderr,
+            };
+            (vec![svscan], None, None, Some(scan))
+        }
     };
-    // Our copies would keep the pipe open after the VMM exits.
-    drop((api, events_write));
-    let vmm_pid = vmm.child.pid.as_raw_nonzero().get();
-    daemons.push(vmm);
+    // Our copies would keep the sockets and the events pipe open after the
+    // daemons that use them exit.
+    drop((virtiofsd, guest_ids, api, events_write));
     let control = Control::new(vm.kind, vm.dir.api_socket(), events_read)?;
-    // The GPU daemon gets the VMM's connection, accepted by the loop.
-    let gpu_listener: Option<UnixListener> = gpu;
-    if let Some(l) = &gpu_listener {
-        l.set_nonblocking(true)
-            .map_err(|e| Error::sys("set non-blocking", e))?;
-    }
     let mut vm_loop = VmLoop {
         args,
         vm,
@@ -175,6 +204,7 @@ fn run_vm(
         control,
         daemons,
         vmm_pid,
+        scan,
         notify,
         stopping: false,
         lost: None,
@@ -217,7 +247,11 @@ struct VmLoop<'a> {
     gpu_listener: Option<UnixListener>,
     control: Control,
     daemons: Vec<Daemon>,
-    vmm_pid: i32,
+    /// The VMM, when PID 1 started it; with --services its s6-supervise
+    /// did, and the VMM's end shows as its API or events closing.
+    vmm_pid: Option<i32>,
+    /// --services: the VM's own s6 scan directory.
+    scan: Option<PathBuf>,
     notify: Option<OwnedFd>,
     stopping: bool,
     /// A daemon other than the VMM that ended while the VM ran, and what
@@ -245,7 +279,9 @@ impl VmLoop<'_> {
                 self.start_gpu_daemon()?;
             }
             if ready.vmm {
-                self.on_vmm()?;
+                if let Some(code) = self.on_vmm()? {
+                    return Ok(code);
+                }
             }
             if ready.signals {
                 if let Some(code) = self.on_signals()? {
@@ -344,8 +380,9 @@ impl VmLoop<'_> {
         Ok(())
     }
 
-    /// The VMM's events or API answer: readiness, once.
-    fn on_vmm(&mut self) -> Result<(), Error> {
+    /// The VMM's events or API answer: readiness, once. With --services,
+    /// the VMM's end (its stream closing) ends the VM: returns the code.
+    fn on_vmm(&mut self) -> Result<Option<u8>, Error> {
         match self.control.on_readable()? {
             Said::Ready => {
                 if let Some(fd) = self.notify.take() {
@@ -357,9 +394,22 @@ impl VmLoop<'_> {
                     self.slot.index()
                 );
             }
+            Said::Closed if self.vmm_pid.is_none() => {
+                let status = if self.stopping {
+                    ExitStatus::Code(0)
+                } else {
+                    ExitStatus::Unknown
+                };
+                return Ok(Some(vmm_exit(
+                    self.args.name.as_str(),
+                    status,
+                    "",
+                    self.stopping,
+                )));
+            }
             Said::Nothing | Said::Closed => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// SIGTERM, SIGINT, SIGHUP: a graceful power-off (before readiness:
@@ -378,6 +428,11 @@ impl VmLoop<'_> {
                 return Ok(Some(0));
             }
             self.stopping = true;
+            if let Some(scan) = &self.scan {
+                // The VMM's supervise must not start it again when the
+                // guest powers off.
+                services::run_once(scan, "vmm")?;
+            }
             sandbox_core::say!("vm-init: {name}: signal {sig}: asking the guest to power off");
             if let Err(e) = self.control.request_powerdown() {
                 sandbox_core::say!("vm-init: {name}: {e}");
@@ -402,7 +457,7 @@ impl VmLoop<'_> {
             let mut d = self.daemons.remove(i);
             d.stderr.drain();
             let said = d.stderr.said(status);
-            if pid == self.vmm_pid {
+            if Some(pid) == self.vmm_pid {
                 if let Some((daemon, status, said)) = self
                     .lost
                     .take()

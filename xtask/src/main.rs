@@ -161,7 +161,8 @@ fn ci() -> Result {
 const BINARIES: &[&str] = &["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"];
 
 /// Installs the binaries to D/usr/bin (vm-init finds the wrappers beside
-/// itself) and the s6 service template to D/usr/share/vm-sandbox/s6/vm.
+/// itself), the s6 service template to D/usr/share/vm-sandbox/s6/vm and
+/// the per-daemon services (vm-init --services) to .../s6/vm-services.
 fn install(args: &[String]) -> Result {
     let dest = match args {
         [flag, d] if flag == "--destdir" => PathBuf::from(d),
@@ -195,6 +196,17 @@ fn install(args: &[String]) -> Result {
         ("vm.conf.example", 0o644),
     ] {
         copy(root().join("s6/vm").join(f), template.join(f), mode)?;
+    }
+    for service in ["virtiofsd", "vmm", "gpu"] {
+        let d = dest
+            .join("usr/share/vm-sandbox/s6/vm-services")
+            .join(service);
+        std::fs::create_dir_all(&d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+        copy(
+            root().join("s6/vm-services").join(service).join("run"),
+            d.join("run"),
+            0o755,
+        )?;
     }
     eprintln!(
         "xtask: installed {} and the s6 template under {}",

@@ -1,0 +1,192 @@
+//! Each daemon its own s6 service (vm-init --services): the VM's service
+//! in the host's s6 tree, and inside the VM's namespaces an s6-svscan of
+//! the VM's own with one service per daemon (the project's s6/vm-services)
+//! and one of the host's own (a "dbus" that is just a program under a
+//! policy of its own). Real s6, the real virtiofsd, QEMU and the test guest.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tests::guest::Tools;
+use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, within, S6};
+use tests::{privileged_with, StateDir};
+
+/// The "dbus" service's own uid in the VM.
+const DBUS_UID: u32 = 65700;
+
+/// The project's service directories, and a "dbus" of the test's own: a
+/// program under test-wrap's policy, started like any daemon's wrapper.
+fn services(top: &Path) -> PathBuf {
+    let dir = top.join("vm-services");
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("s6/vm-services");
+    for service in ["virtiofsd", "vmm", "gpu"] {
+        std::fs::create_dir_all(dir.join(service)).unwrap();
+        std::fs::copy(
+            project.join(service).join("run"),
+            dir.join(service).join("run"),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(dir.join("dbus")).unwrap();
+    std::fs::write(
+        dir.join("dbus/run"),
+        format!(
+            "#!/usr/bin/execlineb -P\n\
+             importas -i vm VM_DIR\n\
+             test-wrap --profile user --uid {DBUS_UID} --vm-dir $vm --own-dir ${{vm}}/out-dbus \
+             -- /usr/bin/sleep 100000\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.join("dbus/run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// /proc/PID/stat's start time (field 22), in clock ticks since boot.
+fn started(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The processes of PID namespace `ns` whose comm is `name`.
+fn named(ns: u64, name: &str) -> Vec<i32> {
+    procs_in_pidns(ns)
+        .into_iter()
+        .filter(|&p| comm(p) == name)
+        .collect()
+}
+
+#[test]
+fn each_daemon_its_own_service_inside_the_vms_namespaces() {
+    if !privileged_with(
+        "per_daemon",
+        &[
+            "s6-svscan",
+            "s6-svc",
+            "s6-svwait",
+            "s6-ipcserverd",
+            "execlineb",
+        ],
+    ) {
+        return;
+    }
+    let Some(tools) = Tools::find("per_daemon") else {
+        return;
+    };
+    let state = StateDir::new("per_daemon");
+    let vm = state.add_guest_vm("pd", &tools, "wait");
+    std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
+    let dir = services(&state.top());
+    let s6 = S6::start(&state);
+    let extra = format!(
+        "--shutdown-timeout 30 --vmm {} --virtiofsd {} --services {}",
+        tools.qemu.display(),
+        tools.virtiofsd.display(),
+        dir.display()
+    );
+    let svc = s6.add_vm(&state, "pd", &extra);
+    let hello = vm.join("fs/hello-from-guest.txt");
+    for round in 0..2 {
+        let _ = std::fs::remove_file(&hello);
+        if round == 1 {
+            S6::svc(&svc, "-u");
+        }
+        assert!(
+            S6::svwait(&svc, "-U", 60_000),
+            "round {round}: not ready: {}",
+            S6::log(&state)
+        );
+        let outer = S6::pid(&svc).unwrap();
+        let pid1 = children(outer)[0];
+        let ns = pidns(pid1).unwrap();
+        // The guest writes through virtio-fs, served by the virtiofsd of
+        // the VM's own s6.
+        assert!(
+            within(Duration::from_secs(60), || hello.exists()),
+            "round {round}: {}",
+            S6::log(&state)
+        );
+        let qemu = named(ns, "qemu-system-x86");
+        let virtiofsd = named(ns, "virtiofsd");
+        let dbus = named(ns, "sleep");
+        assert_eq!(
+            (qemu.len(), virtiofsd.len(), dbus.len()),
+            (1, 1, 1),
+            "round {round}: {:?}",
+            procs_in_pidns(ns)
+                .into_iter()
+                .map(|p| (p, comm(p)))
+                .collect::<Vec<_>>()
+        );
+        // Each daemon is its s6-supervise's child, inside the VM's PID
+        // namespace, under the VM's own s6-svscan, under PID 1.
+        for d in [qemu[0], virtiofsd[0], dbus[0]] {
+            let supervise = ppid(d).unwrap();
+            assert_eq!(comm(supervise), "s6-supervise", "parent of {}", comm(d));
+            assert_eq!(pidns(supervise), Some(ns));
+            let svscan = ppid(supervise).unwrap();
+            assert_eq!(comm(svscan), "s6-svscan");
+            assert_eq!(ppid(svscan), Some(pid1));
+        }
+        // The VMM started after virtiofsd (its run script waits for it).
+        assert!(started(virtiofsd[0]) <= started(qemu[0]));
+        // The host's own service, with a policy of its own: its uid, no
+        // capability, no_new_privs, in the VM's namespaces.
+        let uid = status(dbus[0], "Uid");
+        let base: u32 = std::fs::read_to_string(format!("/proc/{pid1}/uid_map"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            uid.starts_with(&format!("{}\t", base + DBUS_UID)),
+            "dbus uid {uid}"
+        );
+        assert_eq!(status(dbus[0], "CapEff"), "0000000000000000");
+        assert_eq!(status(dbus[0], "NoNewPrivs"), "1");
+        let ns_of = |p: i32, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
+        for kind in ["user", "net", "ipc", "uts"] {
+            assert!(ns_of(dbus[0], kind).is_some());
+            assert_eq!(ns_of(dbus[0], kind), ns_of(pid1, kind), "{kind}: the VM's");
+        }
+        let me = std::process::id() as i32;
+        assert_ne!(
+            ns_of(dbus[0], "mnt"),
+            ns_of(me, "mnt"),
+            "mnt: not the host's"
+        );
+        // A VM without a GPU: its GPU service went down by itself.
+        assert!(named(ns, "s6-ipcserverd").is_empty());
+
+        // s6-svc -d on the VM: the guest powers off, every daemon service
+        // goes with the VM, nothing is left.
+        // The guest listens for the power button once it says so.
+        let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+        assert!(within(Duration::from_secs(30), || {
+            std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"))
+        }));
+        S6::svc(&svc, "-d");
+        assert!(S6::svwait(&svc, "-D", 40_000), "{}", S6::log(&state));
+        let serial = std::fs::read_to_string(&serial).unwrap();
+        assert!(
+            serial.contains("GUEST-POWER-BUTTON"),
+            "round {round}: no power button:\n{serial}\ns6 log:\n{}",
+            S6::log(&state)
+        );
+        assert_eq!(S6::svstat(&svc, "exitcode"), "0", "{}", S6::log(&state));
+        assert!(
+            within(Duration::from_secs(2), || procs_in_pidns(ns).is_empty()),
+            "round {round}: left {:?}",
+            procs_in_pidns(ns)
+        );
+        assert!(!S6::log(&state).contains("did not power off"));
+    }
+}

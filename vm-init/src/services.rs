@@ -1,0 +1,196 @@
+//! vm-init --services DIR: each daemon an s6 service of its own.
+//!
+//! PID 1 runs an s6-svscan inside the VM's namespaces, on a copy of DIR's
+//! service directories (the project's s6/vm-services: virtiofsd, vmm, gpu;
+//! a host adds its own, a dbus or a portal). Each s6-supervise and each
+//! run script is then already a process of the VM: its user, PID, mount,
+//! network, IPC and UTS namespaces, killed with it. A run script moves the
+//! fds vm-init parked for it into place (`vmdir::fd::parked`) and
+//! chain-loads its wrapper, which applies exactly the policy it applies
+//! when PID 1 starts it.
+//!
+//! Why this way (the "(b)") and not the wrappers joining the VM's
+//! namespaces from the host's s6 tree ("(a)"): nothing has to find the
+//! VM's PID 1 from outside and race its death or a recycled PID; the
+//! sockets vm-init bound as host root reach the run scripts by plain fd
+//! inheritance through s6-svscan and s6-supervise, with no writable path
+//! in the host-root-owned VM directory and no fd holder; and when the VM
+//! goes down its services go with it (its PID namespace), so none restarts
+//! against a VM that is gone, and the next start brings them back.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use sandbox_core::spawn::{self, spawn, Command};
+use sandbox_core::{mount, Error};
+
+use crate::args::Args;
+use crate::outer::Vm;
+
+/// At most this many entries and bytes are copied from DIR: service
+/// directories, not a file tree.
+const MAX_ENTRIES: usize = 256;
+const MAX_BYTES: usize = 1 << 20;
+/// Where PID 1 puts the scan directory, below the state dir's tmpfs of the
+/// VM's mount namespace (which holds only this VM's directory otherwise).
+const SCAN_DIR: &str = ".services";
+
+#[derive(Debug)]
+enum Entry {
+    Dir,
+    File { bytes: Vec<u8>, mode: u32 },
+}
+
+/// DIR's service directories, read by the outer vm-init as host root, so
+/// that PID 1 needs no right to DIR's path.
+#[derive(Debug)]
+pub struct Templates {
+    entries: Vec<(PathBuf, Entry)>,
+    svscan: PathBuf,
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_else(|| vec!["/usr/bin".into(), "/bin".into()])
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Reads DIR (regular files and directories only, no symlink followed).
+pub fn read(dir: &Path) -> Result<Templates, Error> {
+    let svscan = find_in_path("s6-svscan")
+        .ok_or_else(|| Error::Usage("--services needs s6-svscan, which is not in PATH".into()))?;
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let here = dir.join(&rel);
+        let listing = std::fs::read_dir(&here).map_err(|e| Error::path("read", &here, e))?;
+        for e in listing {
+            let e = e.map_err(|e| Error::path("read", &here, e))?;
+            let rel = rel.join(e.file_name());
+            let path = dir.join(&rel);
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| Error::path("stat", &path, e))?;
+            if meta.is_dir() {
+                entries.push((rel.clone(), Entry::Dir));
+                todo.push(rel);
+            } else if meta.is_file() {
+                use std::os::unix::fs::PermissionsExt;
+                let data = std::fs::read(&path).map_err(|e| Error::path("read", &path, e))?;
+                bytes += data.len();
+                entries.push((
+                    rel,
+                    Entry::File {
+                        bytes: data,
+                        mode: meta.permissions().mode() & 0o755,
+                    },
+                ));
+            } else {
+                return Err(Error::Usage(format!(
+                    "--services: {} is neither a file nor a directory",
+                    path.display()
+                )));
+            }
+            if entries.len() > MAX_ENTRIES || bytes > MAX_BYTES {
+                return Err(Error::Usage(format!(
+                    "--services {}: more than {MAX_ENTRIES} entries or {} KiB",
+                    dir.display(),
+                    MAX_BYTES >> 10
+                )));
+            }
+        }
+    }
+    // Parents before children.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Templates { entries, svscan })
+}
+
+impl Templates {
+    /// PID 1: a fresh tmpfs below the state dir, holding the copy.
+    pub fn install(&self, state_dir: &Path) -> Result<PathBuf, Error> {
+        let scan = state_dir.join(SCAN_DIR);
+        std::fs::create_dir(&scan).map_err(|e| Error::path("mkdir", &scan, e))?;
+        // nosuid, nodev; executable: the run scripts run from it.
+        mount::mount_state_tmpfs(&scan)?;
+        for (rel, entry) in &self.entries {
+            let path = scan.join(rel);
+            match entry {
+                Entry::Dir => {
+                    std::fs::create_dir(&path).map_err(|e| Error::path("mkdir", &path, e))?
+                }
+                Entry::File { bytes, mode } => {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::write(&path, bytes).map_err(|e| Error::path("write", &path, e))?;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                        .map_err(|e| Error::path("chmod", &path, e))?;
+                }
+            }
+        }
+        Ok(scan)
+    }
+
+    /// PID 1: s6-svscan on `scan`, with `fds` parked at their numbers and
+    /// the environment the run scripts read: VM_DIR, and for each wrapper
+    /// the arguments vm-init was given for it (--program, the Landlock
+    /// opt-out).
+    pub fn start(
+        &self,
+        args: &Args,
+        vm: &Vm,
+        scan: &Path,
+        fds: &[(BorrowedFd<'_>, i32)],
+        stderr: BorrowedFd<'_>,
+    ) -> Result<spawn::Child, Error> {
+        let mut cmd = Command::new(&self.svscan)?;
+        cmd.arg(scan)?;
+        let path = std::env::join_paths([
+            vm.bin_dir.clone(),
+            "/usr/lib/execline/bin".into(),
+            "/usr/bin".into(),
+            "/bin".into(),
+        ])
+        .map_err(|_| Error::Usage("vm-init's directory contains ':'".into()))?;
+        cmd.env("PATH", path)?;
+        cmd.env("VM_DIR", vm.dir.path())?;
+        for (var, program) in [
+            ("VM_SANDBOX_VIRTIOFSD_ARGS", &args.virtiofsd),
+            ("VM_SANDBOX_VMM_ARGS", &args.vmm),
+            ("VM_SANDBOX_GPU_ARGS", &args.gpu),
+        ] {
+            let mut words = Vec::new();
+            if let Some(p) = program {
+                words.push(format!("--program {}", p.display()));
+            }
+            if args.allow_weaker_landlock {
+                words.push("--allow-weaker-landlock".into());
+            }
+            cmd.env(var, words.join(" "))?;
+        }
+        for (fd, target) in fds {
+            cmd.pass_fd(fd.as_raw_fd(), *target);
+        }
+        cmd.pass_fd(stderr.as_raw_fd(), 2);
+        spawn(&cmd)
+    }
+}
+
+/// Keeps `service` of the VM's s6-svscan from being restarted when its
+/// daemon exits (`s6-svc -O`): the VMM, before the guest is asked to power
+/// off.
+pub fn run_once(scan: &Path, service: &str) -> Result<(), Error> {
+    let dir = scan.join(service);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let svc = find_in_path("s6-svc").unwrap_or_else(|| "/usr/bin/s6-svc".into());
+    let mut cmd = Command::new(&svc)?;
+    cmd.arg("-O")?.arg(&dir)?;
+    let child = spawn(&cmd)?;
+    match spawn::wait(child.pid)? {
+        spawn::ExitStatus::Code(0) => Ok(()),
+        s => Err(Error::Refused(format!("s6-svc -O {}: {s}", dir.display()))),
+    }
+}
