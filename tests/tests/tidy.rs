@@ -105,3 +105,52 @@ fn the_vm_directory_and_the_fds_are_named_only_in_vmdir() {
         }
     }
 }
+
+/// The per-daemon services' run scripts move the fds vm-init parks
+/// (vmdir::fd::parked) to the numbers each wrapper takes (vmdir::fd):
+/// execline cannot import the constants, so this checks every `fdmove`.
+#[test]
+fn the_service_run_scripts_move_the_parked_fds_to_the_contracts_numbers() {
+    use sandbox_core::vmdir::fd::{self, parked};
+    let dir = workspace().join("s6/vm-services");
+    let want: &[(&str, &[(i32, i32)])] = &[
+        (
+            "virtiofsd",
+            &[
+                (fd::VIRTIOFSD_LISTENER, parked::VIRTIOFSD_LISTENER),
+                (fd::VIRTIOFSD_USERNS, parked::VIRTIOFSD_USERNS),
+            ],
+        ),
+        (
+            "vmm",
+            &[
+                (fd::VMM_API, parked::VMM_API),
+                (fd::VMM_EVENTS, parked::VMM_EVENTS),
+            ],
+        ),
+        (
+            "gpu",
+            &[
+                // s6-ipcserverd takes the listener as its stdin; the
+                // connection it accepts then moves to GPU_CONNECTION.
+                (0, parked::GPU_LISTENER),
+                (fd::GPU_COMPOSITOR, parked::GPU_COMPOSITOR),
+                (fd::GPU_CONNECTION, 0),
+            ],
+        ),
+    ];
+    for (service, moves) in want {
+        let run = std::fs::read_to_string(dir.join(service).join("run")).unwrap();
+        let got: Vec<(i32, i32)> = run
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                match w.as_slice() {
+                    ["fdmove", to, from] => Some((to.parse().ok()?, from.parse().ok()?)),
+                    _ => None,
+                }
+            })
+            .collect();
+        assert_eq!(&got, moves, "{service}/run");
+    }
+}
