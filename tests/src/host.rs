@@ -10,6 +10,7 @@
 //! process uses /dev/kvm, and holds off the others until it is done.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Condvar, Mutex};
 
@@ -191,5 +192,87 @@ impl Drop for StateMount {
             let _ = sandbox_core::mount::detach(std::path::Path::new(TESTS_TOP));
             let _ = std::fs::remove_dir(TESTS_TOP);
         }
+    }
+}
+
+/// A host group for a test, made if the host lacks it and removed again
+/// on drop (only if the test made it).
+#[derive(Debug)]
+pub struct TestGroup {
+    pub name: &'static str,
+    made: bool,
+}
+
+impl TestGroup {
+    pub fn new(name: &'static str) -> TestGroup {
+        let has = std::fs::read_to_string("/etc/group")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}:")));
+        if !has {
+            assert!(Command::new("groupadd")
+                .args(["--system", name])
+                .status()
+                .unwrap()
+                .success());
+        }
+        TestGroup { name, made: !has }
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = Command::new("groupdel").arg(self.name).status();
+        }
+    }
+}
+
+/// The tests of a test binary share one render node: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A render node for the test, as udev would make one: a character device
+/// of group render, mode 0660. There is no GPU here, so it is the null
+/// device's (1:3): it opens, like a real one would.
+#[derive(Debug)]
+pub struct RenderNode {
+    node: PathBuf,
+    _group: TestGroup,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl RenderNode {
+    // Not Default: making one changes the host.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> RenderNode {
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let group = TestGroup::new("render");
+        std::fs::create_dir_all("/dev/dri").unwrap();
+        let node = PathBuf::from("/dev/dri/renderD231");
+        let _ = std::fs::remove_file(&node);
+        assert!(Command::new("mknod")
+            .args(["-m", "0660"])
+            .arg(&node)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new("chgrp")
+            .arg("render")
+            .arg(&node)
+            .status()
+            .unwrap()
+            .success());
+        RenderNode {
+            node,
+            _group: group,
+            _one: one,
+        }
+    }
+}
+
+impl Drop for RenderNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.node);
     }
 }

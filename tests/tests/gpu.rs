@@ -10,86 +10,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use tests::host::{RenderNode, TestGroup};
 use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
-
-/// A host group for a test, made if the host lacks it and removed again
-/// on drop (only if the test made it).
-struct TestGroup {
-    name: &'static str,
-    made: bool,
-}
-
-impl TestGroup {
-    fn new(name: &'static str) -> TestGroup {
-        let has = std::fs::read_to_string("/etc/group")
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with(&format!("{name}:")));
-        if !has {
-            assert!(Command::new("groupadd")
-                .args(["--system", name])
-                .status()
-                .unwrap()
-                .success());
-        }
-        TestGroup { name, made: !has }
-    }
-}
-
-impl Drop for TestGroup {
-    fn drop(&mut self) {
-        if self.made {
-            let _ = Command::new("groupdel").arg(self.name).status();
-        }
-    }
-}
-
-/// The tests of this file share one render node: one at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A render node for the test, as udev would make one: a character device
-/// of group render, mode 0660. There is no GPU here, so it is the null
-/// device's (1:3): it opens, like a real one would.
-struct RenderNode {
-    node: PathBuf,
-    _group: TestGroup,
-    _one: std::sync::MutexGuard<'static, ()>,
-}
-
-impl RenderNode {
-    fn new() -> RenderNode {
-        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let group = TestGroup::new("render");
-        std::fs::create_dir_all("/dev/dri").unwrap();
-        let node = PathBuf::from("/dev/dri/renderD231");
-        let _ = std::fs::remove_file(&node);
-        assert!(Command::new("mknod")
-            .args(["-m", "0660"])
-            .arg(&node)
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap()
-            .success());
-        assert!(Command::new("chgrp")
-            .arg("render")
-            .arg(&node)
-            .status()
-            .unwrap()
-            .success());
-        RenderNode {
-            node,
-            _group: group,
-            _one: one,
-        }
-    }
-}
-
-impl Drop for RenderNode {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.node);
-    }
-}
 
 fn socket(path: &std::path::Path, mode: u32) -> UnixListener {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -12,6 +12,20 @@ use tests::guest::Tools;
 use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, within, S6};
 use tests::{privileged_with, StateDir};
 
+/// Root, Landlock, and s6 with what the services' run scripts use.
+fn s6_ready(test: &str) -> bool {
+    privileged_with(
+        test,
+        &[
+            "s6-svscan",
+            "s6-svc",
+            "s6-svwait",
+            "s6-ipcserverd",
+            "execlineb",
+        ],
+    )
+}
+
 /// The "dbus" service's own uid in the VM.
 const DBUS_UID: u32 = 65700;
 
@@ -64,16 +78,7 @@ fn named(ns: u64, name: &str) -> Vec<i32> {
 
 #[test]
 fn each_daemon_its_own_service_inside_the_vms_namespaces() {
-    if !privileged_with(
-        "per_daemon",
-        &[
-            "s6-svscan",
-            "s6-svc",
-            "s6-svwait",
-            "s6-ipcserverd",
-            "execlineb",
-        ],
-    ) {
+    if !s6_ready("per_daemon") {
         return;
     }
     let Some(tools) = Tools::find("per_daemon") else {
@@ -188,5 +193,173 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
             procs_in_pidns(ns)
         );
         assert!(!S6::log(&state).contains("did not power off"));
+    }
+}
+
+/// The probe in each daemon's place, each daemon a service of the VM's own
+/// s6 (stand-ins in the others'): every attempt holds as in the
+/// one-service mode, and from there the s6 processes of its VM can be
+/// neither signalled nor seen (the probes' kill sweep and hidepid /proc).
+#[test]
+fn the_probes_in_each_daemons_place_as_services() {
+    if !s6_ready("per_daemon_probes") {
+        return;
+    }
+    let _node = tests::host::RenderNode::new();
+    let state = StateDir::new("per_daemon_probes");
+    let bait = tests::bait::hold();
+    let dir = services(&state.top());
+    let bin = state.standins();
+    let probe = bin.join("probe");
+    let (vmm_standin, fs_standin) = (bin.join("vmm-cooperative"), bin.join("virtiofsd-ok"));
+    // The GPU's compositor: an open socket the probe connects to once
+    // queue 0 starts, which tells it to run its attempts.
+    let wayland = state.top().join("wayland/wayland-0");
+    std::fs::create_dir_all(wayland.parent().unwrap()).unwrap();
+    let compositor = std::os::unix::net::UnixListener::bind(&wayland).unwrap();
+    std::fs::set_permissions(&wayland, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for c in compositor.incoming().flatten() {
+            let mut c = c;
+            let _ = c.write_all(b"probe\n");
+            std::thread::spawn(move || {
+                let mut b = [0u8; 64];
+                while c.read(&mut b).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    for (name, vmm, fs, gpu, min) in [
+        ("as-virtiofsd", &vmm_standin, &probe, None, 30),
+        ("as-vmm", &probe, &fs_standin, None, 28),
+        ("as-gpu", &vmm_standin, &fs_standin, Some(&probe), 30),
+    ] {
+        let vm = state.add_standin_vm(name);
+        std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
+        std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
+        // A device node the host left in the storage (1:3 is /dev/null's).
+        assert!(std::process::Command::new("mknod")
+            .args(["-m", "0666"])
+            .arg(vm.join("fs/host-device"))
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap()
+            .success());
+        let mut extra = vec!["--services".to_owned(), dir.display().to_string()];
+        if let Some(g) = gpu {
+            std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+            extra.extend(["--gpu".to_owned(), g.display().to_string()]);
+        }
+        let mut child = std::process::Command::new(state.bin().join("vm-init"))
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .args(["--state-dir", state.0.to_str().unwrap()])
+            .arg("--vmm")
+            .arg(vmm)
+            .arg("--virtiofsd")
+            .arg(fs)
+            .args(&extra)
+            .arg(name)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let report = tests::vm::read_report(&mut out);
+        eprintln!("-- {name}:\n{report}");
+        if !report.contains("probe: ") {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+            panic!("{name}: no report; vm-init:\n{err}");
+        }
+        tests::vm::assert_report_holds(&report, min);
+        assert!(tests::vm::wait_line(&mut child, ": ready").contains("ready"));
+        assert_eq!(tests::vm::stop(&mut child), Some(0), "{name}");
+    }
+    bait.assert_nothing_reached_the_host();
+}
+
+/// kill -9 of the VM's supervisor, of the outer vm-init or of PID 1: the
+/// whole VM, its s6 and every daemon service, is gone within a second.
+/// kill -9 of a daemon's supervisor: that daemon dies with it (no orphan
+/// keeps running unsupervised), and the VM's s6-svscan starts both again.
+#[test]
+fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
+    if !s6_ready("per_daemon_kill") {
+        return;
+    }
+    let state = StateDir::new("per_daemon_kill");
+    let dir = services(&state.top());
+    let bin = state.standins();
+    let s6 = S6::start(&state);
+    let extra = format!(
+        "--vmm {} --virtiofsd {} --services {}",
+        bin.join("vmm-cooperative").display(),
+        bin.join("virtiofsd-ok").display(),
+        dir.display()
+    );
+    type Victim = fn(i32, i32, i32) -> i32;
+    let victims: [(&str, Victim); 4] = [
+        ("the VM's s6-supervise", |outer, _, _| ppid(outer).unwrap()),
+        ("the outer vm-init", |outer, _, _| outer),
+        ("PID 1", |_, pid1, _| pid1),
+        ("virtiofsd's s6-supervise", |_, _, fs| ppid(fs).unwrap()),
+    ];
+    for (i, (what, victim)) in victims.into_iter().enumerate() {
+        let name = format!("k{i}");
+        let vm = state.add_standin_vm(&name);
+        std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
+        let svc = s6.add_vm(&state, &name, &extra);
+        assert!(S6::svwait(&svc, "-U", 10_000), "{}", S6::log(&state));
+        let outer = S6::pid(&svc).unwrap();
+        let pid1 = children(outer)[0];
+        let ns = pidns(pid1).unwrap();
+        let fs = |ns| named(ns, "virtiofsd-ok");
+        assert!(within(Duration::from_secs(5), || fs(ns).len() == 1));
+        let old_fs = fs(ns)[0];
+        let supervise = ppid(old_fs).unwrap();
+        let pid = victim(outer, pid1, old_fs);
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        if what.starts_with("virtiofsd") {
+            assert!(
+                within(Duration::from_secs(2), || !procs_in_pidns(ns)
+                    .contains(&old_fs)),
+                "{what}: virtiofsd outlived its supervisor"
+            );
+            assert!(
+                within(Duration::from_secs(5), || fs(ns)
+                    .first()
+                    .is_some_and(|&p| p != old_fs && ppid(p) != Some(supervise))),
+                "{what}: not started again: {:?}",
+                procs_in_pidns(ns)
+            );
+        } else {
+            assert!(
+                within(Duration::from_secs(1), || procs_in_pidns(ns).is_empty()),
+                "{what}: the VM survived: {:?}",
+                procs_in_pidns(ns)
+                    .into_iter()
+                    .map(|p| (p, comm(p)))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // (A killed supervisor is started again by the host's s6-svscan
+        // first: until then its control FIFO has no reader.)
+        let down = || {
+            std::process::Command::new("s6-svc")
+                .arg("-d")
+                .arg(&svc)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(within(Duration::from_secs(10), down), "{what}");
+        assert!(
+            S6::svwait(&svc, "-D", 40_000),
+            "{what}: {}",
+            S6::log(&state)
+        );
     }
 }

@@ -136,6 +136,8 @@ fn the_service_run_scripts_move_the_parked_fds_to_the_contracts_numbers() {
                 (0, parked::GPU_LISTENER),
                 (fd::GPU_COMPOSITOR, parked::GPU_COMPOSITOR),
                 (fd::GPU_CONNECTION, 0),
+                // The service's stdout, kept at 5 past s6-ipcserverd.
+                (1, 5),
             ],
         ),
     ];

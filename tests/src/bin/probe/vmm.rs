@@ -204,10 +204,11 @@ pub(crate) fn vmm_sockets(argv: &[String]) -> Vec<PathBuf> {
 
 pub(crate) fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, failed: usize) -> ! {
     use std::io::Read as _;
-    if let Ok(fd) = sandbox_core::fds::take_fd(fd::VMM_EVENTS, "--event-monitor") {
-        let mut events = fs::File::from(fd);
-        let _ = events.write_all(b"{\n  \"source\": \"vm\",\n  \"event\": \"booted\"\n}\n\n");
-        std::mem::forget(events);
+    let mut events = sandbox_core::fds::take_fd(fd::VMM_EVENTS, "--event-monitor")
+        .ok()
+        .map(fs::File::from);
+    if let Some(e) = &mut events {
+        let _ = e.write_all(b"{\n  \"source\": \"vm\",\n  \"event\": \"booted\"\n}\n\n");
     }
     let api = match sandbox_core::fds::take_fd(fd::VMM_API, "--api-socket") {
         Ok(fd) => std::os::unix::net::UnixListener::from(fd),
@@ -228,6 +229,10 @@ pub(crate) fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, fail
         println!("api: {line}");
         let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
         if line.starts_with("PUT /api/v1/vm.power-button ") {
+            // Like cloud-hypervisor when its guest powers off.
+            if let Some(e) = &mut events {
+                let _ = e.write_all(b"{\n  \"source\": \"vm\",\n  \"event\": \"shutdown\"\n}\n\n");
+            }
             let _ = std::io::stdout().flush();
             std::process::exit(i32::from(failed > 0));
         }
