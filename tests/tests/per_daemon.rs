@@ -60,14 +60,6 @@ fn services(top: &Path) -> PathBuf {
     dir
 }
 
-/// /proc/PID/stat's start time (field 22), in clock ticks since boot.
-fn started(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The processes of PID namespace `ns` whose comm is `name`.
 fn named(ns: u64, name: &str) -> Vec<i32> {
     procs_in_pidns(ns)
@@ -139,8 +131,6 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
             assert_eq!(comm(svscan), "s6-svscan");
             assert_eq!(ppid(svscan), Some(pid1));
         }
-        // The VMM started after virtiofsd (its run script waits for it).
-        assert!(started(virtiofsd[0]) <= started(qemu[0]));
         // The host's own service, with a policy of its own: its uid, no
         // capability, no_new_privs, in the VM's namespaces.
         let uid = status(dbus[0], "Uid");
@@ -263,8 +253,27 @@ fn the_probes_in_each_daemons_place_as_services() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // A daemon that dies in the middle (its supervisor, not PID 1, is
+        // its parent here) must fail the test, not hang it.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let (done, pid) = (done.clone(), child.id());
+            std::thread::spawn(move || {
+                for _ in 0..600 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                }
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            })
+        };
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let report = tests::vm::read_report(&mut out);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = watchdog.join();
         eprintln!("-- {name}:\n{report}");
         if !report.contains("probe: ") {
             let _ = child.kill();
@@ -273,7 +282,8 @@ fn the_probes_in_each_daemons_place_as_services() {
             panic!("{name}: no report; vm-init:\n{err}");
         }
         tests::vm::assert_report_holds(&report, min);
-        assert!(tests::vm::wait_line(&mut child, ": ready").contains("ready"));
+        let log = tests::vm::wait_line(&mut child, ": ready");
+        assert!(log.contains(": ready"), "{name}: {log}");
         assert_eq!(tests::vm::stop(&mut child), Some(0), "{name}");
     }
     bait.assert_nothing_reached_the_host();

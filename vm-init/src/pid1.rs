@@ -20,7 +20,7 @@ use sandbox_core::{mount, ns, prctl, Error};
 use crate::args::Args;
 use crate::outer::{Listeners, Vm, SIGNALS};
 use crate::serial::SerialRelay;
-use crate::services;
+use crate::services::{self, VmmEvent, VmmEvents};
 use crate::stderr::StderrRelay;
 use crate::vmm::{Control, Said, Vmm};
 
@@ -135,6 +135,7 @@ fn run_vm(
     } else {
         (None, None)
     };
+    let mut vmm_events = None;
     let (daemons, vmm_pid, gpu_listener, scan) = match &vm.services {
         None => {
             let fs = daemon(
@@ -178,6 +179,8 @@ fn run_vm(
             if let Some(c) = &vm.gpu {
                 fds.push((c.tree.as_fd(), fd::parked::GPU_COMPOSITOR));
             }
+            // Subscribed before the VMM's service can start.
+            vmm_events = Some(VmmEvents::subscribe(&scan)?);
             let (stderr, write) = StderrRelay::new()?;
             let child = templates.start(args, vm, &scan, &fds, write.as_fd())?;
             let svscan = Daemon {
@@ -185,9 +188,11 @@ fn run_vm(
                 child,
                 stderr,
             };
+
             (vec![svscan], None, None, Some(scan))
         }
     };
+
     // Our copies would keep the sockets and the events pipe open after the
     // daemons that use them exit.
     drop((virtiofsd, guest_ids, api, events_write));
@@ -204,6 +209,7 @@ fn run_vm(
         control,
         daemons,
         vmm_pid,
+        vmm_events,
         scan,
         notify,
         stopping: false,
@@ -229,6 +235,7 @@ struct Ready {
     serial: bool,
     gpu_connection: bool,
     vmm: bool,
+    vmm_service: bool,
     /// Daemons (indices into `VmLoop::daemons`) whose stderr has lines.
     stderr: Vec<usize>,
 }
@@ -252,6 +259,8 @@ struct VmLoop<'a> {
     vmm_pid: Option<i32>,
     /// --services: the VM's own s6 scan directory.
     scan: Option<PathBuf>,
+    /// --services: what the VMM's service says (ready, down).
+    vmm_events: Option<VmmEvents>,
     notify: Option<OwnedFd>,
     stopping: bool,
     /// A daemon other than the VMM that ended while the VM ran, and what
@@ -280,6 +289,11 @@ impl VmLoop<'_> {
             }
             if ready.vmm {
                 if let Some(code) = self.on_vmm()? {
+                    return Ok(code);
+                }
+            }
+            if ready.vmm_service {
+                if let Some(code) = self.on_vmm_service()? {
                     return Ok(code);
                 }
             }
@@ -315,6 +329,7 @@ impl VmLoop<'_> {
             .into_iter()
             .map(|fd| slot(fd, &mut fds))
             .collect();
+        let vmm_service = self.vmm_events.as_ref().map(|e| slot(e.fd(), &mut fds));
         let stderr: Vec<(usize, usize)> = self
             .daemons
             .iter()
@@ -329,6 +344,7 @@ impl VmLoop<'_> {
             serial: serial.is_some_and(|i| r[i]),
             gpu_connection: gpu.is_some_and(|i| r[i]),
             vmm: vmm.iter().any(|&i| r[i]),
+            vmm_service: vmm_service.is_some_and(|i| r[i]),
             stderr: stderr
                 .into_iter()
                 .filter(|&(_, at)| r[at])
@@ -380,36 +396,26 @@ impl VmLoop<'_> {
         Ok(())
     }
 
-    /// The VMM's events or API answer: readiness, once. With --services,
-    /// the VMM's end (its stream closing) ends the VM: returns the code.
+    /// The VMM's events or API answer. Without --services its readiness
+    /// is the VM's; with --services the VMM's service says it (see reap).
     fn on_vmm(&mut self) -> Result<Option<u8>, Error> {
-        match self.control.on_readable()? {
-            Said::Ready => {
-                if let Some(fd) = self.notify.take() {
-                    notify_ready(fd)?;
-                }
-                sandbox_core::say!(
-                    "vm-init: {}: ready (slot {})",
-                    self.args.name,
-                    self.slot.index()
-                );
-            }
-            Said::Closed if self.vmm_pid.is_none() => {
-                let status = if self.stopping {
-                    ExitStatus::Code(0)
-                } else {
-                    ExitStatus::Unknown
-                };
-                return Ok(Some(vmm_exit(
-                    self.args.name.as_str(),
-                    status,
-                    "",
-                    self.stopping,
-                )));
-            }
-            Said::Nothing | Said::Closed => {}
+        if self.control.on_readable()? == Said::Ready && self.scan.is_none() {
+            self.announce_ready()?;
         }
         Ok(None)
+    }
+
+    /// s6 readiness, once, and one line.
+    fn announce_ready(&mut self) -> Result<(), Error> {
+        if let Some(fd) = self.notify.take() {
+            notify_ready(fd)?;
+        }
+        sandbox_core::say!(
+            "vm-init: {}: ready (slot {})",
+            self.args.name,
+            self.slot.index()
+        );
+        Ok(())
     }
 
     /// SIGTERM, SIGINT, SIGHUP: a graceful power-off (before readiness:
@@ -440,6 +446,35 @@ impl VmLoop<'_> {
             self.timer.arm(self.args.shutdown_timeout)?;
         }
         Ok(None)
+    }
+
+    /// --services: the VMM's service said something. Ready: so is the VM
+    /// (for a service with a notification-fd, its helper said so:
+    /// cloud-hypervisor created over its API). Down: its daemon died,
+    /// which ends the VM.
+    fn on_vmm_service(&mut self) -> Result<Option<u8>, Error> {
+        let name = self.args.name.as_str();
+        let said = match &mut self.vmm_events {
+            Some(e) => e.read()?,
+            None => return Ok(None),
+        };
+        match said {
+            VmmEvent::Nothing => Ok(None),
+            VmmEvent::Ready => {
+                self.announce_ready()?;
+                Ok(None)
+            }
+            VmmEvent::Down if self.stopping => {
+                sandbox_core::say!("vm-init: {name}: the guest powered off");
+                Ok(Some(0))
+            }
+            VmmEvent::Down => {
+                sandbox_core::say!(
+                    "vm-init: {name}: the VMM's service went down: the VM cannot go on"
+                );
+                Ok(Some(EXIT_VMM_FAILED))
+            }
+        }
     }
 
     /// Reaps everything that exited, ours or orphans reparented to us.

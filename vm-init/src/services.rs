@@ -129,6 +129,15 @@ impl Templates {
                 }
             }
         }
+        // The VMM service's event fifodir, made before its supervisor
+        // runs, so that PID 1 can wait on the service from the start.
+        let event = scan.join(VMM).join("event");
+        if scan.join(VMM).is_dir() && !event.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir(&event).map_err(|e| Error::path("mkdir", &event, e))?;
+            std::fs::set_permissions(&event, std::fs::Permissions::from_mode(0o1733))
+                .map_err(|e| Error::path("chmod", &event, e))?;
+        }
         Ok(scan)
     }
 
@@ -174,6 +183,99 @@ impl Templates {
         }
         cmd.pass_fd(stderr.as_raw_fd(), 2);
         spawn(&cmd)
+    }
+}
+
+/// The VMM's service: the VM is ready when it is, and over when it goes
+/// down.
+pub const VMM: &str = "vmm";
+
+/// PID 1's subscription to the VMM service's events: a FIFO in the
+/// service's fifodir (`event/`), named as s6's own listeners name theirs
+/// (`ftrig1:@` TAI64N `:` six characters), to which s6-supervise writes
+/// one letter per event: `u` started, `U` ready (said on its
+/// notification-fd), `d` its daemon died. Made before s6-svscan starts,
+/// so no event can be missed.
+#[derive(Debug)]
+pub struct VmmEvents {
+    fifo: std::fs::File,
+    /// A service with a notification-fd is ready on `U`, one without on `u`.
+    ready_on: u8,
+    ready: bool,
+}
+
+/// What the VMM's service said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmmEvent {
+    Nothing,
+    /// Ready: cloud-hypervisor created over its API by the helper, or the
+    /// VMM started (a service without a notification-fd).
+    Ready,
+    /// Its daemon died after it was ready.
+    Down,
+}
+
+impl VmmEvents {
+    pub fn subscribe(scan: &Path) -> Result<VmmEvents, Error> {
+        let service = scan.join(VMM);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let name = format!(
+            "ftrig1:@{:016x}{:08x}:vminit",
+            0x4000_0000_0000_000a_u64 + now.as_secs(),
+            now.subsec_nanos()
+        );
+        let path = service.join("event").join(name);
+        sandbox_core::fds::make_fifo(&path, 0o600)?;
+        // Read and write: the FIFO never reads end-of-file between two of
+        // s6-supervise's writes.
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::path("open", &path, e))?;
+        sandbox_core::fds::set_nonblocking(&fifo)?;
+        let ready_on = if service.join("notification-fd").exists() {
+            b'U'
+        } else {
+            b'u'
+        };
+        Ok(VmmEvents {
+            fifo,
+            ready_on,
+            ready: false,
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fifo.as_fd()
+    }
+
+    /// Reads what s6-supervise wrote: readiness once, then the daemon's
+    /// death.
+    pub fn read(&mut self) -> Result<VmmEvent, Error> {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut said = VmmEvent::Nothing;
+        loop {
+            let n = match self.fifo.read(&mut buf) {
+                Ok(0) => return Ok(said),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(said),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::sys("read the VMM service's events", e)),
+            };
+            for &event in &buf[..n] {
+                if !self.ready && event == self.ready_on {
+                    self.ready = true;
+                    said = VmmEvent::Ready;
+                } else if self.ready && event == b'd' {
+                    return Ok(VmmEvent::Down);
+                }
+            }
+        }
     }
 }
 

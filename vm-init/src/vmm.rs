@@ -37,8 +37,6 @@ pub struct Control {
     /// cloud-hypervisor: the connection of the last API request.
     request: Option<UnixStream>,
     ready: bool,
-    /// cloud-hypervisor said its VM shut down (said once).
-    gone: bool,
     buf: Vec<u8>,
 }
 
@@ -79,7 +77,6 @@ impl Control {
             stream,
             request: None,
             ready: false,
-            gone: false,
             buf: Vec::new(),
         })
     }
@@ -135,7 +132,7 @@ impl Control {
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Said::Nothing),
             Err(e) => return Err(Error::sys("read from the VMM", e)),
         };
-        if self.ready && self.kind == Vmm::Qemu {
+        if self.ready {
             return Ok(Said::Nothing);
         }
         match self.kind {
@@ -150,20 +147,10 @@ impl Control {
         }
         match self.kind {
             Vmm::CloudHypervisor => {
-                if !self.ready && contains(&self.buf, br#""event":"booted""#) {
+                if contains(&self.buf, br#""event":"booted""#) {
                     self.ready = true;
                     self.buf.clear();
                     return Ok(Said::Ready);
-                }
-                // The VM is gone (a guest poweroff, vm.shutdown): the VMM
-                // exits next. With --services others hold the events pipe
-                // open too, so this, not EOF, is its end.
-                // (The pipe stays read to its end: a VMM writing its last
-                // events must not meet EPIPE.)
-                if self.ready && !self.gone && contains(&self.buf, br#""event":"shutdown""#) {
-                    self.buf.clear();
-                    self.gone = true;
-                    return Ok(Said::Closed);
                 }
             }
             Vmm::Qemu => {

@@ -238,11 +238,7 @@ pub(crate) fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
         || attempts::raw_call(Sysno::clone3, [0; 6]),
     );
     // Not the other daemons of its VM.
-    for (pid, who) in [
-        (1, "vm-init"),
-        (VIRTIOFSD_PID, "virtiofsd"),
-        (VMM_PID, "the VMM"),
-    ] {
+    for (pid, who) in std::iter::once((1, "vm-init")).chain(neighbours()) {
         let target = Pid::from_raw(pid).expect("pid > 0");
         p.check(
             &format!("kill({who}, SIGKILL)"),

@@ -141,23 +141,25 @@ pub(crate) fn as_vmm(argv: &[String]) -> ! {
         EPERM,
         attempts::ptrace_attach(1),
     );
-    // virtiofsd: no signal, no ptrace.
-    let vfs = Pid::from_raw(VIRTIOFSD_PID).expect("pid > 0");
-    p.check(
-        "kill(virtiofsd, SIGKILL)",
-        EPERM,
-        rx(kill_process(vfs, Signal::KILL)),
-    );
-    p.check(
-        "ptrace(PTRACE_ATTACH, virtiofsd)",
-        EPERM,
-        attempts::ptrace_attach(VIRTIOFSD_PID),
-    );
-    p.check(
-        "open /proc/VIRTIOFSD/environ",
-        ENOENT,
-        io(fs::File::open(format!("/proc/{VIRTIOFSD_PID}/environ"))),
-    );
+    // The other processes of its VM: no signal, no ptrace, no /proc.
+    for (pid, who) in neighbours().into_iter().filter(|(_, w)| *w != "the VMM") {
+        let target = Pid::from_raw(pid).expect("pid > 0");
+        p.check(
+            &format!("kill({who}, SIGKILL)"),
+            EPERM,
+            rx(kill_process(target, Signal::KILL)),
+        );
+        p.check(
+            &format!("ptrace(PTRACE_ATTACH, {who})"),
+            EPERM,
+            attempts::ptrace_attach(pid),
+        );
+        p.check(
+            &format!("open /proc/PID/environ ({who})"),
+            ENOENT,
+            io(fs::File::open(format!("/proc/{pid}/environ"))),
+        );
+    }
     p.kill_sweep(me);
     p.check(
         "TCP bind 127.0.0.1:0",
