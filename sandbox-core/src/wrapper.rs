@@ -18,21 +18,25 @@ pub struct WrapArgs {
     pub vm_dir: PathBuf,
     /// Explicit opt-out of the Landlock ABI 6 requirement.
     pub allow_weaker_landlock: bool,
+    /// wrap-vmm: cloud-hypervisor with its API listener only, the VM sent
+    /// over the API (Spectrum's flow). The policy does not change.
+    pub api_only: bool,
 }
 
 impl WrapArgs {
     pub fn parse(prog: &str, args: impl IntoIterator<Item = OsString>) -> Result<WrapArgs> {
         let usage = || {
             Error::Usage(format!(
-                "usage: {prog} [--program PATH] [--allow-weaker-landlock] VMDIR"
+                "usage: {prog} [--program PATH] [--allow-weaker-landlock] [--api-only] VMDIR"
             ))
         };
         let mut it = args.into_iter();
-        let (mut program, mut vm_dir, mut weaker) = (None, None, false);
+        let (mut program, mut vm_dir, mut weaker, mut api_only) = (None, None, false, false);
         while let Some(a) = it.next() {
             match a.to_str() {
                 Some("--program") => program = Some(PathBuf::from(it.next().ok_or_else(usage)?)),
                 Some("--allow-weaker-landlock") => weaker = true,
+                Some("--api-only") if prog == "wrap-vmm" => api_only = true,
                 Some(s) if s.starts_with('-') => return Err(usage()),
                 _ if vm_dir.is_none() => vm_dir = Some(PathBuf::from(a)),
                 _ => return Err(usage()),
@@ -57,6 +61,7 @@ impl WrapArgs {
             program,
             vm_dir,
             allow_weaker_landlock: weaker,
+            api_only,
         })
     }
 

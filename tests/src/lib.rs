@@ -183,6 +183,7 @@ pub const BINARIES: &[&str] = &[
     "vm-harness",
     "standin",
     "seccomp-exec",
+    "vmm-api",
 ];
 
 /// Hard-links (or copies) [`BINARIES`] from `from` into `to`.

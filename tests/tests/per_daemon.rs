@@ -26,6 +26,35 @@ fn s6_ready(test: &str) -> bool {
     )
 }
 
+/// The probe's report on vm-init's stdout. A daemon that dies in the
+/// middle (its supervisor, not PID 1, is its parent here) must fail the
+/// test, not hang it: after a minute the VM is killed, which ends stdout.
+fn report_of(
+    child: &mut std::process::Child,
+) -> (std::io::BufReader<std::process::ChildStdout>, String) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (done, pid) = (done.clone(), child.id());
+        std::thread::spawn(move || {
+            for _ in 0..600 {
+                std::thread::sleep(Duration::from_millis(100));
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        })
+    };
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let report = tests::vm::read_report(&mut out);
+    done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    (out, report)
+}
+
 /// The "dbus" service's own uid in the VM.
 const DBUS_UID: u32 = 65700;
 
@@ -253,27 +282,7 @@ fn the_probes_in_each_daemons_place_as_services() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // A daemon that dies in the middle (its supervisor, not PID 1, is
-        // its parent here) must fail the test, not hang it.
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watchdog = {
-            let (done, pid) = (done.clone(), child.id());
-            std::thread::spawn(move || {
-                for _ in 0..600 {
-                    std::thread::sleep(Duration::from_millis(100));
-                    if done.load(std::sync::atomic::Ordering::SeqCst) {
-                        return;
-                    }
-                }
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            })
-        };
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let report = tests::vm::read_report(&mut out);
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = watchdog.join();
+        let (_out, report) = report_of(&mut child);
         eprintln!("-- {name}:\n{report}");
         if !report.contains("probe: ") {
             let _ = child.kill();
@@ -362,6 +371,7 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
             std::process::Command::new("s6-svc")
                 .arg("-d")
                 .arg(&svc)
+                .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         };
@@ -372,4 +382,94 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
             S6::log(&state)
         );
     }
+}
+
+/// cloud-hypervisor the Spectrum way (s6/vm-services-api/vmm): started
+/// with exactly `--api-socket fd=3`; vmm-api, in the background of the run
+/// script, sends vm.create with the VM built from the VM's config
+/// directory and makes the service (and so the VM) ready; `vmm-api boot`
+/// is the separate command. The probe in cloud-hypervisor's place checks
+/// the JSON and makes, with the paths it names, the argv flow's attempts
+/// under the same policy (wrap-vmm changes only the argv).
+#[test]
+fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
+    if !s6_ready("per_daemon_api") {
+        return;
+    }
+    let state = StateDir::new("per_daemon_api");
+    let dir = services(&state.top());
+    let api = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("s6/vm-services-api/vmm");
+    for f in ["run", "notification-fd"] {
+        std::fs::copy(api.join(f), dir.join("vmm").join(f)).unwrap();
+    }
+    let bin = state.standins();
+    let vm = state.add_standin_vm("ch");
+    std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
+    let mut child = std::process::Command::new(state.bin().join("vm-init"))
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .args(["--state-dir", state.0.to_str().unwrap()])
+        .arg("--vmm")
+        .arg(bin.join("probe"))
+        .arg("--virtiofsd")
+        .arg(bin.join("virtiofsd-ok"))
+        .arg("--services")
+        .arg(&dir)
+        .arg("ch")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, report) = report_of(&mut child);
+    eprintln!("{report}");
+    if !report.contains("probe: ") {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+        panic!("no report; vm-init:\n{err}");
+    }
+    assert!(
+        report.lines().any(|l| l == "argv: --api-socket fd=3"),
+        "{report}"
+    );
+    assert!(report.contains("api: PUT /api/v1/vm.create HTTP/1.1"));
+    let v = vm.display();
+    let d = sandbox_core::vmdir::VmDir::new(&vm);
+    for field in [
+        format!("\"kernel\":\"{v}/config/vmlinux\""),
+        format!("\"socket\":\"{}\"", d.virtiofsd_socket().display()),
+        format!("\"file\":\"{}\"", d.serial_fifo().display()),
+        format!(
+            "\"vsock\":{{\"cid\":3,\"socket\":\"{}\"}}",
+            d.vsock_socket().display()
+        ),
+        "\"memory\":{\"size\":536870912,\"shared\":true}".to_owned(),
+    ] {
+        assert!(
+            report.contains(&field),
+            "{field} not in vm.create:\n{report}"
+        );
+    }
+    tests::vm::assert_report_holds(&report, 30);
+    // Ready once created: the helper said so on the service's
+    // notification fd.
+    let log = tests::vm::wait_line(&mut child, ": ready");
+    assert!(log.contains(": ready"), "{log}");
+    // The separate command boots it.
+    let boot = std::process::Command::new(state.bin().join("vmm-api"))
+        .arg("boot")
+        .arg(&vm)
+        .output()
+        .unwrap();
+    assert!(
+        boot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&boot.stderr)
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "api: PUT /api/v1/vm.boot HTTP/1.1");
+    assert_eq!(tests::vm::stop(&mut child), Some(0));
 }

@@ -112,24 +112,26 @@ fn the_vm_directory_and_the_fds_are_named_only_in_vmdir() {
 #[test]
 fn the_service_run_scripts_move_the_parked_fds_to_the_contracts_numbers() {
     use sandbox_core::vmdir::fd::{self, parked};
-    let dir = workspace().join("s6/vm-services");
+    let dir = workspace().join("s6");
     let want: &[(&str, &[(i32, i32)])] = &[
+        // Spectrum's cloud-hypervisor flow: the API listener only.
+        ("vm-services-api/vmm", &[(fd::VMM_API, parked::VMM_API)]),
         (
-            "virtiofsd",
+            "vm-services/virtiofsd",
             &[
                 (fd::VIRTIOFSD_LISTENER, parked::VIRTIOFSD_LISTENER),
                 (fd::VIRTIOFSD_USERNS, parked::VIRTIOFSD_USERNS),
             ],
         ),
         (
-            "vmm",
+            "vm-services/vmm",
             &[
                 (fd::VMM_API, parked::VMM_API),
                 (fd::VMM_EVENTS, parked::VMM_EVENTS),
             ],
         ),
         (
-            "gpu",
+            "vm-services/gpu",
             &[
                 // s6-ipcserverd takes the listener as its stdin; the
                 // connection it accepts then moves to GPU_CONNECTION.

@@ -210,6 +210,7 @@ fn run_vm(
         daemons,
         vmm_pid,
         vmm_events,
+        ready: false,
         scan,
         notify,
         stopping: false,
@@ -261,6 +262,8 @@ struct VmLoop<'a> {
     scan: Option<PathBuf>,
     /// --services: what the VMM's service says (ready, down).
     vmm_events: Option<VmmEvents>,
+    /// The VM said it is ready (announce_ready).
+    ready: bool,
     notify: Option<OwnedFd>,
     stopping: bool,
     /// A daemon other than the VMM that ended while the VM ran, and what
@@ -407,6 +410,7 @@ impl VmLoop<'_> {
 
     /// s6 readiness, once, and one line.
     fn announce_ready(&mut self) -> Result<(), Error> {
+        self.ready = true;
         if let Some(fd) = self.notify.take() {
             notify_ready(fd)?;
         }
@@ -426,7 +430,14 @@ impl VmLoop<'_> {
             if sig == SIGCHLD || self.stopping || self.lost.is_some() {
                 continue;
             }
-            if !self.control.is_ready() {
+            // With --services the VMM's service says when the VM is ready
+            // (cloud-hypervisor created over its API has no event stream).
+            let ready = if self.scan.is_some() {
+                self.ready
+            } else {
+                self.control.is_ready()
+            };
+            if !ready {
                 sandbox_core::say!(
                     "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
                 );

@@ -158,7 +158,13 @@ fn ci() -> Result {
 }
 
 /// The binaries a host needs, all from the release profile.
-const BINARIES: &[&str] = &["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"];
+const BINARIES: &[&str] = &[
+    "vm-init",
+    "wrap-virtiofsd",
+    "wrap-vmm",
+    "wrap-gpu",
+    "vmm-api",
+];
 
 /// Installs the binaries to D/usr/bin (vm-init finds the wrappers beside
 /// itself), the s6 service template to D/usr/share/vm-sandbox/s6/vm and
@@ -171,7 +177,7 @@ fn install(args: &[String]) -> Result {
     let mut build = cargo();
     build.args(["build", "--release"]);
     for b in BINARIES {
-        build.args(["--package", b]);
+        build.args(["--bin", b]);
     }
     sh(&mut build)?;
     let bin = dest.join("usr/bin");

@@ -20,6 +20,24 @@ use crate::report::*;
 /// (a booted event on fd 4, 204 to vm.power-button, then exit 0).
 pub(crate) fn as_vmm(argv: &[String]) -> ! {
     println!("argv: {}", argv[1..].join(" "));
+    if argv[1..] == ["--api-socket", "fd=3"] {
+        as_vmm_over_api();
+    }
+    let mut p = Probe {
+        attempts: 0,
+        failed: 0,
+        filter: None,
+    };
+    let backend = vmm_attempts(&mut p, argv);
+    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+    let _ = std::io::stdout().flush();
+    serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
+}
+
+/// What a compromised VMM would try, with the paths its argv (or, in
+/// Spectrum's flow, its vm.create) names. Returns its connection to
+/// virtiofsd, held like cloud-hypervisor holds it.
+fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     let serial = arg_after(argv, "--serial")
         .trim_start_matches("file=")
         .to_owned();
@@ -33,11 +51,6 @@ pub(crate) fn as_vmm(argv: &[String]) -> ! {
         .unwrap_or("")
         .to_owned();
     let me = std::process::id() as i32;
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: None,
-    };
     // What the table grants.
     p.check(
         "write a line to its serial FIFO",
@@ -130,7 +143,7 @@ pub(crate) fn as_vmm(argv: &[String]) -> ! {
     );
     p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
-    host_reach(&mut p, &vmm_sockets(argv));
+    host_reach(p, &vmm_sockets(argv));
     p.check(
         "kill(1, SIGKILL)",
         EPERM,
@@ -190,9 +203,128 @@ pub(crate) fn as_vmm(argv: &[String]) -> ! {
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     p.limit_is("Max processes", &wrap_vmm::policy::NPROC.to_string());
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
-    serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
+    backend
+}
+
+/// One HTTP request off `conn`: its first line and its body.
+fn read_request(conn: &mut UnixStream) -> (String, String) {
+    use std::io::Read as _;
+    let mut req = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(message) = wrap_vmm::cloud_hypervisor::http_message(&req) {
+            return message;
+        }
+        match conn.read(&mut chunk) {
+            Ok(n) if n > 0 => req.extend_from_slice(&chunk[..n]),
+            _ => {
+                let text = String::from_utf8_lossy(&req).into_owned();
+                return (text.lines().next().unwrap_or("").to_owned(), String::new());
+            }
+        }
+    }
+}
+
+/// The string value of `key` in the JSON object that follows `section`
+/// in `json` (enough for the vm.create body vmm-api sends).
+fn json_field(json: &str, section: &str, key: &str) -> Option<String> {
+    let from = json.find(section)?;
+    let rest = &json[from..];
+    let at = rest.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut out = String::new();
+    let mut chars = rest[at..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return Some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Spectrum's flow: cloud-hypervisor started with `--api-socket fd=3` and
+/// nothing else. The VM comes as vm.create (from vmm-api, built from the
+/// VM's config directory): the probe checks it, then tries what a
+/// compromised VMM would with the paths it names, the same attempts as
+/// the argv flow's. vm.boot is the separate command.
+fn as_vmm_over_api() -> ! {
+    let api = match sandbox_core::fds::take_fd(fd::VMM_API, "--api-socket") {
+        Ok(fd) => std::os::unix::net::UnixListener::from(fd),
+        Err(e) => {
+            eprintln!("probe: {e}");
+            std::process::exit(111);
+        }
+    };
+    let mut failed = 0;
+    let mut backend = None;
+    for conn in api.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let (line, body) = read_request(&mut conn);
+        println!("api: {line}");
+        if line.starts_with("PUT /api/v1/vm.create ") {
+            println!("vm.create: {body}");
+            let mut p = Probe {
+                attempts: 0,
+                failed: 0,
+                filter: None,
+            };
+            for (what, found) in [
+                ("memory shared", body.contains("\"shared\":true")),
+                (
+                    "console off",
+                    body.contains("\"console\":{\"mode\":\"Off\"}"),
+                ),
+                (
+                    "every disk read-only",
+                    body.matches("\"path\":").count() == body.matches("\"readonly\":true").count(),
+                ),
+            ] {
+                p.record(
+                    &format!("vm.create: {what}"),
+                    "yes",
+                    if found { "yes" } else { "no" },
+                    found,
+                );
+            }
+            let field =
+                |section: &str, key: &str| json_field(&body, section, key).unwrap_or_default();
+            // The argv the argv flow would have given for the same VM.
+            let mut argv: Vec<String> = vec!["probe".into()];
+            for (flag, value) in [
+                ("--kernel", field("\"payload\"", "kernel")),
+                (
+                    "--fs",
+                    format!("tag=virtiofs0,socket={}", field("\"fs\"", "socket")),
+                ),
+                ("--serial", format!("file={}", field("\"serial\"", "file"))),
+                (
+                    "--vsock",
+                    format!("cid=3,socket={}", field("\"vsock\"", "socket")),
+                ),
+            ] {
+                argv.extend([flag.to_owned(), value]);
+            }
+            if body.contains("\"gpu\"") {
+                argv.extend([
+                    "--gpu".into(),
+                    format!("socket={}", field("\"gpu\"", "socket")),
+                ]);
+            }
+            backend = vmm_attempts(&mut p, &argv).ok();
+            failed = p.failed;
+            println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+        }
+        let done = line.starts_with("PUT /api/v1/vm.power-button ")
+            || line.starts_with("PUT /api/v1/vmm.shutdown ");
+        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let _ = std::io::stdout().flush();
+        if done {
+            drop(backend);
+            std::process::exit(i32::from(failed > 0));
+        }
+    }
+    std::process::exit(1);
 }
 
 /// The VMM's table's sockets, from its argv: virtiofsd's and the GPU's.
