@@ -1,5 +1,6 @@
 //! Each daemon its own s6 service (vm-init --services): the VM's service
-//! in the host's s6 tree, and inside the VM's namespaces an s6-svscan of
+//! in the host's s6 tree (an instance made with s6-instance-create, as
+//! Spectrum makes its VMs), and inside the VM's namespaces an s6-svscan of
 //! the VM's own with one service per daemon (the project's s6/vm-services)
 //! and one of the host's own (a "dbus" that is just a program under a
 //! policy of its own). Real s6, the real virtiofsd, QEMU and the test guest.
@@ -21,6 +22,8 @@ fn s6_ready(test: &str) -> bool {
             "s6-svc",
             "s6-svwait",
             "s6-ipcserverd",
+            "s6-instance-maker",
+            "s6-instance-create",
             "execlineb",
         ],
     )
@@ -53,6 +56,63 @@ fn report_of(
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
     (out, report)
+}
+
+/// VM `name` as an instance of an instanced VM service, as Spectrum makes
+/// its VMs: s6-instance-maker on the project's s6/vm-instance template,
+/// then s6-instance-create. Returns the instance's service directory.
+fn vm_instance(s6: &S6, state: &StateDir, name: &str, extra: &str) -> PathBuf {
+    let template = state.top().join("vm-template");
+    std::fs::create_dir_all(&template).unwrap();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("s6/vm-instance");
+    for f in ["run", "notification-fd", "timeout-kill"] {
+        std::fs::copy(project.join(f), template.join(f)).unwrap();
+    }
+    std::fs::write(
+        template.join("vm.conf"),
+        format!("VM_STATE_DIR={}\nVM_INIT_ARGS={extra}\n", state.0.display()),
+    )
+    .unwrap();
+    let service = s6.scan.join("vm");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(std::process::Command::new("s6-instance-maker")
+        .arg(&template)
+        .arg(&service));
+    let rescan = || {
+        std::process::Command::new("s6-svscanctl")
+            .arg("-a")
+            .arg(&s6.scan)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(within(Duration::from_secs(5), rescan));
+    assert!(S6::svwait(&service, "-u", 10_000), "the instanced service");
+    // (Its s6-svscan of instances may not hold its lock yet: retry.)
+    let create = || {
+        std::process::Command::new("s6-instance-create")
+            .args(["-t", "10000"])
+            .arg(&service)
+            .arg(name)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        within(Duration::from_secs(10), create),
+        "s6-instance-create"
+    );
+    service.join("instance").join(name)
 }
 
 /// The "dbus" service's own uid in the VM.
@@ -116,7 +176,7 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         tools.virtiofsd.display(),
         dir.display()
     );
-    let svc = s6.add_vm(&state, "pd", &extra);
+    let svc = vm_instance(&s6, &state, "pd", &extra);
     let hello = vm.join("fs/hello-from-guest.txt");
     for round in 0..2 {
         let _ = std::fs::remove_file(&hello);

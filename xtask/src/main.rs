@@ -203,19 +203,25 @@ fn install(args: &[String]) -> Result {
     ] {
         copy(root().join("s6/vm").join(f), template.join(f), mode)?;
     }
-    for service in ["virtiofsd", "vmm", "gpu"] {
-        let d = dest
-            .join("usr/share/vm-sandbox/s6/vm-services")
-            .join(service);
+    // The per-daemon services (vm-init --services), Spectrum's
+    // cloud-hypervisor flow in place of vm-services/vmm, and one VM as an
+    // s6 instance (s6-instance-maker on s6/vm-instance).
+    for (dir, file, mode) in [
+        ("vm-services/virtiofsd", "run", 0o755),
+        ("vm-services/vmm", "run", 0o755),
+        ("vm-services/gpu", "run", 0o755),
+        ("vm-services-api/vmm", "run", 0o755),
+        ("vm-services-api/vmm", "notification-fd", 0o644),
+        ("vm-instance", "run", 0o755),
+        ("vm-instance", "notification-fd", 0o644),
+        ("vm-instance", "timeout-kill", 0o644),
+    ] {
+        let d = dest.join("usr/share/vm-sandbox/s6").join(dir);
         std::fs::create_dir_all(&d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
-        copy(
-            root().join("s6/vm-services").join(service).join("run"),
-            d.join("run"),
-            0o755,
-        )?;
+        copy(root().join("s6").join(dir).join(file), d.join(file), mode)?;
     }
     eprintln!(
-        "xtask: installed {} and the s6 template under {}",
+        "xtask: installed {} and the s6 templates under {}",
         BINARIES.join(", "),
         dest.display()
     );
