@@ -153,6 +153,14 @@ pub fn compile(groups: &[Group]) -> Result<Compiled> {
     };
     for rule in groups.iter().flat_map(|g| g.rules) {
         let nr = i64::from(rule.call.id());
+        // seccompiler reads an empty chain as "whatever the arguments":
+        // a rule with no value would allow everything, not nothing.
+        if let When::ArgIn { values: [], .. } | When::ArgMasked { values: [], .. } = rule.when {
+            return Err(bad(format!(
+                "{} has an argument rule with no value",
+                rule.call.name()
+            )));
+        }
         let rules = allowed.entry(nr).or_default();
         match rule.when {
             When::Always => always.push(nr),
@@ -275,5 +283,14 @@ mod tests {
         }];
         let e = compile(BOTH).unwrap_err().to_string();
         assert!(e.contains("clone3 both fails and is allowed"), "{e}");
+        const EMPTY: &[Group] = &[Group {
+            why: "bad",
+            rules: &[arg_in(Sysno::socket, 0, &[])],
+        }];
+        let e = compile(EMPTY).unwrap_err().to_string();
+        assert!(
+            e.contains("socket has an argument rule with no value"),
+            "{e}"
+        );
     }
 }
