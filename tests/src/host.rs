@@ -237,6 +237,8 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[derive(Debug)]
 pub struct RenderNode {
     node: PathBuf,
+    /// /dev/dri did not exist: removed again with the node.
+    made_dir: bool,
     _group: TestGroup,
     _one: std::sync::MutexGuard<'static, ()>,
 }
@@ -247,6 +249,7 @@ impl RenderNode {
     pub fn new() -> RenderNode {
         let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let group = TestGroup::new("render");
+        let made_dir = !std::path::Path::new("/dev/dri").exists();
         std::fs::create_dir_all("/dev/dri").unwrap();
         let node = PathBuf::from("/dev/dri/renderD231");
         let _ = std::fs::remove_file(&node);
@@ -265,6 +268,7 @@ impl RenderNode {
             .success());
         RenderNode {
             node,
+            made_dir,
             _group: group,
             _one: one,
         }
@@ -274,5 +278,8 @@ impl RenderNode {
 impl Drop for RenderNode {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.node);
+        if self.made_dir {
+            let _ = std::fs::remove_dir("/dev/dri");
+        }
     }
 }
