@@ -64,14 +64,12 @@ pub fn arm_and_check(expected: &ExpectedParent) -> Result<i32> {
             Ok(ppid)
         }
         ExpectedParent::Comm(want) => {
-            let path = format!("/proc/{ppid}/comm");
-            let comm = std::fs::read_to_string(&path).op_path("read", &path)?;
-            if comm.trim_end_matches('\n') == *want {
+            let comm = comm(ppid)?;
+            if comm == *want {
                 Ok(ppid)
             } else {
                 Err(Error::Refused(format!(
-                    "parent PID {ppid} is {:?}, not {want}: the supervisor is gone",
-                    comm.trim_end()
+                    "parent PID {ppid} is {comm:?}, not {want}: the supervisor is gone"
                 )))
             }
         }
@@ -81,7 +79,7 @@ pub fn arm_and_check(expected: &ExpectedParent) -> Result<i32> {
 fn comm(pid: i32) -> Result<String> {
     let path = format!("/proc/{pid}/comm");
     let comm = std::fs::read_to_string(&path).op_path("read", &path)?;
-    Ok(comm.trim_end().to_owned())
+    Ok(comm.trim_end_matches('\n').to_owned())
 }
 
 fn parent_of(pid: i32) -> Result<i32> {
