@@ -6,6 +6,7 @@
 pub mod bait;
 pub mod guest;
 pub mod host;
+pub mod matrix;
 pub mod vhost_user;
 pub mod vm;
 

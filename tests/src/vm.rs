@@ -1,6 +1,7 @@
 //! Helpers of the vm-init tests: a VM directory with stand-in daemons,
 //! real s6 (s6-svscan on a scan dir of the test's), and /proc scans.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,8 +50,34 @@ impl StateDir {
     /// vm-init started directly by this test (its parent, so that its
     /// --parent-pid check holds), stderr piped for [`wait_line`].
     pub fn vm_init(&self, name: &str, vmm: &Path, virtiofsd: &Path, extra: &[&str]) -> Child {
-        Command::new(self.bin().join("vm-init"))
-            .args(["--parent-pid", &std::process::id().to_string()])
+        self.vm_init_command(name, vmm, virtiofsd, extra)
+            .spawn()
+            .unwrap()
+    }
+
+    /// [`StateDir::vm_init`] with stdout piped too: the probe's report.
+    pub fn vm_init_reporting(
+        &self,
+        name: &str,
+        vmm: &Path,
+        virtiofsd: &Path,
+        extra: &[&OsStr],
+    ) -> Child {
+        self.vm_init_command(name, vmm, virtiofsd, extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn vm_init_command(
+        &self,
+        name: &str,
+        vmm: &Path,
+        virtiofsd: &Path,
+        extra: &[impl AsRef<OsStr>],
+    ) -> Command {
+        let mut cmd = Command::new(self.bin().join("vm-init"));
+        cmd.args(["--parent-pid", &std::process::id().to_string()])
             .args(["--state-dir", self.0.to_str().unwrap()])
             .arg("--vmm")
             .arg(vmm)
@@ -58,9 +85,8 @@ impl StateDir {
             .arg(virtiofsd)
             .args(extra)
             .arg(name)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .stderr(Stdio::piped());
+        cmd
     }
 }
 

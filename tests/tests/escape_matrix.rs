@@ -3,45 +3,13 @@
 //! inside service A the probe tries what a compromised daemon would, and
 //! every attempt must fail with the errno the kernel gives today.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use sandbox_core::ids::Slot;
-use tests::{privileged, StateDir, UID_A, UID_B};
-
-struct Outcome {
-    code: Option<i32>,
-    ok: usize,
-    failed: Vec<String>,
-    output: String,
-}
-
-/// Starts VM2 holding a sibling service (with its abstract socket) until
-/// killed; returns once it is ready.
-fn hold_vm(state: &StateDir, name: &str, slot: u32) -> Child {
-    state.add_vm(name, Slot::new(slot).unwrap(), UID_A);
-    let mut child = Command::new(state.bin().join("vm-harness"))
-        .args([
-            "--state-dir",
-            state.0.to_str().unwrap(),
-            "--slot",
-            &slot.to_string(),
-        ])
-        .args(["--name", name, "--scenario", "hold"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start vm-harness hold");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .expect("read ready");
-    assert_eq!(line, "ready\n", "VM2 did not become ready");
-    child
-}
+use tests::matrix::{OtherVm, Outcome};
+use tests::{privileged, StateDir, UID_A};
 
 fn run_matrix(test: &str, scenario: &str, profile: &str, weaken: Option<&str>) -> Option<Outcome> {
     if !privileged(test) {
@@ -64,7 +32,7 @@ fn run_matrix(test: &str, scenario: &str, profile: &str, weaken: Option<&str>) -
     // other test's VM behind a name.
     let (vm1, vm2_name) = (format!("{test}-vm1"), format!("{test}-vm2"));
     let vm_dir = state.add_vm(&vm1, slot, a_uid);
-    let mut vm2 = hold_vm(&state, &vm2_name, base + 1);
+    let vm2 = OtherVm::hold(&state, &vm2_name, base + 1);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let mut cmd = Command::new(state.bin().join("vm-harness"));
@@ -80,18 +48,7 @@ fn run_matrix(test: &str, scenario: &str, profile: &str, weaken: Option<&str>) -
         cmd.args(["--weaken", w]);
     }
     let out = cmd.output().expect("run vm-harness");
-    // From the host: VM2's sibling bound its abstract name in VM2's own
-    // network namespace; a host client finds nothing there.
-    let vm2_name_addr =
-        SocketAddr::from_abstract_name(tests::abstract_name(&vm2_name, UID_B).as_bytes()).unwrap();
-    let host_connect = UnixStream::connect_addr(&vm2_name_addr);
-    vm2.kill().unwrap();
-    vm2.wait().unwrap();
-    assert_eq!(
-        host_connect.map(drop).map_err(|e| e.raw_os_error()),
-        Err(Some(111)),
-        "a host client reached an abstract name bound inside a VM"
-    );
+    vm2.release();
     bait.assert_nothing_reached_the_host();
     let output = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{output}{}", String::from_utf8_lossy(&out.stderr));
@@ -100,39 +57,20 @@ fn run_matrix(test: &str, scenario: &str, profile: &str, weaken: Option<&str>) -
     let written = std::fs::metadata(vm_dir.join("out-a/probe-out")).expect("probe-out on the host");
     assert_eq!(written.uid(), slot.host_id(a_uid));
     assert!(!std::path::Path::new("/tmp/probe-marker").exists());
-    Some(Outcome {
-        code: out.status.code(),
-        ok: output.lines().filter(|l| l.starts_with("ok ")).count(),
-        failed: output
-            .lines()
-            .filter(|l| l.starts_with("FAIL"))
-            .map(str::to_owned)
-            .collect(),
-        output,
-    })
-}
-
-fn assert_all_denied(o: Outcome, min: usize) {
-    assert!(
-        o.failed.is_empty(),
-        "attempts that got through:\n{}",
-        o.failed.join("\n")
-    );
-    assert_eq!(o.code, Some(0), "{}", o.output);
-    assert!(o.ok >= min, "only {} attempts ran", o.ok);
+    Some(Outcome::of(out.status.code(), output))
 }
 
 #[test]
 fn non_root_service_reaches_nothing() {
     if let Some(o) = run_matrix("user", "normal", "user", None) {
-        assert_all_denied(o, 60);
+        o.assert_all_denied(60);
     }
 }
 
 #[test]
 fn namespace_root_service_reaches_nothing() {
     if let Some(o) = run_matrix("root", "normal", "root", None) {
-        assert_all_denied(o, 58);
+        o.assert_all_denied(58);
     }
 }
 
@@ -140,14 +78,14 @@ fn namespace_root_service_reaches_nothing() {
 fn exited_sibling_changes_nothing() {
     if let Some(o) = run_matrix("gone", "sibling-gone", "user", None) {
         assert!(o.output.contains("of an exited sibling"), "{}", o.output);
-        assert_all_denied(o, 45);
+        o.assert_all_denied(45);
     }
 }
 
 #[test]
 fn reused_pid_of_a_sibling_is_still_denied() {
     if let Some(o) = run_matrix("reused", "pid-reused", "user", None) {
-        assert_all_denied(o, 60);
+        o.assert_all_denied(60);
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tests::host::{RenderNode, TestGroup};
@@ -54,20 +54,13 @@ type Stdout = BufReader<std::process::ChildStdout>;
 /// vm-init of VM `g`, stdout (the probe's report) and stderr piped.
 fn start_gpu_vm(state: &StateDir) -> std::process::Child {
     let bin = state.standins();
-    Command::new(state.bin().join("vm-init"))
-        .args(["--parent-pid", &std::process::id().to_string()])
-        .args(["--state-dir", state.0.to_str().unwrap()])
-        .arg("--vmm")
-        .arg(bin.join("vmm-cooperative"))
-        .arg("--virtiofsd")
-        .arg(bin.join("virtiofsd-ok"))
-        .arg("--gpu")
-        .arg(bin.join("probe"))
-        .arg("g")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let probe = bin.join("probe");
+    state.vm_init_reporting(
+        "g",
+        &bin.join("vmm-cooperative"),
+        &bin.join("virtiofsd-ok"),
+        &["--gpu".as_ref(), probe.as_os_str()],
+    )
 }
 
 #[test]

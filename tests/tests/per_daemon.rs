@@ -9,9 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sandbox_core::ids::Slot;
 use tests::guest::Tools;
+use tests::matrix::{OtherVm, Outcome};
 use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, within, S6};
-use tests::{privileged_with, StateDir};
+use tests::{privileged_with, StateDir, UID_A, UID_B};
 
 /// Root, Landlock, and s6 with what the services' run scripts use.
 fn s6_ready(test: &str) -> bool {
@@ -324,24 +326,12 @@ fn the_probes_in_each_daemons_place_as_services() {
             .status()
             .unwrap()
             .success());
-        let mut extra = vec!["--services".to_owned(), dir.display().to_string()];
+        let mut extra = vec!["--services".as_ref(), dir.as_os_str()];
         if let Some(g) = gpu {
             std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
-            extra.extend(["--gpu".to_owned(), g.display().to_string()]);
+            extra.extend(["--gpu".as_ref(), g.as_os_str()]);
         }
-        let mut child = std::process::Command::new(state.bin().join("vm-init"))
-            .args(["--parent-pid", &std::process::id().to_string()])
-            .args(["--state-dir", state.0.to_str().unwrap()])
-            .arg("--vmm")
-            .arg(vmm)
-            .arg("--virtiofsd")
-            .arg(fs)
-            .args(&extra)
-            .arg(name)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = state.vm_init_reporting(name, vmm, fs, &extra);
         let (_out, report) = report_of(&mut child);
         eprintln!("-- {name}:\n{report}");
         if !report.contains("probe: ") {
@@ -354,6 +344,158 @@ fn the_probes_in_each_daemons_place_as_services() {
         let log = tests::vm::wait_line(&mut child, ": ready");
         assert!(log.contains(": ready"), "{name}: {log}");
         assert_eq!(tests::vm::stop(&mut child), Some(0), "{name}");
+    }
+    bait.assert_nothing_reached_the_host();
+}
+
+/// Sibling B of the escape matrix (the target) and sibling A (the probe),
+/// as two more services of the VM's own s6, each chain-loading test-wrap
+/// as a daemon's run script chain-loads its wrapper. A has a `down` file:
+/// the test starts it once the VM is up and its directory is A's. Its
+/// targets are every process of the VM it must not reach: PID 1, the VM's
+/// s6-svscan, its own s6-supervise and sibling B.
+fn matrix_services(dir: &Path, state: &StateDir, vm: &str, profile: &str, vm2: &str, port: u16) {
+    let uid = if profile == "root" { 0 } else { UID_A };
+    let bin = state.bin();
+    for (service, run) in [
+        (
+            "b",
+            format!(
+                "#!/usr/bin/execlineb -P\n\
+                 # target says it is ready on stdout: the notification fd.\n\
+                 fdmove 1 5\n\
+                 importas -i vm VM_DIR\n\
+                 test-wrap --profile user --uid {UID_B} --vm-dir $vm --own-dir ${{vm}}/out-b \
+                 -- {target} {name}\n",
+                target = bin.join("target").display(),
+                name = tests::abstract_name(vm, UID_B),
+            ),
+        ),
+        (
+            "a",
+            format!(
+                "#!/bin/sh\n\
+                 s6-svwait -U ../b || exit 111\n\
+                 b=$(s6-svstat -o pid ../b)\n\
+                 scan=$(cut -d' ' -f4 /proc/$PPID/stat)\n\
+                 exec test-wrap --profile {profile} --uid {uid} --vm-dir \"$VM_DIR\" \
+                 --own-dir \"$VM_DIR/out-a\" -- {probe} --profile {profile} \
+                 --state-dir {state} --vm {vm} --own-dir \"$VM_DIR/out-a\" \
+                 --pid 1 --pid \"$scan\" --pid $PPID --pid \"$b\" --abstract {name} \
+                 --tcp-port {port} --other-vm {vm2}\n",
+                probe = bin.join("probe").display(),
+                state = state.0.display(),
+                name = tests::abstract_name(vm, UID_B),
+            ),
+        ),
+    ] {
+        let d = dir.join(service);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("run"), run).unwrap();
+        std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(dir.join("b/notification-fd"), "5\n").unwrap();
+    std::fs::write(dir.join("a/down"), "").unwrap();
+}
+
+/// The escape matrix in the per-daemon mode: the same probe under the same
+/// test policy, but the VM is vm-init's (its PID 1 runs the VM's s6, with
+/// the daemons' services beside the siblings), and the processes the probe
+/// must not signal, trace or see include the VM's s6.
+#[test]
+fn the_escape_matrix_with_the_siblings_as_services() {
+    if !s6_ready("per_daemon_matrix") {
+        return;
+    }
+    let state = StateDir::new("per_daemon_matrix");
+    let bait = tests::bait::hold();
+    let bin = state.standins();
+    for (i, (profile, min)) in [("user", 60), ("root", 58)].into_iter().enumerate() {
+        let (vm1, vm2) = (format!("pdm-{profile}-vm1"), format!("pdm-{profile}-vm2"));
+        let other = OtherVm::hold(&state, &vm2, 212 + i as u32);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let top = state.top().join(profile);
+        let dir = services(&top);
+        matrix_services(&dir, &state, &vm1, profile, &vm2, port);
+        let vm = state.add_standin_vm(&vm1);
+        std::fs::write(vm.join("config/marker"), "config\n").unwrap();
+        for d in ["out-a", "out-b", "out-dbus"] {
+            std::fs::create_dir_all(vm.join(d)).unwrap();
+        }
+        let mut child = state.vm_init_reporting(
+            &vm1,
+            &bin.join("vmm-cooperative"),
+            &bin.join("virtiofsd-ok"),
+            &["--services".as_ref(), dir.as_os_str()],
+        );
+        let log = tests::vm::wait_line(&mut child, ": ready");
+        let slot: u32 = log
+            .rsplit_once("(slot ")
+            .and_then(|(_, n)| n.trim().trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("{profile}: not ready: {log}"));
+        let slot = Slot::new(slot).unwrap();
+        // A's and B's own directories, owned by the host ids they run as
+        // in this VM's slot (as the matrix's harness makes them).
+        let a_uid = if profile == "root" { 0 } else { UID_A };
+        for (d, uid) in [("out-a", a_uid), ("out-b", UID_B)] {
+            let host = slot.host_id(uid);
+            std::os::unix::fs::chown(vm.join(d), Some(host), Some(host)).unwrap();
+        }
+        let pid1 = children(child.id() as i32)[0];
+        let a = PathBuf::from(format!("/proc/{pid1}/root"))
+            .join(state.0.strip_prefix("/").unwrap())
+            .join(".services/a");
+        // (Its s6-supervise may not listen on its control FIFO yet.)
+        let once = || {
+            std::process::Command::new("s6-svc")
+                .arg("-o")
+                .arg(&a)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(
+            within(Duration::from_secs(5), once),
+            "{profile}: s6-svc -o a"
+        );
+        let (_out, report) = report_of(&mut child);
+        eprintln!("-- {profile}:\n{report}");
+        // Its targets were the VM's s6-svscan and s6-supervise (PIDs as
+        // the VM sees them, the last of NSpid).
+        let ns = pidns(pid1).unwrap();
+        for s6 in ["s6-svscan", "s6-supervise"] {
+            assert!(
+                named(ns, s6).iter().any(|&p| {
+                    let inner = status(p, "NSpid");
+                    let inner = inner.split_whitespace().last().unwrap_or("");
+                    report.contains(&format!("ptrace(PTRACE_ATTACH, {inner})"))
+                }),
+                "{profile}: no {s6} among the targets:\n{report}"
+            );
+        }
+        let code = report
+            .lines()
+            .find_map(|l| l.strip_prefix("probe: "))
+            .map(|l| i32::from(!l.ends_with(" 0 failed")));
+        assert_eq!(tests::vm::stop(&mut child), Some(0), "{profile}");
+        other.release();
+        // The positive control seen from the host: the file A wrote.
+        let written = std::fs::metadata(vm.join("out-a/probe-out")).expect("probe-out on the host");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&written),
+            slot.host_id(a_uid)
+        );
+        drop(listener);
+        let o = Outcome::of(code, report);
+        // Every process of the VM named was a target: its s6 included.
+        assert_eq!(
+            o.output.matches("ptrace(PTRACE_ATTACH, ").count(),
+            4,
+            "{}",
+            o.output
+        );
+        o.assert_all_denied(min);
     }
     bait.assert_nothing_reached_the_host();
 }
@@ -468,20 +610,12 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     let bin = state.standins();
     let vm = state.add_standin_vm("ch");
     std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
-    let mut child = std::process::Command::new(state.bin().join("vm-init"))
-        .args(["--parent-pid", &std::process::id().to_string()])
-        .args(["--state-dir", state.0.to_str().unwrap()])
-        .arg("--vmm")
-        .arg(bin.join("probe"))
-        .arg("--virtiofsd")
-        .arg(bin.join("virtiofsd-ok"))
-        .arg("--services")
-        .arg(&dir)
-        .arg("ch")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = state.vm_init_reporting(
+        "ch",
+        &bin.join("probe"),
+        &bin.join("virtiofsd-ok"),
+        &["--services".as_ref(), dir.as_os_str()],
+    );
     let (mut out, report) = report_of(&mut child);
     eprintln!("{report}");
     if !report.contains("probe: ") {
