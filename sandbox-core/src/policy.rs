@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
@@ -101,6 +101,15 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Every fd the policy takes from its caller: those the daemon keeps,
+    /// the user namespace it joins, the mounts it is handed.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds = self.keep_fds.clone();
+        fds.extend(self.join_user_namespace);
+        fds.extend(self.handed.iter().map(|h| h.fd));
+        fds
+    }
+
     /// The invariants every policy keeps, checked before anything is
     /// applied: every path absolute and named once; nothing granted on `/`;
     /// write access only below the VM directory or on a private tmpfs of
@@ -189,10 +198,31 @@ pub struct Exec {
 /// Applies `policy` to the calling (single-threaded) process and execs
 /// `exec`. Returns only on failure; nothing weaker than the policy runs.
 pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<Infallible> {
+    apply_then_notify(policy, parent, exec, None)
+}
+
+/// [`apply`], and once everything is in place, right before the exec, s6
+/// readiness on `ready` (a service's notification fd, which the daemon
+/// does not get): a service started after this one is ready meets a
+/// daemon that runs under its whole policy.
+pub fn apply_then_notify(
+    policy: &Policy,
+    parent: &ExpectedParent,
+    exec: &Exec,
+    ready: Option<OwnedFd>,
+) -> Result<Infallible> {
     // 0. A policy that breaks an invariant is a bug: nothing is applied.
     //    Its syscall filter is compiled now, so that one the kernel or this
     //    architecture cannot take refuses before anything is changed.
     policy.check()?;
+    if let Some(fd) = ready.as_ref().map(|fd| fd.as_raw_fd()) {
+        if policy.fds().contains(&fd) {
+            return Err(Error::Usage(format!(
+                "the notification fd {fd} is one of the daemon's own fds {:?}",
+                policy.fds()
+            )));
+        }
+    }
     let filter = policy.syscalls.map(seccomp::compile).transpose()?;
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
@@ -219,7 +249,9 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
     //    and no working directory (a daemon opens its cwd: virtiofsd probes
     //    openat2 on "." and falls back to weaker path resolution if that
     //    fails, so its cwd must be a directory its table lets it read).
-    fds::close_all_except(&policy.keep_fds)?;
+    let mut keep = policy.keep_fds.clone();
+    keep.extend(ready.as_ref().map(|fd| fd.as_raw_fd()));
+    fds::close_all_except(&keep)?;
     std::env::set_current_dir(&policy.cwd).map_err(|e| Error::path("chdir", &policy.cwd, e))?;
     // 5. The Landlock paths are opened now, while every one of them is
     //    still visible to us; enforced at step 9.
@@ -252,6 +284,9 @@ pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<In
         .envs(policy.env.iter().map(|(k, v)| (k, v)));
     if let Some(filter) = &filter {
         seccomp::install(filter)?;
+    }
+    if let Some(fd) = ready {
+        fds::notify_ready(fd)?;
     }
     // 11. The daemon, with a fixed environment.
     let err = command.exec();
@@ -296,6 +331,22 @@ mod tests {
             allow_weaker_landlock: false,
             syscalls: None,
         }
+    }
+
+    /// (Refused in step 0: were it not, step 1 would refuse the parent
+    /// check with another code, 111, before anything changed.)
+    #[test]
+    fn a_notification_fd_that_is_the_daemons_own_is_refused_first() {
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let mut p = valid();
+        p.keep_fds = vec![fd.as_raw_fd()];
+        let exec = Exec {
+            program: "/bin/true".into(),
+            args: vec![],
+        };
+        let e = apply_then_notify(&p, &ExpectedParent::Pid(1), &exec, Some(fd)).unwrap_err();
+        assert_eq!(e.exit_code(), 100, "{e}");
+        assert!(e.to_string().contains("notification fd"), "{e}");
     }
 
     #[test]

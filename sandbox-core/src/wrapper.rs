@@ -1,13 +1,14 @@
 //! What every wrap-* binary shares: its command line
-//! (`wrap-NAME [--program PATH] [--allow-weaker-landlock] VMDIR`), the one
-//! line it prints on failure, and the s6 exit codes.
+//! (`wrap-NAME [--program PATH] [--allow-weaker-landlock] [--notify-fd FD]
+//! VMDIR`), the one line it prints on failure, and the s6 exit codes.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fds::take_fd;
 use crate::parent::ExpectedParent;
-use crate::policy::{apply, Exec, Policy};
+use crate::policy::{apply_then_notify, Exec, Policy};
 
 /// A wrapper's parsed command line.
 #[derive(Clone, Debug)]
@@ -21,20 +22,43 @@ pub struct WrapArgs {
     /// wrap-vmm: cloud-hypervisor with its API listener only, the VM sent
     /// over the API (Spectrum's flow). The policy does not change.
     pub api_only: bool,
+    /// An s6 notification fd (a service's `notification-fd`): one newline
+    /// once the daemon's whole policy is in place, right before its exec.
+    /// The daemon never holds it.
+    pub notify_fd: Option<i32>,
 }
 
 impl WrapArgs {
     pub fn parse(prog: &str, args: impl IntoIterator<Item = OsString>) -> Result<WrapArgs> {
+        let api_only_flag = if prog == "wrap-vmm" {
+            " [--api-only]"
+        } else {
+            ""
+        };
         let usage = || {
             Error::Usage(format!(
-                "usage: {prog} [--program PATH] [--allow-weaker-landlock] [--api-only] VMDIR"
+                "usage: {prog} [--program PATH] [--allow-weaker-landlock] [--notify-fd FD]{api_only_flag} VMDIR"
             ))
         };
         let mut it = args.into_iter();
         let (mut program, mut vm_dir, mut weaker, mut api_only) = (None, None, false, false);
+        let mut notify_fd = None;
         while let Some(a) = it.next() {
             match a.to_str() {
                 Some("--program") => program = Some(PathBuf::from(it.next().ok_or_else(usage)?)),
+                Some("--notify-fd") => {
+                    let v = it.next().ok_or_else(usage)?;
+                    let fd = v.to_str().and_then(|v| v.parse::<i32>().ok());
+                    match fd {
+                        Some(fd) if fd > 2 => notify_fd = Some(fd),
+                        _ => {
+                            return Err(Error::Usage(format!(
+                                "--notify-fd {} is not a file descriptor above 2",
+                                v.to_string_lossy()
+                            )))
+                        }
+                    }
+                }
                 Some("--allow-weaker-landlock") => weaker = true,
                 Some("--api-only") if prog == "wrap-vmm" => api_only = true,
                 Some(s) if s.starts_with('-') => return Err(usage()),
@@ -62,6 +86,7 @@ impl WrapArgs {
             vm_dir,
             allow_weaker_landlock: weaker,
             api_only,
+            notify_fd,
         })
     }
 
@@ -92,13 +117,18 @@ pub fn main(prog: &str, build: impl FnOnce(&WrapArgs) -> Result<(Policy, Exec)>)
     {
         fail(prog, Some(&args.vm_dir), &e);
     }
+    let notify = match args.notify_fd.map(|fd| take_fd(fd, "--notify-fd")) {
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => fail(prog, Some(&args.vm_dir), &e),
+        None => None,
+    };
     let err = match build(&args) {
         Ok((mut policy, exec)) => {
             policy.allow_weaker_landlock |= args.allow_weaker_landlock;
             // vm-init's PID 1 starts every wrapper (inside the VM's PID
             // namespace it is PID 1), or, with vm-init --services, the
             // s6-supervise of the VM's own s6-svscan.
-            match apply(&policy, &ExpectedParent::InsideVm, &exec) {
+            match apply_then_notify(&policy, &ExpectedParent::InsideVm, &exec, notify) {
                 Ok(never) => match never {},
                 Err(e) => e,
             }
@@ -114,4 +144,24 @@ fn fail(prog: &str, vm_dir: Option<&Path>, e: &Error) -> ! {
         None => crate::say(format_args!("{prog}: {e}")),
     }
     std::process::exit(e.exit_code().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<WrapArgs> {
+        WrapArgs::parse("wrap-virtiofsd", args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn a_notification_fd_is_a_number_above_stderr() {
+        let a = parse(&["--notify-fd", "5", "/"]).unwrap();
+        assert_eq!(a.notify_fd, Some(5));
+        for bad in ["2", "-1", "x", ""] {
+            let e = parse(&["--notify-fd", bad, "/"]).unwrap_err();
+            assert_eq!(e.exit_code(), 100, "{bad:?}: {e}");
+        }
+        assert_eq!(parse(&["/", "--notify-fd"]).unwrap_err().exit_code(), 100);
+    }
 }

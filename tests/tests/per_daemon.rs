@@ -130,11 +130,12 @@ fn services(top: &Path) -> PathBuf {
         .join("s6/vm-services");
     for service in ["virtiofsd", "vmm", "gpu"] {
         std::fs::create_dir_all(dir.join(service)).unwrap();
-        std::fs::copy(
-            project.join(service).join("run"),
-            dir.join(service).join("run"),
-        )
-        .unwrap();
+        for f in ["run", "notification-fd"] {
+            let from = project.join(service).join(f);
+            if from.exists() {
+                std::fs::copy(from, dir.join(service).join(f)).unwrap();
+            }
+        }
     }
     std::fs::create_dir_all(dir.join("dbus")).unwrap();
     std::fs::write(
@@ -159,6 +160,30 @@ fn named(ns: u64, name: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Waits (at most a minute) for the VMM of the VM of service `svc` to run
+/// as QEMU, then asks the VM's own s6 whether virtiofsd's service is ready.
+/// Returns QEMU's PID and the answer.
+fn vmm_start(state: &StateDir, svc: &Path) -> (i32, bool) {
+    let start = std::time::Instant::now();
+    let mut pid1 = None;
+    while start.elapsed() < Duration::from_secs(60) {
+        if pid1.is_none() {
+            pid1 = S6::pid(svc).and_then(|outer| children(outer).first().copied());
+        }
+        let found = pid1
+            .and_then(pidns)
+            .and_then(|ns| named(ns, "qemu-system-x86").first().copied());
+        if let (Some(qemu), Some(pid1)) = (found, pid1) {
+            let virtiofsd = PathBuf::from(format!("/proc/{pid1}/root"))
+                .join(state.0.strip_prefix("/").unwrap())
+                .join(".services/virtiofsd");
+            return (qemu, S6::svstat(&virtiofsd, "ready") == "true");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no QEMU within a minute: {}", S6::log(state));
+}
+
 #[test]
 fn each_daemon_its_own_service_inside_the_vms_namespaces() {
     if !s6_ready("per_daemon") {
@@ -171,6 +196,12 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
     let vm = state.add_guest_vm("pd", &tools, "wait");
     std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
     let dir = services(&state.top());
+    // virtiofsd's service a second slower to get ready than the project's
+    // own: the VMM must still start only once it is.
+    let run = dir.join("virtiofsd/run");
+    let script = std::fs::read_to_string(&run).unwrap();
+    let (shebang, rest) = script.split_once('\n').unwrap();
+    std::fs::write(&run, format!("{shebang}\nforeground {{ sleep 1 }}\n{rest}")).unwrap();
     let s6 = S6::start(&state);
     let extra = format!(
         "--shutdown-timeout 30 --vmm {} --virtiofsd {} --services {}",
@@ -185,6 +216,13 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         if round == 1 {
             S6::svc(&svc, "-u");
         }
+        // Readiness is ordered: when QEMU runs, virtiofsd's service is
+        // ready (its wrapper said so once virtiofsd's policy was in place).
+        let (qemu, virtiofsd_ready) = vmm_start(&state, &svc);
+        assert!(
+            virtiofsd_ready,
+            "round {round}: QEMU ({qemu}) started before virtiofsd was ready"
+        );
         assert!(
             S6::svwait(&svc, "-U", 60_000),
             "round {round}: not ready: {}",

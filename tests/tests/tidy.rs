@@ -158,3 +158,35 @@ fn the_service_run_scripts_move_the_parked_fds_to_the_contracts_numbers() {
         assert_eq!(&got, moves, "{service}/run");
     }
 }
+
+/// A service's readiness goes where s6 listens: the `--notify-fd` its run
+/// script gives (a wrapper's or vmm-api's) is its `notification-fd`, and a
+/// service with a notification-fd says it is ready somewhere.
+#[test]
+fn the_service_run_scripts_notify_on_their_notification_fd() {
+    let dir = workspace().join("s6");
+    for service in [
+        "vm-services/virtiofsd",
+        "vm-services/vmm",
+        "vm-services/gpu",
+        "vm-services-api/vmm",
+    ] {
+        let run = std::fs::read_to_string(dir.join(service).join("run")).unwrap();
+        let given: Vec<&str> = run
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.windows(2)
+                    .filter(|p| p[0] == "--notify-fd")
+                    .map(|p| p[1].trim_end_matches('}'))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let file = std::fs::read_to_string(dir.join(service).join("notification-fd")).ok();
+        match file {
+            Some(fd) => assert_eq!(given, [fd.trim()], "{service}"),
+            None => assert!(given.is_empty(), "{service}: no notification-fd"),
+        }
+    }
+}

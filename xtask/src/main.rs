@@ -208,7 +208,9 @@ fn install(args: &[String]) -> Result {
     // s6 instance (s6-instance-maker on s6/vm-instance).
     for (dir, file, mode) in [
         ("vm-services/virtiofsd", "run", 0o755),
+        ("vm-services/virtiofsd", "notification-fd", 0o644),
         ("vm-services/vmm", "run", 0o755),
+        ("vm-services/vmm", "notification-fd", 0o644),
         ("vm-services/gpu", "run", 0o755),
         ("vm-services-api/vmm", "run", 0o755),
         ("vm-services-api/vmm", "notification-fd", 0o644),
