@@ -704,4 +704,34 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "api: PUT /api/v1/vm.boot HTTP/1.1");
     assert_eq!(tests::vm::stop(&mut child), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest.trim(), "api: PUT /api/v1/vm.power-button HTTP/1.1");
+
+    // A VM created and never booted (Spectrum boots a VM once its network
+    // providers are up): cloud-hypervisor refuses the power button, no
+    // guest will power off, and vm-init sends vmm.shutdown at once instead
+    // of waiting out the shutdown timeout (which ends in exit 2).
+    let vm = state.add_standin_vm("ch-idle");
+    std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
+    let mut child = state.vm_init_reporting(
+        "ch-idle",
+        &bin.join("probe"),
+        &bin.join("virtiofsd-ok"),
+        &["--services".as_ref(), dir.as_os_str()],
+    );
+    let (mut out, report) = report_of(&mut child);
+    tests::vm::assert_report_holds(&report, 30);
+    let log = tests::vm::wait_line(&mut child, ": ready");
+    assert!(log.contains(": ready"), "{log}");
+    assert_eq!(tests::vm::stop(&mut child), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(
+        rest.lines().collect::<Vec<_>>(),
+        [
+            "api: PUT /api/v1/vm.power-button HTTP/1.1",
+            "api: PUT /api/v1/vmm.shutdown HTTP/1.1"
+        ]
+    );
 }

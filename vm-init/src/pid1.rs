@@ -402,8 +402,18 @@ impl VmLoop<'_> {
     /// The VMM's events or API answer. Without --services its readiness
     /// is the VM's; with --services the VMM's service says it (see reap).
     fn on_vmm(&mut self) -> Result<Option<u8>, Error> {
-        if self.control.on_readable()? == Said::Ready && self.scan.is_none() {
-            self.announce_ready()?;
+        match self.control.on_readable()? {
+            Said::Ready if self.scan.is_none() => self.announce_ready()?,
+            // No guest will power off (cloud-hypervisor created over its
+            // API, never booted): nothing to wait the timeout for.
+            Said::NotRunning => {
+                sandbox_core::say!(
+                    "vm-init: {}: the VM is not running: stopping its VMM",
+                    self.args.name
+                );
+                self.control.force_stop()?;
+            }
+            _ => {}
         }
         Ok(None)
     }

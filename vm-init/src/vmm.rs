@@ -26,6 +26,16 @@ pub enum Said {
     Ready,
     /// The stream ended (the VMM is exiting).
     Closed,
+    /// cloud-hypervisor refused the power button: it has no running VM
+    /// (created over its API and never booted), so no guest will power off.
+    NotRunning,
+}
+
+/// The API request vm-init is waiting on an answer to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    PowerButton,
+    Shutdown,
 }
 
 #[derive(Debug)]
@@ -35,7 +45,7 @@ pub struct Control {
     /// cloud-hypervisor: the event-monitor pipe; QEMU: the QMP connection.
     stream: Option<Stream>,
     /// cloud-hypervisor: the connection of the last API request.
-    request: Option<UnixStream>,
+    request: Option<(Request, UnixStream)>,
     ready: bool,
     buf: Vec<u8>,
 }
@@ -93,7 +103,7 @@ impl Control {
             Some(Stream::Qmp(s)) => v.push(s.as_fd()),
             None => {}
         }
-        if let Some(r) = &self.request {
+        if let Some((_, r)) = &self.request {
             v.push(r.as_fd());
         }
         v
@@ -101,7 +111,7 @@ impl Control {
 
     /// Reads whatever is readable; returns what it meant.
     pub fn on_readable(&mut self) -> Result<Said, Error> {
-        if let Some(mut r) = self.request.take() {
+        if let Some((what, mut r)) = self.request.take() {
             let mut answer = [0u8; 512];
             match r.read(&mut answer) {
                 Ok(n) if n > 0 => {
@@ -109,11 +119,18 @@ impl Control {
                     let status = head.lines().next().unwrap_or("").to_owned();
                     if !status.contains(" 204") && !status.contains(" 200") {
                         sandbox_core::say!(
-                            "vm-init: the VMM answered the shutdown request with {status:?}"
+                            "vm-init: the VMM answered {} with {status:?}",
+                            match what {
+                                Request::PowerButton => "the power button",
+                                Request::Shutdown => "vmm.shutdown",
+                            }
                         );
+                        if what == Request::PowerButton {
+                            return Ok(Said::NotRunning);
+                        }
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => self.request = Some(r),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.request = Some((what, r)),
                 _ => {}
             }
         }
@@ -183,7 +200,7 @@ impl Control {
             .map_err(|e| Error::path("write QMP command to", &self.api, e))
     }
 
-    fn http_put(&mut self, path: &str) -> Result<(), Error> {
+    fn http_put(&mut self, what: Request, path: &str) -> Result<(), Error> {
         let mut s = connect(&self.api)?;
         let request =
             format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
@@ -191,14 +208,14 @@ impl Control {
             .map_err(io_err("send API request to", &self.api))?;
         s.set_nonblocking(true)
             .map_err(io_err("set non-blocking", &self.api))?;
-        self.request = Some(s);
+        self.request = Some((what, s));
         Ok(())
     }
 
     /// Asks for a clean guest shutdown (the ACPI power button).
     pub fn request_powerdown(&mut self) -> Result<(), Error> {
         match self.kind {
-            Vmm::CloudHypervisor => self.http_put("/api/v1/vm.power-button"),
+            Vmm::CloudHypervisor => self.http_put(Request::PowerButton, "/api/v1/vm.power-button"),
             Vmm::Qemu => self.qmp(r#"{"execute":"system_powerdown"}"#),
         }
     }
@@ -206,7 +223,7 @@ impl Control {
     /// The guest did not power off in time: tell the VMM to exit now.
     pub fn force_stop(&mut self) -> Result<(), Error> {
         match self.kind {
-            Vmm::CloudHypervisor => self.http_put("/api/v1/vmm.shutdown"),
+            Vmm::CloudHypervisor => self.http_put(Request::Shutdown, "/api/v1/vmm.shutdown"),
             Vmm::Qemu => self.qmp(r#"{"execute":"quit"}"#),
         }
     }

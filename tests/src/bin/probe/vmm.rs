@@ -258,6 +258,7 @@ fn as_vmm_over_api() -> ! {
     };
     let mut failed = 0;
     let mut backend = None;
+    let mut booted = false;
     for conn in api.incoming() {
         let Ok(mut conn) = conn else { continue };
         let (line, body) = read_request(&mut conn);
@@ -315,9 +316,19 @@ fn as_vmm_over_api() -> ! {
             failed = p.failed;
             println!("probe: {} attempts, {} failed", p.attempts, p.failed);
         }
-        let done = line.starts_with("PUT /api/v1/vm.power-button ")
-            || line.starts_with("PUT /api/v1/vmm.shutdown ");
-        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+        // As cloud-hypervisor answers (facts/cloud-hypervisor.md): the
+        // power button of a VM that is not running is refused; the guest
+        // powering off, or vmm.shutdown, ends the process.
+        let power_button = line.starts_with("PUT /api/v1/vm.power-button ");
+        booted |= line.starts_with("PUT /api/v1/vm.boot ");
+        let done = (power_button && booted) || line.starts_with("PUT /api/v1/vmm.shutdown ");
+        let answer: &[u8] = if power_button && !booted {
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 71\r\n\r\n\
+              [\"Error from API\",\"Error triggering power button\",\"VM is not running\"]\n"
+        } else {
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        };
+        let _ = conn.write_all(answer);
         let _ = std::io::stdout().flush();
         if done {
             drop(backend);
