@@ -77,12 +77,15 @@ pub fn make_fifo(path: &std::path::Path, mode: u32) -> Result<()> {
     .op_path("mkfifo", path)
 }
 
-/// Opens a FIFO's read end without blocking (no writer needed yet), and
-/// non-blocking for reads after.
+/// Opens a FIFO to read it, without blocking (no writer needed yet) and
+/// non-blocking for reads after. The open holds the write side too, so the
+/// reader never sees end-of-file: a writer that comes again (a VMM its s6
+/// service starts again) opens the FIFO as the first did, instead of
+/// blocking forever on a FIFO that nobody reads any more.
 pub fn open_fifo_reader(path: &std::path::Path) -> Result<std::fs::File> {
     rustix::fs::open(
         path,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
     .map(std::fs::File::from)

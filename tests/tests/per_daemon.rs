@@ -24,6 +24,7 @@ fn s6_ready(test: &str) -> bool {
             "s6-svc",
             "s6-svwait",
             "s6-ipcserverd",
+            "setpriv",
             "s6-instance-maker",
             "s6-instance-create",
             "execlineb",
@@ -165,15 +166,15 @@ fn named(ns: u64, name: &str) -> Vec<i32> {
 /// Returns QEMU's PID and the answer.
 fn vmm_start(state: &StateDir, svc: &Path) -> (i32, bool) {
     let start = std::time::Instant::now();
-    let mut pid1 = None;
+    let mut outer = None;
     while start.elapsed() < Duration::from_secs(60) {
-        if pid1.is_none() {
-            pid1 = S6::pid(svc).and_then(|outer| children(outer).first().copied());
-        }
-        let found = pid1
-            .and_then(pidns)
-            .and_then(|ns| named(ns, "qemu-system-x86").first().copied());
-        if let (Some(qemu), Some(pid1)) = (found, pid1) {
+        outer = outer.or_else(|| S6::pid(svc));
+        // PID 1 is the outer's child in a PID namespace of its own.
+        let found = outer.into_iter().flat_map(children).find_map(|pid1| {
+            let qemu = named(pidns(pid1)?, "qemu-system-x86").first().copied()?;
+            Some((qemu, pid1))
+        });
+        if let Some((qemu, pid1)) = found {
             let virtiofsd = PathBuf::from(format!("/proc/{pid1}/root"))
                 .join(state.0.strip_prefix("/").unwrap())
                 .join(".services/virtiofsd");
@@ -381,9 +382,46 @@ fn the_probes_in_each_daemons_place_as_services() {
         tests::vm::assert_report_holds(&report, min);
         let log = tests::vm::wait_line(&mut child, ": ready");
         assert!(log.contains(": ready"), "{name}: {log}");
+        if gpu.is_some() {
+            gpu_server_dies_with_its_supervisor(child.id() as i32);
+        }
         assert_eq!(tests::vm::stop(&mut child), Some(0), "{name}");
     }
     bait.assert_nothing_reached_the_host();
+}
+
+/// kill -9 of the GPU service's s6-supervise: its s6-ipcserverd (which
+/// holds gpu.sock's listener) and the GPU daemon it started go with it,
+/// nothing keeps serving unsupervised, and the VM's s6-svscan starts the
+/// service again.
+fn gpu_server_dies_with_its_supervisor(vm_init: i32) {
+    let pid1 = children(vm_init)[0];
+    let ns = pidns(pid1).unwrap();
+    let server = named(ns, "s6-ipcserverd");
+    assert_eq!(server.len(), 1, "{:?}", procs_in_pidns(ns));
+    let daemons = children(server[0]);
+    let supervise = ppid(server[0]).unwrap();
+    assert_eq!(comm(supervise), "s6-supervise");
+    std::process::Command::new("kill")
+        .args(["-9", &supervise.to_string()])
+        .status()
+        .unwrap();
+    let gone = |p: &i32| !procs_in_pidns(ns).contains(p);
+    assert!(
+        within(Duration::from_secs(2), || gone(&server[0])
+            && daemons.iter().all(gone)),
+        "s6-ipcserverd or its GPU daemon outlived their supervisor: {:?}",
+        procs_in_pidns(ns)
+            .into_iter()
+            .map(|p| (p, comm(p), ppid(p)))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        within(Duration::from_secs(5), || named(ns, "s6-ipcserverd")
+            .first()
+            .is_some_and(|&p| p != server[0])),
+        "the GPU service was not started again"
+    );
 }
 
 /// Sibling B of the escape matrix (the target) and sibling A (the probe),
@@ -540,8 +578,9 @@ fn the_escape_matrix_with_the_siblings_as_services() {
 
 /// kill -9 of the VM's supervisor, of the outer vm-init or of PID 1: the
 /// whole VM, its s6 and every daemon service, is gone within a second.
-/// kill -9 of a daemon's supervisor: that daemon dies with it (no orphan
-/// keeps running unsupervised), and the VM's s6-svscan starts both again.
+/// kill -9 of a daemon's supervisor (virtiofsd's, the VMM's; the GPU's in
+/// the probes' test): that daemon dies with it (no orphan keeps running
+/// unsupervised), and the VM's s6-svscan starts both again.
 #[test]
 fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
     if !s6_ready("per_daemon_kill") {
@@ -557,14 +596,34 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
         bin.join("virtiofsd-ok").display(),
         dir.display()
     );
+    // (what, the daemon watched, whether its service starts it again, the
+    // PID to kill from the outer's, PID 1's and the daemon's)
     type Victim = fn(i32, i32, i32) -> i32;
-    let victims: [(&str, Victim); 4] = [
-        ("the VM's s6-supervise", |outer, _, _| ppid(outer).unwrap()),
-        ("the outer vm-init", |outer, _, _| outer),
-        ("PID 1", |_, pid1, _| pid1),
-        ("virtiofsd's s6-supervise", |_, _, fs| ppid(fs).unwrap()),
+    let victims: [(&str, &str, bool, Victim); 5] = [
+        (
+            "the VM's s6-supervise",
+            "virtiofsd-ok",
+            false,
+            |outer, _, _| ppid(outer).unwrap(),
+        ),
+        ("the outer vm-init", "virtiofsd-ok", false, |outer, _, _| {
+            outer
+        }),
+        ("PID 1", "virtiofsd-ok", false, |_, pid1, _| pid1),
+        (
+            "virtiofsd's s6-supervise",
+            "virtiofsd-ok",
+            true,
+            |_, _, d| ppid(d).unwrap(),
+        ),
+        (
+            "the VMM's s6-supervise",
+            "vmm-cooperative",
+            true,
+            |_, _, d| ppid(d).unwrap(),
+        ),
     ];
-    for (i, (what, victim)) in victims.into_iter().enumerate() {
+    for (i, (what, daemon, restarts, victim)) in victims.into_iter().enumerate() {
         let name = format!("k{i}");
         let vm = state.add_standin_vm(&name);
         std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
@@ -573,25 +632,25 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
         let outer = S6::pid(&svc).unwrap();
         let pid1 = children(outer)[0];
         let ns = pidns(pid1).unwrap();
-        let fs = |ns| named(ns, "virtiofsd-ok");
-        assert!(within(Duration::from_secs(5), || fs(ns).len() == 1));
-        let old_fs = fs(ns)[0];
-        let supervise = ppid(old_fs).unwrap();
-        let pid = victim(outer, pid1, old_fs);
+        let found = |ns| named(ns, daemon);
+        assert!(within(Duration::from_secs(5), || found(ns).len() == 1));
+        let old = found(ns)[0];
+        let supervise = ppid(old).unwrap();
+        let pid = victim(outer, pid1, old);
         std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
             .unwrap();
-        if what.starts_with("virtiofsd") {
+        if restarts {
             assert!(
                 within(Duration::from_secs(2), || !procs_in_pidns(ns)
-                    .contains(&old_fs)),
-                "{what}: virtiofsd outlived its supervisor"
+                    .contains(&old)),
+                "{what}: {daemon} outlived its supervisor"
             );
             assert!(
-                within(Duration::from_secs(5), || fs(ns)
+                within(Duration::from_secs(5), || found(ns)
                     .first()
-                    .is_some_and(|&p| p != old_fs && ppid(p) != Some(supervise))),
+                    .is_some_and(|&p| p != old && ppid(p) != Some(supervise))),
                 "{what}: not started again: {:?}",
                 procs_in_pidns(ns)
             );
@@ -621,6 +680,17 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
             "{what}: {}",
             S6::log(&state)
         );
+        if restarts {
+            // The VM went on with the daemon started again, and powered
+            // off as ever (the VMM started again opened the serial FIFO:
+            // PID 1 still reads it).
+            assert_eq!(
+                S6::svstat(&svc, "exitcode"),
+                "0",
+                "{what}: {}",
+                S6::log(&state)
+            );
+        }
     }
 }
 

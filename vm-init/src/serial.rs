@@ -19,7 +19,9 @@ const READS_PER_WAKE: usize = 16;
 
 #[derive(Debug)]
 pub struct SerialRelay {
-    /// The FIFO's read end (non-blocking); None once the VMM closed it.
+    /// The FIFO's read end (non-blocking; held with its write side, see
+    /// fds::open_fifo_reader); None after end-of-file, which a FIFO opened
+    /// otherwise would read once the VMM closed it.
     fifo: Option<File>,
     log: File,
     written: u64,
