@@ -407,11 +407,12 @@ impl VmLoop<'_> {
             // No guest will power off (cloud-hypervisor created over its
             // API, never booted): nothing to wait the timeout for.
             Said::NotRunning => {
-                sandbox_core::say!(
-                    "vm-init: {}: the VM is not running: stopping its VMM",
-                    self.args.name
-                );
-                self.control.force_stop()?;
+                let name = &self.args.name;
+                sandbox_core::say!("vm-init: {name}: the VM is not running: stopping its VMM");
+                // (If that fails too, the shutdown timer still runs.)
+                if let Err(e) = self.control.force_stop() {
+                    sandbox_core::say!("vm-init: {name}: {e}");
+                }
             }
             _ => {}
         }
