@@ -228,3 +228,58 @@ pub(crate) fn exec_written(path: &Path) -> Result<(), Errno> {
     let _ = fs::remove_file(path);
     r
 }
+
+/// PID 1 of its VM: no signal, no ptrace, no /proc entry.
+pub(crate) fn pid1(p: &mut Probe) {
+    use rustix::process::{kill_process, Pid, Signal};
+    p.check(
+        "kill(1, SIGKILL)",
+        EPERM,
+        rx(kill_process(Pid::INIT, Signal::KILL)),
+    );
+    p.check(
+        "ptrace(PTRACE_ATTACH, 1)",
+        EPERM,
+        attempts::ptrace_attach(1),
+    );
+    p.check(
+        "open /proc/1/status",
+        ENOENT,
+        io(fs::File::open("/proc/1/status")),
+    );
+}
+
+/// No new user namespace (the VM allows none), no mount namespace, no
+/// mount (on its root, which every view has): the privilege attempts of
+/// every role without a syscall filter.
+pub(crate) fn namespaces_and_mounts(p: &mut Probe) {
+    p.check(
+        "unshare(CLONE_NEWUSER)",
+        Want::Err(Errno::ENOSPC),
+        attempts::unshare_user(),
+    );
+    p.check("unshare(CLONE_NEWNS)", EPERM, attempts::unshare_mount());
+    p.check(
+        "mount tmpfs on /",
+        EPERM,
+        rx(rustix::mount::mount(
+            "tmpfs",
+            "/",
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )),
+    );
+}
+
+/// KVM is the VMM's alone.
+pub(crate) fn no_kvm(p: &mut Probe) {
+    p.check(
+        "open /dev/kvm",
+        ENOENT,
+        io(fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")),
+    );
+}

@@ -294,14 +294,7 @@ fn files(p: &mut Probe, a: &Args) {
         ENOENT,
         io(fs::read("/etc/hostname")),
     );
-    p.check(
-        "open /dev/kvm",
-        ENOENT,
-        io(fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")),
-    );
+    no_kvm(p);
     host_reach(p, &[]);
     // Where the view does let it write, Landlock still decides: nothing
     // written there runs.
@@ -319,23 +312,7 @@ fn files(p: &mut Probe, a: &Args) {
 
 /// Privilege: namespaces, mounts, ids, capabilities.
 fn privilege(p: &mut Probe, profile: Privilege) {
-    p.check(
-        "unshare(CLONE_NEWUSER)",
-        Want::Err(Errno::ENOSPC),
-        attempts::unshare_user(),
-    );
-    p.check("unshare(CLONE_NEWNS)", EPERM, attempts::unshare_mount());
-    p.check(
-        "mount tmpfs on /tmp",
-        EPERM,
-        rx(rustix::mount::mount(
-            "tmpfs",
-            "/tmp",
-            "tmpfs",
-            rustix::mount::MountFlags::empty(),
-            None,
-        )),
-    );
+    namespaces_and_mounts(p);
     p.check("chroot /tmp", EPERM, rx(rustix::process::chroot("/tmp")));
     if profile == Privilege::User {
         p.check(

@@ -6,8 +6,6 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use rustix::process::{kill_process, Pid, Signal};
-use sandbox_core::attempts;
 use sandbox_core::policy::DEFAULT_MEMLOCK;
 use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::Errno;
@@ -105,42 +103,16 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         &format!("{others:?}").replace('"', ""),
         others.len() == 1 && others[0].contains("Permission denied"),
     );
-    p.check(
-        "kill(1, SIGKILL)",
-        EPERM,
-        rx(kill_process(Pid::INIT, Signal::KILL)),
-    );
-    p.check(
-        "ptrace(PTRACE_ATTACH, 1)",
-        EPERM,
-        attempts::ptrace_attach(1),
-    );
-    p.check(
-        "open /proc/1/status",
-        ENOENT,
-        io(fs::File::open("/proc/1/status")),
-    );
+    pid1(&mut p);
     p.kill_sweep(me);
-    p.check(
-        "unshare(CLONE_NEWUSER)",
-        Want::Err(Errno::ENOSPC),
-        attempts::unshare_user(),
-    );
-    p.check("unshare(CLONE_NEWNS)", EPERM, attempts::unshare_mount());
+    namespaces_and_mounts(&mut p);
     p.check("chroot /", EPERM, rx(rustix::process::chroot("/")));
     p.check(
         "TCP bind 127.0.0.1:0",
         EACCES,
         io(TcpListener::bind(("127.0.0.1", 0))),
     );
-    p.check(
-        "open /dev/kvm",
-        ENOENT,
-        io(fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")),
-    );
+    no_kvm(&mut p);
     let caps = format!("{:016x}", tests::VIRTIOFSD_EXEC_CAPS.bits());
     p.status_is("CapEff (virtiofsd's)", "CapEff", &caps);
     p.status_is("CapBnd (virtiofsd's)", "CapBnd", &caps);

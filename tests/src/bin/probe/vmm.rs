@@ -144,16 +144,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
     host_reach(p, &vmm_sockets(argv));
-    p.check(
-        "kill(1, SIGKILL)",
-        EPERM,
-        rx(kill_process(Pid::INIT, Signal::KILL)),
-    );
-    p.check(
-        "ptrace(PTRACE_ATTACH, 1)",
-        EPERM,
-        attempts::ptrace_attach(1),
-    );
+    pid1(p);
     // The other processes of its VM: no signal, no ptrace, no /proc.
     for (pid, who) in neighbours().into_iter().filter(|(_, w)| *w != "the VMM") {
         let target = Pid::from_raw(pid).expect("pid > 0");
@@ -179,22 +170,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         EACCES,
         io(TcpListener::bind(("127.0.0.1", 0))),
     );
-    p.check(
-        "unshare(CLONE_NEWUSER)",
-        Want::Err(Errno::ENOSPC),
-        attempts::unshare_user(),
-    );
-    p.check(
-        "mount tmpfs on /tmp",
-        EPERM,
-        rx(rustix::mount::mount(
-            "tmpfs",
-            "/tmp",
-            "tmpfs",
-            rustix::mount::MountFlags::empty(),
-            None,
-        )),
-    );
+    namespaces_and_mounts(p);
     p.check(
         "setuid(0)",
         EPERM,
