@@ -268,14 +268,7 @@ pub(crate) fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
         ENOENT,
         io(fs::read_dir(top.join("state"))),
     );
-    p.check(
-        "open /dev/kvm",
-        ENOENT,
-        io(fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")),
-    );
+    no_kvm(p);
     host_reach(p, &[wayland.to_owned()]);
     p.filtered(
         "TCP bind 127.0.0.1:0",
