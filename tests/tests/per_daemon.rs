@@ -399,7 +399,9 @@ fn gpu_server_dies_with_its_supervisor(vm_init: i32) {
     let ns = pidns(pid1).unwrap();
     let server = named(ns, "s6-ipcserverd");
     assert_eq!(server.len(), 1, "{:?}", procs_in_pidns(ns));
+    // The GPU daemon (the probe) serves the VMM's connection until then.
     let daemons = children(server[0]);
+    assert_eq!(daemons.len(), 1, "the GPU daemon: {:?}", procs_in_pidns(ns));
     let supervise = ppid(server[0]).unwrap();
     assert_eq!(comm(supervise), "s6-supervise");
     std::process::Command::new("kill")
