@@ -28,6 +28,27 @@ pub fn abstract_name(vm: &str, uid: u32) -> String {
     format!("vm-sandbox-test-{vm}-{uid}")
 }
 
+/// One HTTP request off `conn` (cloud-hypervisor's API, as its stand-ins
+/// serve it): its first line and its body, read until the whole message
+/// is there or the client stops sending.
+pub fn read_http_request(conn: &mut std::os::unix::net::UnixStream) -> (String, String) {
+    use std::io::Read as _;
+    let mut req = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(message) = wrap_vmm::cloud_hypervisor::http_message(&req) {
+            return message;
+        }
+        match conn.read(&mut chunk) {
+            Ok(n) if n > 0 => req.extend_from_slice(&chunk[..n]),
+            _ => {
+                let text = String::from_utf8_lossy(&req).into_owned();
+                return (text.lines().next().unwrap_or("").to_owned(), String::new());
+            }
+        }
+    }
+}
+
 /// virtiofsd's serving capabilities, from its policy: the "root"
 /// profile of the escape matrix holds them.
 pub const ROOT_PROFILE_CAPS: CapabilitySet = wrap_virtiofsd::policy::SERVING_CAPS;

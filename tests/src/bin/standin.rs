@@ -127,13 +127,7 @@ fn vmm(name: &str, args: &[String], api: &str) {
     }
     for conn in api.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let mut req = [0u8; 1024];
-        let n = conn.read(&mut req).unwrap_or(0);
-        let line = String::from_utf8_lossy(&req[..n])
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
+        let (line, _) = tests::read_http_request(&mut conn);
         let _ = writeln!(log, "standin: request {line}");
         let power = line.starts_with("PUT /api/v1/vm.power-button ");
         let quit = line.starts_with("PUT /api/v1/vmm.shutdown ");

@@ -182,25 +182,6 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     backend
 }
 
-/// One HTTP request off `conn`: its first line and its body.
-fn read_request(conn: &mut UnixStream) -> (String, String) {
-    use std::io::Read as _;
-    let mut req = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(message) = wrap_vmm::cloud_hypervisor::http_message(&req) {
-            return message;
-        }
-        match conn.read(&mut chunk) {
-            Ok(n) if n > 0 => req.extend_from_slice(&chunk[..n]),
-            _ => {
-                let text = String::from_utf8_lossy(&req).into_owned();
-                return (text.lines().next().unwrap_or("").to_owned(), String::new());
-            }
-        }
-    }
-}
-
 /// The string value of `key` in the JSON object that follows `section`
 /// in `json` (enough for the vm.create body vmm-api sends).
 fn json_field(json: &str, section: &str, key: &str) -> Option<String> {
@@ -237,7 +218,7 @@ fn as_vmm_over_api() -> ! {
     let mut booted = false;
     for conn in api.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let (line, body) = read_request(&mut conn);
+        let (line, body) = tests::read_http_request(&mut conn);
         println!("api: {line}");
         if line.starts_with("PUT /api/v1/vm.create ") {
             println!("vm.create: {body}");
@@ -324,7 +305,6 @@ pub(crate) fn vmm_sockets(argv: &[String]) -> Vec<PathBuf> {
 }
 
 pub(crate) fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, failed: usize) -> ! {
-    use std::io::Read as _;
     let mut events = sandbox_core::fds::take_fd(fd::VMM_EVENTS, "--event-monitor")
         .ok()
         .map(fs::File::from);
@@ -340,13 +320,7 @@ pub(crate) fn serve_api_like_cloud_hypervisor(_backend: Option<UnixStream>, fail
     };
     for conn in api.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let mut req = [0u8; 1024];
-        let n = conn.read(&mut req).unwrap_or(0);
-        let line = String::from_utf8_lossy(&req[..n])
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
+        let (line, _) = tests::read_http_request(&mut conn);
         println!("api: {line}");
         let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
         if line.starts_with("PUT /api/v1/vm.power-button ") {
