@@ -315,6 +315,20 @@ impl S6 {
         })
     }
 
+    /// `s6-svc FLAG service` until it succeeds, at most `limit`: it fails
+    /// while the service's s6-supervise does not listen on its control
+    /// FIFO yet (just started, or started again after it was killed).
+    pub fn svc_within(service: &Path, flag: &str, limit: Duration) -> bool {
+        within(limit, || {
+            Command::new("s6-svc")
+                .arg(flag)
+                .arg(service)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    }
+
     pub fn svc(service: &Path, flag: &str) {
         assert!(Command::new("s6-svc")
             .arg(flag)

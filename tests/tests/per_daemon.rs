@@ -58,6 +58,12 @@ fn report_of(
     let report = tests::vm::read_report(&mut out);
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
+    if !report.contains("probe: ") {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+        panic!("no report:\n{report}\nvm-init:\n{err}");
+    }
     (out, report)
 }
 
@@ -373,12 +379,6 @@ fn the_probes_in_each_daemons_place_as_services() {
         let mut child = state.vm_init_reporting(name, vmm, fs, &extra);
         let (_out, report) = report_of(&mut child);
         eprintln!("-- {name}:\n{report}");
-        if !report.contains("probe: ") {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
-            panic!("{name}: no report; vm-init:\n{err}");
-        }
         tests::vm::assert_report_holds(&report, min);
         let log = tests::vm::wait_line(&mut child, ": ready");
         assert!(log.contains(": ready"), "{name}: {log}");
@@ -524,17 +524,8 @@ fn the_escape_matrix_with_the_siblings_as_services() {
         let a = PathBuf::from(format!("/proc/{pid1}/root"))
             .join(state.0.strip_prefix("/").unwrap())
             .join(".services/a");
-        // (Its s6-supervise may not listen on its control FIFO yet.)
-        let once = || {
-            std::process::Command::new("s6-svc")
-                .arg("-o")
-                .arg(&a)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
         assert!(
-            within(Duration::from_secs(5), once),
+            S6::svc_within(&a, "-o", Duration::from_secs(5)),
             "{profile}: s6-svc -o a"
         );
         let (_out, report) = report_of(&mut child);
@@ -668,15 +659,10 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
         }
         // (A killed supervisor is started again by the host's s6-svscan
         // first: until then its control FIFO has no reader.)
-        let down = || {
-            std::process::Command::new("s6-svc")
-                .arg("-d")
-                .arg(&svc)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        assert!(within(Duration::from_secs(10), down), "{what}");
+        assert!(
+            S6::svc_within(&svc, "-d", Duration::from_secs(10)),
+            "{what}"
+        );
         assert!(
             S6::svwait(&svc, "-D", 40_000),
             "{what}: {}",
@@ -728,12 +714,6 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     );
     let (mut out, report) = report_of(&mut child);
     eprintln!("{report}");
-    if !report.contains("probe: ") {
-        let _ = child.kill();
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
-        panic!("no report; vm-init:\n{err}");
-    }
     assert!(
         report.lines().any(|l| l == "argv: --api-socket fd=3"),
         "{report}"
