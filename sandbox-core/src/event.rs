@@ -59,6 +59,22 @@ impl Timer {
             .map(drop)
             .op("timerfd_settime")
     }
+
+    /// Stops it; an expiry not yet read is forgotten (the fd is no longer
+    /// readable), as it is when the timer is armed again.
+    pub fn disarm(&self) -> Result<()> {
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let spec = Itimerspec {
+            it_interval: zero,
+            it_value: zero,
+        };
+        timerfd_settime(&self.0, TimerfdTimerFlags::empty(), &spec)
+            .map(drop)
+            .op("timerfd_settime")
+    }
 }
 
 impl AsFd for Timer {

@@ -139,3 +139,30 @@ pub fn set_nonblocking(fd: impl AsFd) -> Result<()> {
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).op("pipe")
 }
+
+/// Connects to the path socket `path` without waiting on the peer beyond
+/// `limit`: a daemon that listens and never accepts (its backlog full)
+/// must not hold up vm-init or vmm-api. `None` never waits: the stream
+/// is non-blocking and a full backlog is EAGAIN at once (vm-init's event
+/// loop). `Some(t)`: a blocking stream whose connect, and every write
+/// after it, gives up after `t` (SO_SNDTIMEO, which bounds a Unix
+/// socket's connect too).
+pub fn connect_unix(
+    path: &std::path::Path,
+    limit: Option<std::time::Duration>,
+) -> Result<std::os::unix::net::UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let flags = match limit {
+        None => SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        Some(_) => SocketFlags::CLOEXEC,
+    };
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)
+        .op("socket")?;
+    if let Some(t) = limit {
+        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Send, Some(t))
+            .op("set SO_SNDTIMEO")?;
+    }
+    let addr = SocketAddrUnix::new(path).op_path("connect", path)?;
+    rustix::net::connect(&fd, &addr).op_path("connect", path)?;
+    Ok(std::os::unix::net::UnixStream::from(fd))
+}

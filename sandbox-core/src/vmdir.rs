@@ -27,6 +27,22 @@ const SERIAL_LOG: &str = "serial.log";
 const VSOCK_DIR: &str = "vsock.d";
 const VSOCK_SOCKET: &str = "vsock";
 
+/// The mark PID 1 puts in front of every line a daemon writes to its
+/// stdout or stderr before passing it on (`work/virtiofsd: ...`): no
+/// daemon's line reads as one of vm-init's own (`vm-init: work: ...`).
+pub fn output_mark(vm: &str, daemon: &str) -> String {
+    format!("{vm}/{daemon}: ")
+}
+
+/// A line without its daemon's mark (one of [`output_mark`]'s), for the
+/// readers of a daemon's output through vm-init; other lines unchanged.
+pub fn unmarked(line: &str) -> &str {
+    match line.split_once(": ") {
+        Some((mark, rest)) if mark.contains('/') && !mark.contains(' ') => rest,
+        _ => line,
+    }
+}
+
 /// The fds PID 1 passes to each wrapper, which passes them on to its
 /// daemon under the same numbers.
 pub mod fd {

@@ -17,8 +17,11 @@ pub const STANDINS: &[&str] = &[
     "vmm-refuses",
     "vmm-flood",
     "vmm-chatty",
+    "vmm-brief",
+    "vmm-deaf",
     "virtiofsd-ok",
     "virtiofsd-crash",
+    "virtiofsd-flood",
 ];
 
 impl StateDir {
@@ -361,6 +364,7 @@ impl Drop for S6 {
 
 /// The probe's report, read from `out` up to its closing line
 /// (`probe: N attempts, M failed`), or to the end of the stream.
+/// Each line comes through vm-init with its daemon's mark, taken off here.
 pub fn read_report(out: &mut impl BufRead) -> String {
     let mut report = String::new();
     while !report.contains("probe: ") {
@@ -368,7 +372,7 @@ pub fn read_report(out: &mut impl BufRead) -> String {
         if out.read_line(&mut line).unwrap() == 0 {
             break;
         }
-        report.push_str(&line);
+        report.push_str(sandbox_core::vmdir::unmarked(&line));
     }
     report
 }

@@ -2,6 +2,7 @@
 //! process tree, graceful and forced shutdown, every way of killing the
 //! tree, crashes, the parent check, id slots, bad input, and leaks.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -742,4 +743,230 @@ fn a_guest_printing_without_end_gets_a_bounded_serial_log() {
         log.len()
     );
     assert!(text.contains("serial.log stops at 16 MiB"), "{text}");
+}
+
+/// vm-init's stderr and stdout, read to their end in threads (a test that
+/// stopped reading would hold up vm-init's own writes). stderr is read
+/// as a log that takes a moment per write would (s6-log, a journal): at
+/// most 4 KiB a millisecond.
+fn drain_outputs(child: &mut Child) -> impl FnOnce() -> (String, String) {
+    use std::io::Read;
+    let mut err = child.stderr.take().unwrap();
+    let mut out = child.stdout.take();
+    let e = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = err.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            s.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let o = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(out) = out.as_mut() {
+            let _ = out.read_to_end(&mut s);
+        }
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    move || (e.join().unwrap(), o.join().unwrap())
+}
+
+/// The bytes of a daemon's marked lines in `text`.
+fn marked_bytes(text: &str, mark: &str) -> usize {
+    text.lines()
+        .filter(|l| l.starts_with(mark))
+        .map(|l| l.len() + 1)
+        .sum()
+}
+
+/// What a flooding daemon got into vm-init's streams: every line of its
+/// marked, at most the bound of each daemon, and one line saying how much
+/// was dropped; nothing of it reads as vm-init's own.
+fn assert_flood_bounded(vm: &str, daemon: &str, err: &str, out: &str) {
+    let mark = sandbox_core::vmdir::output_mark(vm, daemon);
+    let mark = mark.as_str();
+    let passed = marked_bytes(err, mark) + marked_bytes(out, mark);
+    assert!(passed > 0, "nothing of {daemon} came through:\n{err}");
+    assert!(
+        passed <= 256 << 10,
+        "{passed} bytes of {daemon}'s output came through"
+    );
+    assert!(
+        err.contains(&format!("vm-init: {vm}: {daemon}: "))
+            && err.contains(" bytes of its output were dropped"),
+        "no line says what was dropped:\n{}",
+        err.lines()
+            .filter(|l| !l.starts_with(mark))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for text in [err, out] {
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("vm-init: some-other-vm")),
+            "a daemon's line reads as vm-init's own"
+        );
+    }
+    assert!(
+        out.contains(&format!("{mark}vm-init: some-other-vm: ready (slot 9)")),
+        "the daemon's stdout is not marked"
+    );
+}
+
+/// The VM's host files are gone once vm-init has ended.
+fn assert_files_removed(vm: &Path) {
+    let dir = VmDir::new(vm);
+    for p in [
+        dir.virtiofsd_socket(),
+        dir.api_socket(),
+        dir.serial_fifo(),
+        dir.vsock_dir(),
+    ] {
+        assert!(
+            std::fs::symlink_metadata(&p).is_err(),
+            "{} is left",
+            p.display()
+        );
+    }
+}
+
+/// A virtiofsd that writes to its stdout and stderr without end neither
+/// keeps PID 1 from ending the VM (after SIGTERM, or when the VMM powers
+/// off by itself) nor gets more than its bound into vm-init's streams. In
+/// both modes: each daemon under PID 1, and each an s6 service.
+#[test]
+fn a_daemon_flooding_its_output_neither_holds_up_nor_floods_vm_init() {
+    if !privileged_with("flood-output", &["s6-svscan", "execlineb", "setpriv"]) {
+        return;
+    }
+    let state = StateDir::new("flood-output");
+    let services = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("s6/vm-services");
+    let timeout = Duration::from_secs(5);
+    // (mode, the VMM, how long the flood runs before the end)
+    for (mode, vmm, flood) in [
+        ("one", "vmm-cooperative", Duration::from_secs(10)),
+        ("one", "vmm-brief", Duration::ZERO),
+        ("services", "vmm-cooperative", Duration::from_secs(2)),
+        ("services", "vmm-brief", Duration::ZERO),
+    ] {
+        let name = format!("{mode}-{}", vmm.trim_start_matches("vmm-"));
+        let vm = state.add_standin_vm(&name);
+        let bin = state.standins();
+        let mut extra: Vec<&OsStr> = vec!["--shutdown-timeout".as_ref(), "5".as_ref()];
+        if mode == "services" {
+            extra.extend(["--services".as_ref(), services.as_os_str()]);
+        }
+        let mut child =
+            state.vm_init_reporting(&name, &bin.join(vmm), &bin.join("virtiofsd-flood"), &extra);
+        let outputs = drain_outputs(&mut child);
+        std::thread::sleep(flood);
+        let ended = if vmm == "vmm-brief" {
+            // No signal: the guest powers off a second after booting.
+            Instant::now()
+        } else {
+            // (Ready or not: both ways must end within the timeout.)
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            Instant::now()
+        };
+        let limit = timeout + Duration::from_secs(if vmm == "vmm-brief" { 10 } else { 3 });
+        let status = tests::vm::wait_at_most(&mut child, limit);
+        let took = ended.elapsed();
+        let (err, out) = outputs();
+        assert!(
+            status.is_some(),
+            "{name}: vm-init still ran {took:?} after the end; its lines:\n{}",
+            err.lines()
+                .filter(|l| l.starts_with("vm-init"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        // With --services every service's output is the VM's s6-svscan's.
+        let daemon = if mode == "services" {
+            "s6"
+        } else {
+            "virtiofsd"
+        };
+        assert_flood_bounded(&name, daemon, &err, &out);
+        assert_files_removed(&vm);
+    }
+}
+
+/// A VMM that listens and never accepts (its backlog cut to one) cannot
+/// keep vm-init from ending the VM: the power button finds the backlog
+/// taken, and at the shutdown timeout vm-init ends the VM anyway.
+#[test]
+fn a_vmm_that_never_accepts_cannot_hold_up_the_shutdown() {
+    if !privileged_with("deaf", &[]) {
+        return;
+    }
+    let state = StateDir::new("deaf");
+    let vm = state.add_standin_vm("d");
+    let mut child = direct(
+        &state,
+        "d",
+        "vmm-deaf",
+        "virtiofsd-ok",
+        &["--shutdown-timeout", "2"],
+    );
+    assert!(wait_line(&mut child, ": ready").contains("ready"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let sent = Instant::now();
+    let status = tests::vm::wait_at_most(&mut child, Duration::from_secs(8));
+    let took = sent.elapsed();
+    assert!(status.is_some(), "vm-init still ran {took:?} after SIGTERM");
+    assert_eq!(
+        status.unwrap().code(),
+        Some(2),
+        "the shutdown timeout's code"
+    );
+    assert_files_removed(&vm);
+}
+
+/// vmm-api against an API socket that accepts and never answers: one
+/// line and exit 111 within its time limit.
+#[test]
+fn vmm_api_gives_up_on_a_vmm_that_never_answers() {
+    let dir = std::env::temp_dir().join(format!("vmm-api-silent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(VmDir::new(&dir).api_socket()).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(tests::bin_dir().join("vmm-api"))
+        .arg("boot")
+        .arg(&dir)
+        .args(["--timeout", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = tests::vm::wait_at_most(&mut child, Duration::from_secs(5));
+    let took = started.elapsed();
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.is_some(), "vmm-api still waited after {took:?}");
+    assert_eq!(status.unwrap().code(), Some(111), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no answer to /api/v1/vm.boot within 1 s"),
+        "{err}"
+    );
 }

@@ -5,10 +5,10 @@
 
 mod args;
 mod outer;
+mod output;
 mod pid1;
 mod serial;
 mod services;
-mod stderr;
 mod vmm;
 
 use std::process::ExitCode;

@@ -19,9 +19,9 @@ use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
 use crate::outer::{Listeners, Vm, SIGNALS};
+use crate::output::OutputRelay;
 use crate::serial::SerialRelay;
 use crate::services::{self, VmmEvent, VmmEvents};
-use crate::stderr::StderrRelay;
 use crate::vmm::{Control, Said, Vmm};
 
 /// Exit codes of PID 1 (documented in --help).
@@ -51,26 +51,29 @@ pub fn run(
 struct Daemon {
     name: &'static str,
     child: Child,
-    /// Its stderr (the wrapper's, then the daemon's), through us.
-    stderr: StderrRelay,
+    /// Its stdout and stderr (the wrapper's, then the daemon's), through us.
+    output: OutputRelay,
 }
 
-/// Starts `wrapper` for daemon `name` with `fds`, its stderr through us.
+/// Starts `wrapper` for daemon `name` (`tag` in front of its lines) with
+/// `fds`, its stdout and stderr through us.
 fn daemon(
     vm: &Vm,
-    name: &'static str,
+    (name, tag): (&'static str, &str),
     wrapper: &str,
     program: Option<&Path>,
     fds: &[(BorrowedFd<'_>, i32)],
 ) -> Result<Daemon, Error> {
-    let (stderr, write) = StderrRelay::new()?;
+    let vm_name = vm.dir.path().file_name().unwrap_or_default();
+    let (output, out, err) = OutputRelay::new(&vm_name.to_string_lossy(), tag)?;
     let mut fds = fds.to_vec();
-    fds.push((write.as_fd(), 2));
+    fds.push((out.as_fd(), 1));
+    fds.push((err.as_fd(), 2));
     let child = spawn(&command(vm, wrapper, program, &fds)?)?;
     Ok(Daemon {
         name,
         child,
-        stderr,
+        output,
     })
 }
 
@@ -140,7 +143,7 @@ fn run_vm(
         None => {
             let fs = daemon(
                 vm,
-                "virtiofsd",
+                ("virtiofsd", "virtiofsd"),
                 "wrap-virtiofsd",
                 args.virtiofsd.as_deref(),
                 &[
@@ -152,7 +155,13 @@ fn run_vm(
             if let Some(w) = &events_write {
                 fds.push((w.as_fd(), fd::VMM_EVENTS));
             }
-            let vmm = daemon(vm, "the VMM", "wrap-vmm", args.vmm.as_deref(), &fds)?;
+            let vmm = daemon(
+                vm,
+                ("the VMM", "vmm"),
+                "wrap-vmm",
+                args.vmm.as_deref(),
+                &fds,
+            )?;
             let vmm_pid = vmm.child.pid.as_raw_nonzero().get();
             // The GPU daemon gets the VMM's connection, accepted by the loop.
             if let Some(l) = &gpu {
@@ -181,12 +190,12 @@ fn run_vm(
             }
             // Subscribed before the VMM's service can start.
             vmm_events = Some(VmmEvents::subscribe(&scan)?);
-            let (stderr, write) = StderrRelay::new()?;
-            let child = templates.start(args, vm, &scan, &fds, write.as_fd())?;
+            let (output, out, err) = OutputRelay::new(args.name.as_str(), "s6")?;
+            let child = templates.start(args, vm, &scan, &fds, (out.as_fd(), err.as_fd()))?;
             let svscan = Daemon {
                 name: "the VM's s6-svscan",
                 child,
-                stderr,
+                output,
             };
 
             (vec![svscan], None, None, Some(scan))
@@ -204,6 +213,7 @@ fn run_vm(
         watch,
         sigfd,
         timer: Timer::new()?,
+        output_timer: Timer::new()?,
         serial,
         gpu_listener,
         control,
@@ -218,11 +228,12 @@ fn run_vm(
     };
     // Every way out of the loop returns from run(); the guest's last
     // console lines and the daemons' last words are copied after it,
-    // whatever ended the VM.
+    // whatever ended the VM: what the pipes hold now, and no more (a
+    // daemon still writing must not keep PID 1 from ending the VM).
     let code = vm_loop.run();
-    vm_loop.serial.drain()?;
+    vm_loop.serial.finish()?;
     for d in &mut vm_loop.daemons {
-        d.stderr.drain();
+        d.output.finish();
     }
     code
 }
@@ -237,8 +248,8 @@ struct Ready {
     gpu_connection: bool,
     vmm: bool,
     vmm_service: bool,
-    /// Daemons (indices into `VmLoop::daemons`) whose stderr has lines.
-    stderr: Vec<usize>,
+    /// Daemons (indices into `VmLoop::daemons`) with output to relay.
+    output: Vec<usize>,
 }
 
 /// PID 1's event loop and everything it watches.
@@ -250,6 +261,8 @@ struct VmLoop<'a> {
     sigfd: SignalFd,
     /// The shutdown timeout, or the grace a VMM gets after a backend died.
     timer: Timer,
+    /// When a daemon's output relay may read again (it has used its rate).
+    output_timer: Timer,
     serial: SerialRelay,
     /// gpu.sock, until the VMM connects (once).
     gpu_listener: Option<UnixListener>,
@@ -275,8 +288,8 @@ impl VmLoop<'_> {
     fn run(&mut self) -> Result<u8, Error> {
         loop {
             let ready = self.wait()?;
-            for i in ready.stderr {
-                self.daemons[i].stderr.pump();
+            for i in ready.output {
+                self.daemons[i].output.pump();
             }
             if ready.serial {
                 self.serial.pump()?;
@@ -333,12 +346,26 @@ impl VmLoop<'_> {
             .map(|fd| slot(fd, &mut fds))
             .collect();
         let vmm_service = self.vmm_events.as_ref().map(|e| slot(e.fd(), &mut fds));
-        let stderr: Vec<(usize, usize)> = self
+        let output: Vec<(usize, usize)> = self
             .daemons
             .iter()
             .enumerate()
-            .filter_map(|(i, d)| Some((i, slot(d.stderr.fd()?, &mut fds))))
+            .flat_map(|(i, d)| d.output.fds().into_iter().map(move |fd| (i, fd)))
+            .map(|(i, fd)| (i, slot(fd, &mut fds)))
             .collect();
+        // A relay that has used its rate is not polled; the timer says
+        // when it may read again.
+        match self
+            .daemons
+            .iter()
+            .filter_map(|d| d.output.waits_for())
+            .min()
+        {
+            Some(after) => self.output_timer.arm(after)?,
+            None => self.output_timer.disarm()?,
+        }
+        // (Nothing to do when it fires: the next wait polls the relay.)
+        slot(self.output_timer.as_fd(), &mut fds);
         let r = event::wait_readable(&fds)?;
         Ok(Ready {
             signals: r[signals],
@@ -348,7 +375,7 @@ impl VmLoop<'_> {
             gpu_connection: gpu.is_some_and(|i| r[i]),
             vmm: vmm.iter().any(|&i| r[i]),
             vmm_service: vmm_service.is_some_and(|i| r[i]),
-            stderr: stderr
+            output: output
                 .into_iter()
                 .filter(|&(_, at)| r[at])
                 .map(|(i, _)| i)
@@ -384,7 +411,7 @@ impl VmLoop<'_> {
                 let compositor = &self.vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
                 self.daemons.push(daemon(
                     self.vm,
-                    "the GPU daemon",
+                    ("the GPU daemon", "gpu"),
                     "wrap-gpu",
                     self.args.gpu.as_deref(),
                     &[
@@ -512,8 +539,8 @@ impl VmLoop<'_> {
                 continue;
             };
             let mut d = self.daemons.remove(i);
-            d.stderr.drain();
-            let said = d.stderr.said(status);
+            d.output.finish();
+            let said = d.output.said(status);
             if Some(pid) == self.vmm_pid {
                 if let Some((daemon, status, said)) = self
                     .lost

@@ -86,16 +86,12 @@ impl SerialRelay {
         Ok(())
     }
 
-    /// After the VMM is gone: everything it wrote, up to the bound.
-    pub fn drain(&mut self) -> Result<(), Error> {
-        while self.fifo.is_some() {
-            let before = self.written;
-            self.pump()?;
-            if self.fifo.is_some() && self.written == before {
-                // Nothing more now (WouldBlock): a writer still holds it.
-                return Ok(());
-            }
-        }
+    /// After the VM's end: what the FIFO holds now (one wake-up's reads,
+    /// more than its buffer), then no more. A VMM still writing must not
+    /// keep PID 1 from ending the VM.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        self.pump()?;
+        self.fifo = None;
         Ok(())
     }
 }

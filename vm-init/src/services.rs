@@ -151,7 +151,7 @@ impl Templates {
         vm: &Vm,
         scan: &Path,
         fds: &[(BorrowedFd<'_>, i32)],
-        stderr: BorrowedFd<'_>,
+        (stdout, stderr): (BorrowedFd<'_>, BorrowedFd<'_>),
     ) -> Result<spawn::Child, Error> {
         let mut cmd = Command::new(&self.svscan)?;
         cmd.arg(scan)?;
@@ -181,6 +181,7 @@ impl Templates {
         for (fd, target) in fds {
             cmd.pass_fd(fd.as_raw_fd(), *target);
         }
+        cmd.pass_fd(stdout.as_raw_fd(), 1);
         cmd.pass_fd(stderr.as_raw_fd(), 2);
         spawn(&cmd)
     }

@@ -60,8 +60,11 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> Er
     move |e| Error::path(op, path, e)
 }
 
+/// Never waits: a VMM that listens and never accepts (its backlog full)
+/// is an error here, not a PID 1 blocked in connect(2) that no signal
+/// ends. The stream comes back non-blocking.
 fn connect(path: &Path) -> Result<UnixStream, Error> {
-    UnixStream::connect(path).map_err(io_err("connect", path))
+    sandbox_core::fds::connect_unix(path, None)
 }
 
 impl Control {
@@ -71,12 +74,7 @@ impl Control {
     pub fn new(kind: Vmm, api: PathBuf, events: Option<OwnedFd>) -> Result<Control, Error> {
         let stream = match kind {
             Vmm::CloudHypervisor => events.map(|fd| Stream::Events(std::fs::File::from(fd))),
-            Vmm::Qemu => {
-                let s = connect(&api)?;
-                s.set_nonblocking(true)
-                    .map_err(io_err("set non-blocking", &api))?;
-                Some(Stream::Qmp(s))
-            }
+            Vmm::Qemu => Some(Stream::Qmp(connect(&api)?)),
         };
         if let Some(Stream::Events(f)) = &stream {
             sandbox_core::fds::set_nonblocking(f)?;
@@ -204,10 +202,9 @@ impl Control {
         let mut s = connect(&self.api)?;
         let request =
             format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        // A few bytes into a new connection's empty buffer; never waited on.
         s.write_all(request.as_bytes())
             .map_err(io_err("send API request to", &self.api))?;
-        s.set_nonblocking(true)
-            .map_err(io_err("set non-blocking", &self.api))?;
         self.request = Some((what, s));
         Ok(())
     }

@@ -276,6 +276,7 @@ fn probe_vm(
         if out.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
+        let line = sandbox_core::vmdir::unmarked(&line);
         if !line.starts_with("argv:") && !line.starts_with("api:") {
             print!("     {line}");
         }

@@ -13,8 +13,14 @@
 //!                    vmm-cooperative
 //!   vmm-flood        writes 64 MiB to the event pipe before "booted",
 //!                    then behaves as vmm-cooperative
+//!   vmm-brief        powers off by itself (exits 0) a second after booting
+//!   vmm-deaf         once booted, never accepts on its API socket again,
+//!                    its backlog cut to one (listen(3, 0)): a connect to
+//!                    it after the first blocks for ever
 //!   virtiofsd-ok     accepts the VMM and serves until it disconnects
 //!   virtiofsd-crash  accepts the VMM, then exits 3
+//!   virtiofsd-flood  accepts the VMM, writes a line as vm-init's own to
+//!                    stdout and stderr, then newlines to stderr without end
 //!
 //! Every request the VMM stand-in gets is appended to VMDIR/serial.log.
 
@@ -125,6 +131,17 @@ fn vmm(name: &str, args: &[String], api: &str) {
     if name == "vmm-crash" {
         std::process::exit(7);
     }
+    if name == "vmm-brief" {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        event(&mut events, "shutdown");
+        std::process::exit(0);
+    }
+    if name == "vmm-deaf" {
+        rustix::net::listen(&api, 0).expect("listen(3, 0)");
+        loop {
+            std::thread::park();
+        }
+    }
     for conn in api.incoming() {
         let Ok(mut conn) = conn else { continue };
         let (line, _) = tests::read_http_request(&mut conn);
@@ -151,6 +168,15 @@ fn virtiofsd(name: &str) {
     let (mut conn, _) = listener.accept().expect("accept the VMM");
     if name == "virtiofsd-crash" {
         std::process::exit(3);
+    }
+    if name == "virtiofsd-flood" {
+        // A line that would read as vm-init's own, then newlines for ever.
+        println!("vm-init: some-other-vm: ready (slot 9)");
+        eprintln!("vm-init: some-other-vm: ready (slot 9)");
+        let lines = [b'\n'; 4096];
+        loop {
+            let _ = std::io::stderr().write_all(&lines);
+        }
     }
     let mut buf = [0u8; 64];
     while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
