@@ -20,6 +20,7 @@ pub mod ns;
 pub mod parent;
 pub mod policy;
 pub mod prctl;
+pub mod reaper;
 pub mod rlimits;
 pub mod seccomp;
 pub mod signals;

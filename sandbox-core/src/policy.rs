@@ -14,7 +14,7 @@ use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
 use crate::rlimits::{self, Limit};
 use crate::seccomp;
-use crate::{creds, fds, prctl};
+use crate::{creds, fds, prctl, reaper};
 
 /// Both scopes; every policy of this project uses exactly these.
 pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
@@ -226,7 +226,15 @@ pub fn apply_then_notify(
     let filter = policy.syscalls.map(seccomp::compile).transpose()?;
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
-    let ppid = parent::arm_and_check(parent)?;
+    parent::arm_and_check(parent)?;
+    //    A PID namespace of the daemon's own, whose init (a reaper of the
+    //    wrapper's) ends it and everything it started as one: nothing the
+    //    daemon starts outlives it or its supervisor, and no process
+    //    outside it (PID 1, the VM's s6, a sibling) can even be named by
+    //    the daemon. From here on we are the daemon-to-be, the reaper's
+    //    child; /proc (step 2) is the namespace's.
+    reaper::into_own_pid_namespace()?;
+    let ppid = 1;
     //    A session of its own and stdin on /dev/null: no controlling
     //    terminal to push input into (TIOCSTI) should vm-init have been
     //    started from one, nothing to read that was meant for it.
@@ -268,7 +276,7 @@ pub fn apply_then_notify(
     // 8. Exactly the named capabilities, none inheritable or ambient; then
     //    PDEATHSIG again, since step 7 cleared it.
     caps::set_exact(policy.caps)?;
-    //    (The same parent, by PID: our /proc now shows only ourselves.)
+    //    (The same parent, the reaper: PID 1 of our namespace.)
     parent::arm_and_check(&ExpectedParent::Pid(ppid))?;
     // 9. no_new_privs, then Landlock: the last restriction, after which no
     //    mount, capability or id change is possible anyway.

@@ -15,6 +15,7 @@ pub const SIGTERM: i32 = 15;
 pub const SIGCHLD: i32 = 17;
 
 const SIG_BLOCK: usize = 0;
+const SIG_UNBLOCK: usize = 1;
 const SFD_CLOEXEC: usize = 0o2_000_000;
 const SFD_NONBLOCK: usize = 0o4_000;
 
@@ -38,6 +39,32 @@ pub fn block(signals: &[i32]) -> Result<()> {
     }
     .map(drop)
     .op("rt_sigprocmask SIG_BLOCK")
+}
+
+/// Unblocks `signals` for the calling thread.
+pub fn unblock(signals: &[i32]) -> Result<()> {
+    let mask = mask_of(signals);
+    // SAFETY: the kernel reads 8 bytes of `mask`, which lives for the call.
+    unsafe {
+        syscall!(
+            Sysno::rt_sigprocmask,
+            SIG_UNBLOCK,
+            std::ptr::addr_of!(mask) as usize,
+            0usize,
+            8usize
+        )
+    }
+    .map(drop)
+    .op("rt_sigprocmask SIG_UNBLOCK")
+}
+
+/// Sends `signal` to the calling process.
+pub fn raise(signal: i32) -> Result<()> {
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    // SAFETY: kill(2) with our own PID; no memory is passed.
+    unsafe { syscall!(Sysno::kill, pid as usize, signal as usize) }
+        .map(drop)
+        .op("kill self")
 }
 
 /// A non-blocking signalfd for `signals` (which must be blocked).

@@ -22,6 +22,7 @@ pub const STANDINS: &[&str] = &[
     "virtiofsd-ok",
     "virtiofsd-crash",
     "virtiofsd-flood",
+    "virtiofsd-meddle",
 ];
 
 impl StateDir {
@@ -137,13 +138,44 @@ pub fn pidns(pid: i32) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// Every live process of the host in PID namespace `ns`.
+/// Every live process of the host in PID namespace `ns`, or in one below
+/// it (each daemon's own: see [`daemon_of`]), found through its parents.
 pub fn procs_in_pidns(ns: u64) -> Vec<i32> {
+    let in_ns = |pid: i32| {
+        let mut p = pid;
+        for _ in 0..64 {
+            if pidns(p) == Some(ns) {
+                return true;
+            }
+            match ppid(p) {
+                Some(parent) if parent > 0 => p = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pidns(pid) == Some(ns) && !is_zombie(pid))
+        .filter(|&pid| !is_zombie(pid) && in_ns(pid))
         .collect()
+}
+
+/// The daemon a wrapper became: a wrapper keeps its daemon in a PID
+/// namespace of its own, whose init (the reaper) is the wrapper's child
+/// and the daemon's parent (sandbox_core::reaper). The wrapper itself
+/// while it has not forked yet.
+pub fn daemon_of(wrapper: i32) -> i32 {
+    let Some(&reaper) = children(wrapper).first() else {
+        return wrapper;
+    };
+    children(reaper).first().copied().unwrap_or(reaper)
+}
+
+/// The supervisor (s6-supervise, PID 1) of a daemon: its reaper's keeper's
+/// parent.
+pub fn supervisor_of(daemon: i32) -> Option<i32> {
+    ppid(ppid(ppid(daemon)?)?)
 }
 
 fn is_zombie(pid: i32) -> bool {

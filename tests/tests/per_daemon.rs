@@ -12,7 +12,7 @@ use std::time::Duration;
 use sandbox_core::ids::Slot;
 use tests::guest::Tools;
 use tests::matrix::{OtherVm, Outcome};
-use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, within, S6};
+use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, supervisor_of, within, S6};
 use tests::{privileged_with, StateDir, UID_A, UID_B};
 
 /// Root, Landlock, and s6 with what the services' run scripts use.
@@ -257,10 +257,13 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
                 .map(|p| (p, comm(p)))
                 .collect::<Vec<_>>()
         );
-        // Each daemon is its s6-supervise's child, inside the VM's PID
-        // namespace, under the VM's own s6-svscan, under PID 1.
+        // Each daemon is in a PID namespace of its own below the VM's,
+        // kept by its wrapper, which is its s6-supervise's child, inside
+        // the VM's PID namespace, under the VM's own s6-svscan, under
+        // PID 1.
         for d in [qemu[0], virtiofsd[0], dbus[0]] {
-            let supervise = ppid(d).unwrap();
+            assert_ne!(pidns(d), Some(ns), "{} in the VM's PID namespace", comm(d));
+            let supervise = supervisor_of(d).unwrap();
             assert_eq!(comm(supervise), "s6-supervise", "parent of {}", comm(d));
             assert_eq!(pidns(supervise), Some(ns));
             let svscan = ppid(supervise).unwrap();
@@ -607,13 +610,13 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
             "virtiofsd's s6-supervise",
             "virtiofsd-ok",
             true,
-            |_, _, d| ppid(d).unwrap(),
+            |_, _, d| supervisor_of(d).unwrap(),
         ),
         (
             "the VMM's s6-supervise",
             "vmm-cooperative",
             true,
-            |_, _, d| ppid(d).unwrap(),
+            |_, _, d| supervisor_of(d).unwrap(),
         ),
     ];
     for (i, (what, daemon, restarts, victim)) in victims.into_iter().enumerate() {
@@ -628,7 +631,7 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
         let found = |ns| named(ns, daemon);
         assert!(within(Duration::from_secs(5), || found(ns).len() == 1));
         let old = found(ns)[0];
-        let supervise = ppid(old).unwrap();
+        let supervise = supervisor_of(old).unwrap();
         let pid = victim(outer, pid1, old);
         std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
@@ -641,9 +644,9 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
                 "{what}: {daemon} outlived its supervisor"
             );
             assert!(
-                within(Duration::from_secs(5), || found(ns)
-                    .first()
-                    .is_some_and(|&p| p != old && ppid(p) != Some(supervise))),
+                within(Duration::from_secs(5), || found(ns).first().is_some_and(
+                    |&p| p != old && supervisor_of(p) != Some(supervise)
+                )),
                 "{what}: not started again: {:?}",
                 procs_in_pidns(ns)
             );
@@ -790,4 +793,89 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
             "api: PUT /api/v1/vmm.shutdown HTTP/1.1"
         ]
     );
+}
+
+/// Field `n` after the comm of /proc/PID/stat (16: the nice value).
+fn stat_field(pid: i32, n: usize) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace().nth(n).unwrap_or("").to_owned()
+}
+
+/// The soft limit on open files of `pid`.
+fn nofile(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A daemon in virtiofsd's place (whose host uid is PID 1's and the VM's
+/// s6 processes') lowers the limits and priority of every process it can
+/// name and leaves a grandchild in a session of its own holding its
+/// listener. It can name none of them: their limits and priority stay;
+/// and when its supervisor is killed, the grandchild goes with the
+/// daemon, nothing is left holding the listener beside the service
+/// started again.
+#[test]
+fn a_daemon_reaches_no_process_of_its_vm_and_leaves_nothing_behind() {
+    if !s6_ready("meddle") {
+        return;
+    }
+    let state = StateDir::new("per_daemon_meddle");
+    let bin = state.standins();
+    let dir = services(&state.top());
+    let vm = state.add_standin_vm("m");
+    std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
+    let mut child = state.vm_init(
+        "m",
+        &bin.join("vmm-cooperative"),
+        &bin.join("virtiofsd-meddle"),
+        &["--services", dir.to_str().unwrap()],
+    );
+    let log = tests::vm::wait_line(&mut child, ": ready");
+    assert!(log.contains(": ready"), "{log}");
+    let pid1 = children(child.id() as i32)[0];
+    let ns = pidns(pid1).unwrap();
+    assert!(
+        within(Duration::from_secs(5), || named(ns, "tail").len() == 1),
+        "no grandchild: {:?}",
+        procs_in_pidns(ns)
+            .into_iter()
+            .map(|p| (p, comm(p)))
+            .collect::<Vec<_>>()
+    );
+    let tail = named(ns, "tail")[0];
+    let daemon = named(ns, "virtiofsd-meddl")[0];
+    let mut vm_processes = vec![pid1];
+    vm_processes.extend(named(ns, "s6-svscan"));
+    vm_processes.extend(named(ns, "s6-supervise"));
+    assert!(vm_processes.len() >= 4, "{vm_processes:?}");
+    for p in vm_processes {
+        assert_ne!(
+            nofile(p),
+            "64",
+            "virtiofsd lowered the limits of {}",
+            comm(p)
+        );
+        assert_eq!(stat_field(p, 16), "0", "virtiofsd reniced {}", comm(p));
+    }
+    let supervise = supervisor_of(daemon).unwrap();
+    assert_eq!(comm(supervise), "s6-supervise");
+    std::process::Command::new("kill")
+        .args(["-9", &supervise.to_string()])
+        .status()
+        .unwrap();
+    let gone = |p: i32| !procs_in_pidns(ns).contains(&p);
+    assert!(
+        within(Duration::from_secs(2), || gone(daemon) && gone(tail)),
+        "the daemon's grandchild outlived its supervisor: {:?}",
+        procs_in_pidns(ns)
+            .into_iter()
+            .map(|p| (p, comm(p), ppid(p)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(tests::vm::stop(&mut child), Some(0));
 }

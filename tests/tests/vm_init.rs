@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use sandbox_core::ids::{BLOCK, FIRST_ID, VMM_UID};
 use sandbox_core::locks::lock_vm_dir;
 use sandbox_core::vmdir::VmDir;
-use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, stop, wait_line, within, S6};
+use tests::vm::{
+    children, comm, daemon_of, pidns, ppid, procs_in_pidns, status, stop, wait_line, within, S6,
+};
 use tests::{privileged_with, StateDir};
 
 const S6_TOOLS: &[&str] = &[
@@ -96,15 +98,30 @@ fn ready_under_s6_in_its_own_pid_namespace_and_graceful_down() {
         status(vm.pid1, "NSpid").split_whitespace().last(),
         Some("1")
     );
-    let daemons = children(vm.pid1);
-    assert_eq!(daemons.len(), 2, "virtiofsd and the VMM: {daemons:?}");
-    for d in &daemons {
-        assert_eq!(pidns(*d), Some(vm.ns));
+    // Each daemon's wrapper is PID 1's child; the daemon is PID 2 of a
+    // PID namespace of its own below the VM's, whose PID 1 is the
+    // wrapper's reaper.
+    let keepers = children(vm.pid1);
+    assert_eq!(keepers.len(), 2, "virtiofsd's and the VMM's: {keepers:?}");
+    let mut want = vec![vm.pid1];
+    for &k in &keepers {
+        assert_eq!(pidns(k), Some(vm.ns));
+        let reaper = children(k)[0];
+        let d = daemon_of(k);
+        assert_ne!(
+            pidns(d),
+            Some(vm.ns),
+            "{} in the VM's PID namespace",
+            comm(d)
+        );
+        assert_eq!(pidns(d), pidns(reaper));
+        assert_eq!(status(reaper, "NSpid").split_whitespace().last(), Some("1"));
+        assert_eq!(status(d, "NSpid").split_whitespace().last(), Some("2"));
+        want.extend([k, reaper, d]);
     }
+    assert_ne!(pidns(daemon_of(keepers[0])), pidns(daemon_of(keepers[1])));
     let mut in_ns = procs_in_pidns(vm.ns);
     in_ns.sort();
-    let mut want = vec![vm.pid1];
-    want.extend(&daemons);
     want.sort();
     assert_eq!(in_ns, want);
 
@@ -332,8 +349,9 @@ fn two_vms_get_different_slots_and_ids() {
     assert!(ba.abs_diff(bb) >= BLOCK && ba >= FIRST_ID && bb >= FIRST_ID);
     let host_uids = |vm: &Vm| -> Vec<u32> {
         children(vm.pid1)
-            .iter()
-            .map(|&p| {
+            .into_iter()
+            .map(daemon_of)
+            .map(|p| {
                 status(p, "Uid")
                     .split_whitespace()
                     .next()
@@ -617,7 +635,7 @@ fn two_vms_in_two_state_dirs_get_different_ids_and_see_nothing_of_each_other() {
     for (pid, own, other) in [(pa, &a, &b), (pb, &b, &a)] {
         let daemons = children(pid);
         assert_eq!(daemons.len(), 2);
-        for d in daemons {
+        for d in daemons.into_iter().map(daemon_of) {
             let root = std::path::PathBuf::from(format!("/proc/{d}/root"));
             let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap());
             assert!(

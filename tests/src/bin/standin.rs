@@ -19,6 +19,11 @@
 //!                    it after the first blocks for ever
 //!   virtiofsd-ok     accepts the VMM and serves until it disconnects
 //!   virtiofsd-crash  accepts the VMM, then exits 3
+//!   virtiofsd-meddle before it serves: lowers the open-file limit and the
+//!                    priority of every process it can name (prlimit on
+//!                    PIDs 1 to 64, setpriority of its own uid), and
+//!                    leaves a grandchild in a session of its own holding
+//!                    its listener (`setsid -f tail -f /dev/null`)
 //!   virtiofsd-flood  accepts the VMM, writes a line as vm-init's own to
 //!                    stdout and stderr, then newlines to stderr without end
 //!
@@ -165,6 +170,9 @@ fn vmm(name: &str, args: &[String], api: &str) {
 
 fn virtiofsd(name: &str) {
     let listener = UnixListener::from(listener_fd(sandbox_core::vmdir::fd::VIRTIOFSD_LISTENER));
+    if name == "virtiofsd-meddle" {
+        meddle();
+    }
     let (mut conn, _) = listener.accept().expect("accept the VMM");
     if name == "virtiofsd-crash" {
         std::process::exit(3);
@@ -180,4 +188,27 @@ fn virtiofsd(name: &str) {
     }
     let mut buf = [0u8; 64];
     while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+}
+
+/// What a compromised daemon may try on the processes around it: their
+/// limits and priority, and a descendant that outlives it.
+fn meddle() {
+    use rustix::process::{getpid, getuid, prlimit, setpriority_user, Pid, Resource, Rlimit};
+    let me = getpid();
+    let low = Rlimit {
+        current: Some(64),
+        maximum: Some(64),
+    };
+    let mut changed = Vec::new();
+    for pid in (1..=64).filter_map(Pid::from_raw).filter(|&p| p != me) {
+        if prlimit(Some(pid), Resource::Nofile, low).is_ok() {
+            changed.push(pid.as_raw_nonzero().get());
+        }
+    }
+    let niced = setpriority_user(getuid(), 19).is_ok();
+    eprintln!("standin: prlimit changed {changed:?}; setpriority of its uid: {niced}");
+    // Inherits the listener (fd 3 is not close-on-exec: the wrapper passed it).
+    let _ = std::process::Command::new("/usr/bin/setsid")
+        .args(["-f", "/usr/bin/tail", "-f", "/dev/null"])
+        .status();
 }

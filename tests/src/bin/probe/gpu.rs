@@ -237,12 +237,14 @@ pub(crate) fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
         Want::Err(Errno(38)),
         || attempts::raw_call(Sysno::clone3, [0; 6]),
     );
-    // Not the other daemons of its VM.
-    for (pid, who) in std::iter::once((1, "vm-init")).chain(neighbours()) {
+    // Not its reaper (PID 1 here), nor anything of its VM outside its
+    // PID namespace, which it cannot even name.
+    for (pid, who) in std::iter::once((1, "its reaper")).chain(neighbours()) {
         let target = Pid::from_raw(pid).expect("pid > 0");
+        let want = if pid == 1 { EPERM } else { ESRCH };
         p.check(
             &format!("kill({who}, SIGKILL)"),
-            EPERM,
+            want,
             rx(kill_process(target, Signal::KILL)),
         );
         p.filtered(
