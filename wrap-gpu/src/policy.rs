@@ -89,6 +89,7 @@ const PROT_EXEC: u64 = 4;
 const PR_SET_PDEATHSIG: u64 = 1;
 const PR_SET_NAME: u64 = 15;
 const PR_GET_NAME: u64 = 16;
+const PR_CAPBSET_READ: u64 = 23;
 const PR_SET_VMA: u64 = 0x5356_4d41;
 const PR_GET_AUXV: u64 = 0x4155_5856;
 const F_GETFD: u64 = 1;
@@ -157,6 +158,16 @@ pub const SYSCALLS: &[Group] = &[
             allow(Sysno::exit),
             allow(Sysno::exit_group),
         ],
+    },
+    Group {
+        why: "what crosvm's libraries do before its main runs, where no \
+              policy of crosvm's own could be in force yet: libcap's \
+              constructor finds the highest capability by reading the \
+              bounding set, prctl(PR_CAPBSET_READ, N) for N around 40-48 \
+              (measured on crosvm and on Debian's capsh). A read of the \
+              daemon's own set, which is empty; the option alone is \
+              allowed, not the other capability prctls",
+        rules: &[arg_in(Sysno::prctl, 0, &[PR_CAPBSET_READ])],
     },
     Group {
         why: "memory: no mapping both writable and executable, and none \
@@ -608,11 +619,11 @@ mod tests {
             sigaltstack socket socketpair statx write";
         for name in measured.split_whitespace() {
             let call: Sysno = name.parse().unwrap();
-            // The arguments the path uses: AF_UNIX sockets, PR_SET_NAME,
-            // read-write or read-exec mappings, F_GETFD.
+            // The arguments the path uses: AF_UNIX sockets, libcap's
+            // PR_CAPBSET_READ, read-write or read-exec mappings, F_GETFD.
             let args = match call {
                 Sysno::socket | Sysno::socketpair => [AF_UNIX, 1, 0, 0, 0, 0],
-                Sysno::prctl => [PR_SET_NAME, 0, 0, 0, 0, 0],
+                Sysno::prctl => [PR_CAPBSET_READ, 40, 0, 0, 0, 0],
                 Sysno::mmap => [0, 4096, PROT_READ | PROT_EXEC, 0, 0, 0],
                 Sysno::mprotect => [0, 4096, PROT_READ, 0, 0, 0],
                 Sysno::fcntl => [3, F_GETFD, 0, 0, 0, 0],
@@ -700,6 +711,15 @@ mod tests {
             verdict(Sysno::mprotect, [0, 4096, rx, 0, 0, 0]),
             Verdict::Kill
         );
+        // Of the capability prctls, the read alone: not PR_SET_KEEPCAPS,
+        // PR_CAPBSET_DROP, PR_CAP_AMBIENT.
+        for option in [8, 24, 47] {
+            assert_eq!(
+                verdict(Sysno::prctl, [option, 0, 0, 0, 0, 0]),
+                Verdict::Kill,
+                "{option}"
+            );
+        }
         // TIOCSTI (0x5412) shares a bit with crosvm's 0x6400 mask, not its type.
         assert_eq!(
             verdict(Sysno::ioctl, [0, 0x5412, 0, 0, 0, 0]),

@@ -54,6 +54,9 @@ pub(crate) fn as_gpu(argv: &[String]) -> ! {
     if let Some(call) = command.trim().strip_prefix("try ") {
         try_off_the_list(call);
     }
+    if let Some(program) = command.trim().strip_prefix("exec ") {
+        exec_in_place(program);
+    }
     gpu_attempts(&mut p, &wayland, &top, me);
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
@@ -170,6 +173,21 @@ pub(crate) fn try_off_the_list(call: &str) -> ! {
     println!("probe: {call} returned {r:?}: the filter let it through");
     let _ = std::io::stdout().flush();
     std::process::exit(1);
+}
+
+/// Another program in crosvm's place, asked for by the test's compositor:
+/// exec'd under the same filter, view and ids, it starts from its loader
+/// and its libraries' constructors, as crosvm does (the filter precedes
+/// crosvm's exec too).
+fn exec_in_place(program: &str) -> ! {
+    use std::os::unix::process::CommandExt;
+    let mut words = program.split_whitespace();
+    let name = words.next().unwrap_or("");
+    println!("probe: exec {program}");
+    let _ = std::io::stdout().flush();
+    let e = std::process::Command::new(name).args(words).exec();
+    println!("probe: exec {name}: {e}");
+    std::process::exit(111);
 }
 
 /// What crosvm's place may and may not reach, once it runs.
