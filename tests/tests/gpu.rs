@@ -129,6 +129,9 @@ fn the_probe_in_crosvms_place() {
         "clone 17 0 0 0 0 0",
         // W^X: a writable and executable mapping.
         "mmap 0 4096 7 34 0 0",
+        // An executable mapping shared through MAP_SHARED_VALIDATE (the
+        // probe tries MAP_SHARED).
+        "mmap 0 4096 5 3 4294967295 0",
     ] {
         off.push(extra.to_owned());
     }
@@ -136,10 +139,12 @@ fn the_probe_in_crosvms_place() {
     off.dedup();
     for call in &off {
         let (mut child, mut out, report) = gpu_vm(&state, &format!("try {call}"));
-        assert!(
-            report.contains(&format!("probe: trying {call}")),
-            "{call}:\n{report}"
-        );
+        if !report.contains(&format!("probe: trying {call}")) {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.as_mut().unwrap().read_to_string(&mut err);
+            panic!("{call}: not tried:\n{report}\nvm-init:\n{err}");
+        }
         let log = wait_line(&mut child, "tearing it down");
         assert!(
             log.contains("the GPU daemon killed by SIGSYS: a system call outside its seccomp allow-list: the VM cannot go on, tearing it down"),

@@ -154,6 +154,48 @@ pub(crate) fn serve_until_queue_0_starts(
     }
 }
 
+/// Code it writes at runtime: never through a mapping both writable and
+/// executable, one made executable later, or a shared executable alias
+/// of a writable memfd; nor from a file of its writable tmpfs.
+fn written_code(p: &mut Probe) {
+    const RX: u64 = 5;
+    const MAP_SHARED: u64 = 1;
+    const MAP_PRIVATE: u64 = 2;
+    // Any fd: the filter decides on the flags alone.
+    let fd = u64::from(u32::MAX);
+    p.filtered(
+        "run written code: a memfd mapped read-write + read-exec, shared",
+        &[(Sysno::mmap, [0, 4096, RX, MAP_SHARED, fd, 0])],
+        EPERM,
+        || attempts::run_written_code(MAP_SHARED),
+    );
+    p.filtered(
+        "make a written page executable (mprotect read-exec)",
+        &[(Sysno::mprotect, [0, 4096, RX, 0, 0, 0])],
+        EPERM,
+        || attempts::raw_call(Sysno::mprotect, [0, 4096, RX, 0, 0, 0]),
+    );
+    for dir in ["/tmp", "/dev/shm"] {
+        let file = Path::new(dir).join("gpu-code");
+        p.check(
+            &format!("map a file it wrote in {dir} read-exec (noexec)"),
+            EPERM,
+            io(fs::write(&file, [0xc3u8; 4096])).and_then(|()| {
+                let f = fs::File::open(&file).map_err(Errno::from)?;
+                attempts::map(f.as_fd(), 4096, RX, MAP_PRIVATE)
+            }),
+        );
+    }
+    // What remains (README): the loader's kind of mapping, private and
+    // read-exec, of a memfd it also maps writable sees what is written
+    // until a write to it would copy the page.
+    p.check(
+        "run written code: a memfd mapped read-write + read-exec, private (remains)",
+        Want::Ok,
+        attempts::run_written_code(MAP_PRIVATE),
+    );
+}
+
 /// One system call off the allow-list, asked for by the test's
 /// compositor: the filter must kill the process before it returns.
 pub(crate) fn try_off_the_list(call: &str) -> ! {
@@ -224,6 +266,7 @@ pub(crate) fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
             .map_err(Errno::from)
             .and_then(|fd| rx(rustix::fs::ftruncate(&fd, 1 << 20))),
     );
+    written_code(p);
     p.check(
         "create /dev/shm/gpu-buffer",
         Want::Ok,
