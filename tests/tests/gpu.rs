@@ -147,7 +147,11 @@ fn the_probe_in_crosvms_place() {
         }
         let log = wait_line(&mut child, "tearing it down");
         assert!(
-            log.contains("the GPU daemon killed by SIGSYS: a system call outside its seccomp allow-list: the VM cannot go on, tearing it down"),
+            log.contains(
+                "the GPU daemon killed by SIGSYS: a system call outside its seccomp allow-list \
+                 (dmesg or the audit log names it: type=1326 ... syscall=N): the VM cannot go \
+                 on, tearing it down"
+            ),
             "{call}:\n{log}"
         );
         let mut rest = String::new();
