@@ -720,6 +720,13 @@ mod tests {
             Sysno::shmget,
             Sysno::seccomp,
             Sysno::execveat,
+            // The other ways to executable memory: a protection key's
+            // mprotect, READ_IMPLIES_EXEC, SysV's SHM_EXEC, and a file's
+            // pages moved under an executable mapping.
+            Sysno::pkey_mprotect,
+            Sysno::personality,
+            Sysno::shmat,
+            Sysno::remap_file_pages,
         ] {
             assert_eq!(verdict(call, [0; 6]), Verdict::Kill, "{}", call.name());
         }
