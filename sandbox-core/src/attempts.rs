@@ -87,8 +87,6 @@ pub fn shm_remove(id: i32) -> Result<(), Errno> {
 /// vhost-user backend gets), writes and reads one byte, unmaps.
 pub fn map_shared(fd: std::os::fd::BorrowedFd<'_>, len: usize) -> Result<(), Errno> {
     use std::os::fd::AsRawFd;
-    const PROT_READ_WRITE: usize = 3;
-    const MAP_SHARED: usize = 1;
     // SAFETY: a fresh mapping at an address the kernel picks; nothing of
     // ours is overwritten.
     let addr = unsafe {
@@ -129,4 +127,102 @@ pub fn raw_call(call: Sysno, args: [u64; 6]) -> Result<(), Errno> {
     unsafe { syscall!(call, a[0], a[1], a[2], a[3], a[4], a[5]) }
         .map(drop)
         .map_err(Into::into)
+}
+
+const PROT_READ_WRITE: usize = 3;
+const PROT_READ_EXEC: usize = 5;
+const MAP_SHARED: usize = 1;
+
+/// Maps `len` bytes of `fd` with `prot` and `flags`, and unmaps them.
+pub fn map(
+    fd: std::os::fd::BorrowedFd<'_>,
+    len: usize,
+    prot: u64,
+    flags: u64,
+) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh mapping at an address the kernel picks, never
+    // touched; nothing of ours is overwritten.
+    let addr = unsafe {
+        syscall!(
+            Sysno::mmap,
+            0usize,
+            len,
+            prot as usize,
+            flags as usize,
+            fd.as_raw_fd() as usize,
+            0usize
+        )
+    }?;
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { syscall!(Sysno::munmap, addr, len) }?;
+    Ok(())
+}
+
+/// Runs code written at runtime, as a JIT would without W+X memory: a
+/// memfd mapped twice, read-write (shared) and read-exec (`exec_flags`,
+/// MAP_SHARED or MAP_PRIVATE). Writes `mov eax, 1; ret`, calls it, patches
+/// it to return 2 through the writable mapping, calls it again. Ok when
+/// both calls returned what was written: the process ran code it wrote.
+#[cfg(target_arch = "x86_64")]
+pub fn run_written_code(exec_flags: u64) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    const PAGE: usize = 4096;
+    let memfd = rustix::fs::memfd_create("jit", rustix::fs::MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&memfd, PAGE as u64)?;
+    let fd = memfd.as_raw_fd() as usize;
+    // SAFETY: a fresh shared mapping of our own memfd at an address the
+    // kernel picks; nothing of ours is overwritten.
+    let rw = unsafe {
+        syscall!(
+            Sysno::mmap,
+            0usize,
+            PAGE,
+            PROT_READ_WRITE,
+            MAP_SHARED,
+            fd,
+            0usize
+        )
+    }?;
+    // SAFETY: as above, the same memfd's page mapped again, executable.
+    let rx = unsafe {
+        syscall!(
+            Sysno::mmap,
+            0usize,
+            PAGE,
+            PROT_READ_EXEC,
+            exec_flags as usize,
+            fd,
+            0usize
+        )
+    };
+    let ran = rx.map_err(Errno::from).and_then(|rx| {
+        let code = rw as *mut u8;
+        let write = |value: u8| {
+            // mov eax, imm32; ret
+            for (i, b) in [0xb8, value, 0, 0, 0, 0xc3].into_iter().enumerate() {
+                // SAFETY: `rw` is the page-sized writable mapping above,
+                // unmapped only at the end; the six bytes are within it.
+                unsafe { code.add(i).write_volatile(b) };
+            }
+        };
+        // SAFETY: `rx` maps the page just written with a complete
+        // function (mov, ret) that takes nothing and touches no memory.
+        let call = || unsafe { std::mem::transmute::<usize, extern "C" fn() -> u32>(rx)() };
+        write(1);
+        let first = call();
+        write(2);
+        let second = call();
+        // SAFETY: unmaps exactly the executable mapping made above.
+        let _ = unsafe { syscall!(Sysno::munmap, rx, PAGE) };
+        if (first, second) == (1, 2) {
+            Ok(())
+        } else {
+            Err(Errno::EINVAL)
+        }
+    });
+    // SAFETY: unmaps exactly the writable mapping made above; no
+    // reference into it outlives this call.
+    unsafe { syscall!(Sysno::munmap, rw, PAGE) }?;
+    ran
 }

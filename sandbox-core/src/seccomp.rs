@@ -37,9 +37,38 @@ pub enum When {
         mask: u64,
         values: &'static [u64],
     },
+    /// When every condition holds: a call whose meaning depends on two
+    /// arguments together (mmap's protection and its sharing).
+    All(&'static [Cond]),
     /// Never runs: fails with this errno, so that a library falls back
     /// (clone3 to clone, io_uring to epoll) instead of the daemon dying.
     Fails(i32),
+}
+
+/// Argument `arg`, masked with `mask`, equals `value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cond {
+    pub arg: u8,
+    pub mask: u64,
+    pub value: u64,
+}
+
+impl Cond {
+    fn holds(&self, args: &[u64; 6]) -> bool {
+        args[usize::from(self.arg)] & 0xffff_ffff & self.mask == self.value
+    }
+}
+
+pub const fn eq(arg: u8, value: u64) -> Cond {
+    Cond {
+        arg,
+        mask: 0xffff_ffff,
+        value,
+    }
+}
+
+pub const fn masked(arg: u8, mask: u64, value: u64) -> Cond {
+    Cond { arg, mask, value }
 }
 
 /// One system call and when it may run.
@@ -67,6 +96,13 @@ pub const fn arg_masked(call: Sysno, arg: u8, mask: u64, values: &'static [u64])
     Rule {
         call,
         when: When::ArgMasked { arg, mask, values },
+    }
+}
+
+pub const fn all(call: Sysno, conds: &'static [Cond]) -> Rule {
+    Rule {
+        call,
+        when: When::All(conds),
     }
 }
 
@@ -110,6 +146,7 @@ pub fn allows(groups: &[Group], call: Sysno, args: &[u64; 6]) -> Verdict {
             When::ArgMasked { arg, mask, values } if values.contains(&(low(arg) & mask)) => {
                 verdict = Verdict::Allow
             }
+            When::All(conds) if conds.iter().all(|c| c.holds(args)) => verdict = Verdict::Allow,
             _ => {}
         }
     }
@@ -155,7 +192,9 @@ pub fn compile(groups: &[Group]) -> Result<Compiled> {
         let nr = i64::from(rule.call.id());
         // seccompiler reads an empty chain as "whatever the arguments":
         // a rule with no value would allow everything, not nothing.
-        if let When::ArgIn { values: [], .. } | When::ArgMasked { values: [], .. } = rule.when {
+        if let When::ArgIn { values: [], .. } | When::ArgMasked { values: [], .. } | When::All([]) =
+            rule.when
+        {
             return Err(bad(format!(
                 "{} has an argument rule with no value",
                 rule.call.name()
@@ -175,6 +214,13 @@ pub fn compile(groups: &[Group]) -> Result<Compiled> {
                     let c = cond(arg, SeccompCmpOp::MaskedEq(mask), v)?;
                     rules.push(SeccompRule::new(vec![c]).map_err(|e| bad(e.to_string()))?);
                 }
+            }
+            When::All(conds) => {
+                let chain = conds
+                    .iter()
+                    .map(|c| cond(c.arg, SeccompCmpOp::MaskedEq(c.mask), c.value))
+                    .collect::<Result<Vec<_>>>()?;
+                rules.push(SeccompRule::new(chain).map_err(|e| bad(e.to_string()))?);
             }
             When::Fails(e) => {
                 if failing.insert(nr, e).is_some() {
@@ -251,6 +297,7 @@ mod tests {
                 arg_in(Sysno::socket, 0, &[1]),
                 arg_masked(Sysno::clone, 0, 0x10000, &[0x10000]),
                 fails(Sysno::clone3, 38),
+                all(Sysno::mmap, &[eq(2, 5), masked(3, 0xf, 2)]),
             ],
         },
         Group {
@@ -272,6 +319,11 @@ mod tests {
         assert_eq!(a(Sysno::clone, 0x11), Verdict::Kill);
         assert_eq!(a(Sysno::clone3, 0), Verdict::Fail(38));
         assert_eq!(a(Sysno::ptrace, 0), Verdict::Kill);
+        // Both conditions or nothing.
+        let mmap = |prot, flags| allows(LIST, Sysno::mmap, &[0, 4096, prot, flags, 0, 0]);
+        assert_eq!(mmap(5, 0x802), Verdict::Allow);
+        assert_eq!(mmap(5, 0x1), Verdict::Kill);
+        assert_eq!(mmap(7, 0x2), Verdict::Kill);
     }
 
     #[test]
@@ -292,5 +344,11 @@ mod tests {
             e.contains("socket has an argument rule with no value"),
             "{e}"
         );
+        const NONE: &[Group] = &[Group {
+            why: "bad",
+            rules: &[all(Sysno::mmap, &[])],
+        }];
+        let e = compile(NONE).unwrap_err().to_string();
+        assert!(e.contains("mmap has an argument rule with no value"), "{e}");
     }
 }

@@ -227,11 +227,30 @@ impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExitStatus::Code(c) => write!(f, "exited with status {c}"),
-            ExitStatus::Signal(31) => {
-                f.write_str("killed by SIGSYS: a system call outside its seccomp allow-list")
-            }
+            // The filter kills without a word; the kernel logs which call
+            // it was, and the user needs to be told where to look.
+            ExitStatus::Signal(31) => f.write_str(
+                "killed by SIGSYS: a system call outside its seccomp allow-list \
+                 (dmesg or the audit log names it: type=1326 ... syscall=N)",
+            ),
             ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
             ExitStatus::Unknown => write!(f, "ended in an unknown way"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seccomp_kill_says_where_the_call_is_named() {
+        let line = ExitStatus::Signal(31).to_string();
+        assert!(line.contains("seccomp allow-list"), "{line}");
+        assert!(
+            line.contains("dmesg") && line.contains("type=1326"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "one line: {line}");
     }
 }

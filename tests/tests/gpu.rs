@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tests::host::{RenderNode, TestGroup};
 use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
-use tests::{privileged, StateDir};
+use tests::{privileged, privileged_with, StateDir};
 
 fn socket(path: &std::path::Path, mode: u32) -> UnixListener {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -129,6 +129,9 @@ fn the_probe_in_crosvms_place() {
         "clone 17 0 0 0 0 0",
         // W^X: a writable and executable mapping.
         "mmap 0 4096 7 34 0 0",
+        // An executable mapping shared through MAP_SHARED_VALIDATE (the
+        // probe tries MAP_SHARED).
+        "mmap 0 4096 5 3 4294967295 0",
     ] {
         off.push(extra.to_owned());
     }
@@ -136,13 +139,19 @@ fn the_probe_in_crosvms_place() {
     off.dedup();
     for call in &off {
         let (mut child, mut out, report) = gpu_vm(&state, &format!("try {call}"));
-        assert!(
-            report.contains(&format!("probe: trying {call}")),
-            "{call}:\n{report}"
-        );
+        if !report.contains(&format!("probe: trying {call}")) {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.as_mut().unwrap().read_to_string(&mut err);
+            panic!("{call}: not tried:\n{report}\nvm-init:\n{err}");
+        }
         let log = wait_line(&mut child, "tearing it down");
         assert!(
-            log.contains("the GPU daemon killed by SIGSYS: a system call outside its seccomp allow-list: the VM cannot go on, tearing it down"),
+            log.contains(
+                "the GPU daemon killed by SIGSYS: a system call outside its seccomp allow-list \
+                 (dmesg or the audit log names it: type=1326 ... syscall=N): the VM cannot go \
+                 on, tearing it down"
+            ),
             "{call}:\n{log}"
         );
         let mut rest = String::new();
@@ -154,6 +163,131 @@ fn the_probe_in_crosvms_place() {
                 .code(),
             Some(1),
             "{call}"
+        );
+    }
+}
+
+/// A compositor for a program the probe execs in crosvm's place: the
+/// probe's connection gets `exec PROGRAM`; the next, the program's own,
+/// gets what a Wayland client's first roundtrips wait for.
+fn compositor_for_exec(l: UnixListener, program: &str) {
+    let command = format!("exec {program}\n");
+    std::thread::spawn(move || {
+        let Ok((mut c, _)) = l.accept() else {
+            return;
+        };
+        let _ = c.write_all(command.as_bytes());
+        let mut b = [0u8; 64];
+        // Until the exec closes it (the probe's socket is close-on-exec).
+        while c.read(&mut b).is_ok_and(|n| n > 0) {}
+        if let Ok((c, _)) = l.accept() {
+            wayland_stand_in(c);
+        }
+    });
+}
+
+/// The compositor's side of a client's start: one global for
+/// wl_display.get_registry, wl_callback.done and wl_display.delete_id for
+/// each wl_display.sync. Nothing else is answered.
+fn wayland_stand_in(mut c: std::os::unix::net::UnixStream) {
+    const DISPLAY: u32 = 1;
+    const SYNC: u16 = 0;
+    const GET_REGISTRY: u16 = 1;
+    let event = |object: u32, opcode: u16, args: &[u8]| {
+        let size = (8 + args.len()) as u32;
+        let mut m = object.to_le_bytes().to_vec();
+        m.extend((size << 16 | u32::from(opcode)).to_le_bytes());
+        m.extend(args);
+        m
+    };
+    let mut header = [0u8; 8];
+    while c.read_exact(&mut header).is_ok() {
+        let object = u32::from_le_bytes(header[..4].try_into().unwrap());
+        let word = u32::from_le_bytes(header[4..].try_into().unwrap());
+        let mut args = vec![0u8; (word >> 16) as usize - 8];
+        if c.read_exact(&mut args).is_err() {
+            return;
+        }
+        let new_id = u32::from_le_bytes(args[..4].try_into().unwrap_or([0; 4]));
+        let reply = match (object, word as u16) {
+            (DISPLAY, GET_REGISTRY) => {
+                // wl_registry.global(name 1, interface, version 1)
+                let name = b"vm_sandbox_stand_in\0";
+                let mut a = 1u32.to_le_bytes().to_vec();
+                a.extend((name.len() as u32).to_le_bytes());
+                a.extend(name);
+                a.resize(a.len().next_multiple_of(4), 0);
+                a.extend(1u32.to_le_bytes());
+                event(new_id, 0, &a)
+            }
+            (DISPLAY, SYNC) => {
+                let mut m = event(new_id, 0, &0u32.to_le_bytes());
+                m.extend(event(DISPLAY, 1, &new_id.to_le_bytes()));
+                m
+            }
+            _ => continue,
+        };
+        if c.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// A program on `PATH`, as `privileged_with` found it.
+fn on_path(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed"))
+}
+
+/// The real crosvm died under wrap-gpu's filter before its main,
+/// in libcap's constructor. Debian programs that start as crosvm does run
+/// in its place, exec'd by the probe under the GPU daemon's exact filter,
+/// view and ids: capsh (libcap, whose constructor probes the bounding
+/// set) and wayland-info (libwayland-client and libffi, connecting the
+/// compositor and dispatching its events). Neither may be killed.
+#[test]
+fn programs_that_start_like_crosvm_run_in_its_place() {
+    if !privileged_with("gpu_startup", &["capsh", "wayland-info"]) {
+        return;
+    }
+    let _node = RenderNode::new();
+    let state = StateDir::new("gpu_startup");
+    let vm = state.add_standin_vm("g");
+    let wayland = state.top().join("wayland/wayland-0");
+    std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+    let capsh = format!("{} --supports=cap_chown", on_path("capsh").display());
+    let wayland_info = on_path("wayland-info").display().to_string();
+    for (program, says) in [
+        (capsh.as_str(), ""),
+        (wayland_info.as_str(), "interface: 'vm_sandbox_stand_in',"),
+    ] {
+        let _ = std::fs::remove_file(&wayland);
+        compositor_for_exec(socket(&wayland, 0o666), program);
+        let mut child = start_gpu_vm(&state);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let report = read_report(&mut out);
+        if !report.contains(&format!("probe: exec {program}\n")) {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.as_mut().unwrap().read_to_string(&mut err);
+            panic!("{program}: no exec from the probe:\n{report}\nvm-init:\n{err}");
+        }
+        let log = wait_line(&mut child, "tearing it down");
+        assert!(
+            log.contains("the GPU daemon exited with status 0: the VM cannot go on"),
+            "{program}:\n{log}"
+        );
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        assert!(rest.contains(says), "{program}:\n{rest}");
+        assert_eq!(
+            wait_at_most(&mut child, Duration::from_secs(10))
+                .unwrap()
+                .code(),
+            Some(1),
+            "{program}"
         );
     }
 }

@@ -47,7 +47,7 @@ use sandbox_core::policy::{
     rules, Exec, Handed, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES,
 };
 use sandbox_core::rlimits::{Limit, Resource};
-use sandbox_core::seccomp::{allow, arg_in, arg_masked, fails, Group};
+use sandbox_core::seccomp::{all, allow, arg_in, arg_masked, eq, fails, masked, Group};
 use sandbox_core::vmconfig::VmConfig;
 use sandbox_core::vmdir::fd;
 use sandbox_core::{Errno, Error};
@@ -86,9 +86,14 @@ const PROT_NONE: u64 = 0;
 const PROT_READ: u64 = 1;
 const PROT_WRITE: u64 = 2;
 const PROT_EXEC: u64 = 4;
+/// The sharing type of mmap's flags (MAP_SHARED, MAP_PRIVATE,
+/// MAP_SHARED_VALIDATE, MAP_DROPPABLE), and the private one.
+const MAP_TYPE: u64 = 0x0f;
+const MAP_PRIVATE: u64 = 0x02;
 const PR_SET_PDEATHSIG: u64 = 1;
 const PR_SET_NAME: u64 = 15;
 const PR_GET_NAME: u64 = 16;
+const PR_CAPBSET_READ: u64 = 23;
 const PR_SET_VMA: u64 = 0x5356_4d41;
 const PR_GET_AUXV: u64 = 0x4155_5856;
 const F_GETFD: u64 = 1;
@@ -159,18 +164,35 @@ pub const SYSCALLS: &[Group] = &[
         ],
     },
     Group {
-        why: "memory: no mapping both writable and executable, and none \
-              made executable later (crosvm's rules: no JIT in the daemon)",
+        why: "what crosvm's libraries do before its main runs, where no \
+              policy of crosvm's own could be in force yet: libcap's \
+              constructor finds the highest capability by reading the \
+              bounding set, prctl(PR_CAPBSET_READ, N) for N around 40-48 \
+              (measured on crosvm and on Debian's capsh). A read of the \
+              daemon's own set, which is empty; the option alone is \
+              allowed, not the other capability prctls",
+        rules: &[arg_in(Sysno::prctl, 0, &[PR_CAPBSET_READ])],
+    },
+    Group {
+        why: "memory: no mapping both writable and executable, none made \
+              executable later (crosvm's rules: no JIT in the daemon), and \
+              none executable and shared: a shared executable mapping \
+              beside a writable one of the same memfd is W+X memory in two \
+              halves. Executable mappings are the loader's kind, private: \
+              the filter precedes exec, so ld.so must map every library. \
+              A private one of a file the daemon can write still sees what \
+              is written there until the page is copied (README)",
         rules: &[
             arg_in(
                 Sysno::mmap,
                 2,
+                &[PROT_READ | PROT_WRITE, PROT_NONE, PROT_WRITE, PROT_READ],
+            ),
+            all(
+                Sysno::mmap,
                 &[
-                    PROT_READ | PROT_WRITE,
-                    PROT_NONE,
-                    PROT_READ | PROT_EXEC,
-                    PROT_WRITE,
-                    PROT_READ,
+                    eq(2, PROT_READ | PROT_EXEC),
+                    masked(3, MAP_TYPE, MAP_PRIVATE),
                 ],
             ),
             arg_in(
@@ -594,6 +616,11 @@ mod tests {
 
     use sandbox_core::seccomp::{allows, compile, Verdict};
 
+    const MAP_SHARED: u64 = 0x01;
+    /// What ld.so passes for a library's segments: MAP_PRIVATE,
+    /// MAP_FIXED, MAP_DENYWRITE (which the kernel ignores).
+    const LOADER_FLAGS: u64 = MAP_PRIVATE | 0x10 | 0x800;
+
     fn verdict(call: Sysno, args: [u64; 6]) -> Verdict {
         allows(SYSCALLS, call, &args)
     }
@@ -608,12 +635,13 @@ mod tests {
             sigaltstack socket socketpair statx write";
         for name in measured.split_whitespace() {
             let call: Sysno = name.parse().unwrap();
-            // The arguments the path uses: AF_UNIX sockets, PR_SET_NAME,
-            // read-write or read-exec mappings, F_GETFD.
+            // The arguments the path uses: AF_UNIX sockets, libcap's
+            // PR_CAPBSET_READ, the loader's private read-exec mappings,
+            // F_GETFD.
             let args = match call {
                 Sysno::socket | Sysno::socketpair => [AF_UNIX, 1, 0, 0, 0, 0],
-                Sysno::prctl => [PR_SET_NAME, 0, 0, 0, 0, 0],
-                Sysno::mmap => [0, 4096, PROT_READ | PROT_EXEC, 0, 0, 0],
+                Sysno::prctl => [PR_CAPBSET_READ, 40, 0, 0, 0, 0],
+                Sysno::mmap => [0, 4096, PROT_READ | PROT_EXEC, LOADER_FLAGS, 3, 0],
                 Sysno::mprotect => [0, 4096, PROT_READ, 0, 0, 0],
                 Sysno::fcntl => [3, F_GETFD, 0, 0, 0, 0],
                 _ => [0; 6],
@@ -623,6 +651,12 @@ mod tests {
         // /dev/log is a datagram socket.
         assert_eq!(
             verdict(Sysno::socket, [AF_UNIX, 2, 0, 0, 0, 0]),
+            Verdict::Allow
+        );
+        // The guest memory fd, mapped shared and read-write.
+        let rw = PROT_READ | PROT_WRITE;
+        assert_eq!(
+            verdict(Sysno::mmap, [0, 1 << 20, rw, MAP_SHARED, 5, 0]),
             Verdict::Allow
         );
     }
@@ -686,6 +720,13 @@ mod tests {
             Sysno::shmget,
             Sysno::seccomp,
             Sysno::execveat,
+            // The other ways to executable memory: a protection key's
+            // mprotect, READ_IMPLIES_EXEC, SysV's SHM_EXEC, and a file's
+            // pages moved under an executable mapping.
+            Sysno::pkey_mprotect,
+            Sysno::personality,
+            Sysno::shmat,
+            Sysno::remap_file_pages,
         ] {
             assert_eq!(verdict(call, [0; 6]), Verdict::Kill, "{}", call.name());
         }
@@ -700,6 +741,28 @@ mod tests {
             verdict(Sysno::mprotect, [0, 4096, rx, 0, 0, 0]),
             Verdict::Kill
         );
+        // An executable alias shared with a writable mapping of a memfd:
+        // MAP_SHARED, MAP_SHARED_VALIDATE, or MAP_SHARED among other bits.
+        for flags in [MAP_SHARED, 0x03, MAP_SHARED | 0x20, MAP_SHARED | 0x800] {
+            assert_eq!(
+                verdict(Sysno::mmap, [0, 4096, rx, flags, 5, 0]),
+                Verdict::Kill,
+                "{flags:#x}"
+            );
+        }
+        assert_eq!(
+            verdict(Sysno::mmap, [0, 4096, PROT_EXEC, MAP_PRIVATE, 5, 0]),
+            Verdict::Kill
+        );
+        // Of the capability prctls, the read alone: not PR_SET_KEEPCAPS,
+        // PR_CAPBSET_DROP, PR_CAP_AMBIENT.
+        for option in [8, 24, 47] {
+            assert_eq!(
+                verdict(Sysno::prctl, [option, 0, 0, 0, 0, 0]),
+                Verdict::Kill,
+                "{option}"
+            );
+        }
         // TIOCSTI (0x5412) shares a bit with crosvm's 0x6400 mask, not its type.
         assert_eq!(
             verdict(Sysno::ioctl, [0, 0x5412, 0, 0, 0, 0]),

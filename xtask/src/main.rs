@@ -27,7 +27,8 @@ mod tools;
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
 /// (xz-utils and e2fsprogs: the kernel matrix unpacks compressed modules and
-/// makes an ext4 disk.)
+/// makes an ext4 disk. libcap2-bin and wayland-utils: capsh and wayland-info,
+/// which start as crosvm does, run in the GPU daemon's place.)
 const APT_PACKAGES: &[&str] = &[
     "s6",
     "execline",
@@ -35,6 +36,8 @@ const APT_PACKAGES: &[&str] = &[
     "libcap-ng-dev",
     "xz-utils",
     "e2fsprogs",
+    "libcap2-bin",
+    "wayland-utils",
 ];
 
 fn main() -> ExitCode {

@@ -54,6 +54,9 @@ pub(crate) fn as_gpu(argv: &[String]) -> ! {
     if let Some(call) = command.trim().strip_prefix("try ") {
         try_off_the_list(call);
     }
+    if let Some(program) = command.trim().strip_prefix("exec ") {
+        exec_in_place(program);
+    }
     gpu_attempts(&mut p, &wayland, &top, me);
     println!("probe: {} attempts, {} failed", p.attempts, p.failed);
     let _ = std::io::stdout().flush();
@@ -151,6 +154,48 @@ pub(crate) fn serve_until_queue_0_starts(
     }
 }
 
+/// Code it writes at runtime: never through a mapping both writable and
+/// executable, one made executable later, or a shared executable alias
+/// of a writable memfd; nor from a file of its writable tmpfs.
+fn written_code(p: &mut Probe) {
+    const RX: u64 = 5;
+    const MAP_SHARED: u64 = 1;
+    const MAP_PRIVATE: u64 = 2;
+    // Any fd: the filter decides on the flags alone.
+    let fd = u64::from(u32::MAX);
+    p.filtered(
+        "run written code: a memfd mapped read-write + read-exec, shared",
+        &[(Sysno::mmap, [0, 4096, RX, MAP_SHARED, fd, 0])],
+        EPERM,
+        || attempts::run_written_code(MAP_SHARED),
+    );
+    p.filtered(
+        "make a written page executable (mprotect read-exec)",
+        &[(Sysno::mprotect, [0, 4096, RX, 0, 0, 0])],
+        EPERM,
+        || attempts::raw_call(Sysno::mprotect, [0, 4096, RX, 0, 0, 0]),
+    );
+    for dir in ["/tmp", "/dev/shm"] {
+        let file = Path::new(dir).join("gpu-code");
+        p.check(
+            &format!("map a file it wrote in {dir} read-exec (noexec)"),
+            EPERM,
+            io(fs::write(&file, [0xc3u8; 4096])).and_then(|()| {
+                let f = fs::File::open(&file).map_err(Errno::from)?;
+                attempts::map(f.as_fd(), 4096, RX, MAP_PRIVATE)
+            }),
+        );
+    }
+    // What remains (README): the loader's kind of mapping, private and
+    // read-exec, of a memfd it also maps writable sees what is written
+    // until a write to it would copy the page.
+    p.check(
+        "run written code: a memfd mapped read-write + read-exec, private (remains)",
+        Want::Ok,
+        attempts::run_written_code(MAP_PRIVATE),
+    );
+}
+
 /// One system call off the allow-list, asked for by the test's
 /// compositor: the filter must kill the process before it returns.
 pub(crate) fn try_off_the_list(call: &str) -> ! {
@@ -170,6 +215,21 @@ pub(crate) fn try_off_the_list(call: &str) -> ! {
     println!("probe: {call} returned {r:?}: the filter let it through");
     let _ = std::io::stdout().flush();
     std::process::exit(1);
+}
+
+/// Another program in crosvm's place, asked for by the test's compositor:
+/// exec'd under the same filter, view and ids, it starts from its loader
+/// and its libraries' constructors, as crosvm does (the filter precedes
+/// crosvm's exec too).
+fn exec_in_place(program: &str) -> ! {
+    use std::os::unix::process::CommandExt;
+    let mut words = program.split_whitespace();
+    let name = words.next().unwrap_or("");
+    println!("probe: exec {program}");
+    let _ = std::io::stdout().flush();
+    let e = std::process::Command::new(name).args(words).exec();
+    println!("probe: exec {name}: {e}");
+    std::process::exit(111);
 }
 
 /// What crosvm's place may and may not reach, once it runs.
@@ -206,6 +266,7 @@ pub(crate) fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
             .map_err(Errno::from)
             .and_then(|fd| rx(rustix::fs::ftruncate(&fd, 1 << 20))),
     );
+    written_code(p);
     p.check(
         "create /dev/shm/gpu-buffer",
         Want::Ok,
