@@ -14,7 +14,7 @@ use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
 use crate::rlimits::{self, Limit};
 use crate::seccomp;
-use crate::{creds, fds, prctl};
+use crate::{creds, fds, keyring, prctl};
 
 /// Both scopes; every policy of this project uses exactly these.
 pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
@@ -254,7 +254,7 @@ pub fn apply_then_notify(
     fds::close_all_except(&keep)?;
     std::env::set_current_dir(&policy.cwd).map_err(|e| Error::path("chdir", &policy.cwd, e))?;
     // 5. The Landlock paths are opened now, while every one of them is
-    //    still visible to us; enforced at step 9.
+    //    still visible to us; enforced at step 10.
     let ruleset = landlock::prepare(
         &policy.landlock,
         &policy.scopes,
@@ -270,11 +270,18 @@ pub fn apply_then_notify(
     caps::set_exact(policy.caps)?;
     //    (The same parent, by PID: our /proc now shows only ourselves.)
     parent::arm_and_check(&ExpectedParent::Pid(ppid))?;
-    // 9. no_new_privs, then Landlock: the last restriction, after which no
-    //    mount, capability or id change is possible anyway.
+    // 9. A session keyring of the daemon's own, new and empty: the one it
+    //    inherited is the VM's (PID 1's and its supervisors', see the
+    //    outer vm-init), which the daemon must neither read nor write for
+    //    the VM's other processes to find. After the ids change, so that
+    //    the new one is the daemon's uid's; before the filter, which need
+    //    not allow keyctl (wrap-gpu's does not).
+    keyring::join_new_session_keyring()?;
+    // 10. no_new_privs, then Landlock: the last restriction, after which no
+    //     mount, capability or id change is possible anyway.
     prctl::no_new_privs()?;
     ruleset.restrict_self()?;
-    // 10. The syscall filter, last: it needs no_new_privs, and after it the
+    // 11. The syscall filter, last: it needs no_new_privs, and after it the
     //     wrapper itself may only do what the daemon may (the command is
     //     built before, so that exec is all that is left).
     let mut command = std::process::Command::new(&exec.program);
@@ -288,7 +295,7 @@ pub fn apply_then_notify(
     if let Some(fd) = ready {
         fds::notify_ready(fd)?;
     }
-    // 11. The daemon, with a fixed environment.
+    // 12. The daemon, with a fixed environment.
     let err = command.exec();
     Err(Error::path("exec", &exec.program, err))
 }

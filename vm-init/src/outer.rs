@@ -20,7 +20,7 @@ use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
 use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use sandbox_core::spawn;
-use sandbox_core::{fds, host, landlock, Error};
+use sandbox_core::{fds, host, keyring, landlock, Error};
 
 use crate::args::Args;
 use crate::pid1;
@@ -299,6 +299,14 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     // ceiling: each daemon then gets the lower of the two.
     rlimits::raise_hard(Resource::Nofile, Some(VM_MAX_NOFILE))?;
     rlimits::raise_hard(Resource::Memlock, None)?;
+    // The VM's session keyring, new, empty and host root's, in place of the
+    // launcher's (a login's holds its secrets): PID 1 and every s6 process
+    // of the VM inherit it, and it goes when they and we are gone. Root's,
+    // not PID 1's own: a daemon with PID 1's uid (virtiofsd) could read a
+    // keyring of that uid by id and link it, or replace PID 1's with one of
+    // its own (KEYCTL_SESSION_TO_PARENT takes a parent whose keyring is the
+    // caller's uid's). Each wrapper gives its daemon one of its own.
+    keyring::join_new_session_keyring()?;
     // Blocked before the clone: PID 1 inherits the mask and reads the same
     // signals from its own signalfd; none can arrive in between unseen.
     signals::block(SIGNALS)?;

@@ -27,7 +27,8 @@ mod tools;
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
 /// (xz-utils and e2fsprogs: the kernel matrix unpacks compressed modules and
-/// makes an ext4 disk.)
+/// makes an ext4 disk; keyutils: the keyring test adds the launcher's key
+/// and looks at its keyring with keyctl.)
 const APT_PACKAGES: &[&str] = &[
     "s6",
     "execline",
@@ -35,6 +36,7 @@ const APT_PACKAGES: &[&str] = &[
     "libcap-ng-dev",
     "xz-utils",
     "e2fsprogs",
+    "keyutils",
 ];
 
 fn main() -> ExitCode {

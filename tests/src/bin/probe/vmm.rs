@@ -179,6 +179,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     p.limit_is("Max processes", &wrap_vmm::policy::NPROC.to_string());
+    keyrings(p, "vmm", &named_keys(arg_after(argv, "--cmdline")));
     backend
 }
 
