@@ -157,6 +157,18 @@ impl Policy {
                 ));
             }
         }
+        // tmpfs reads 0 as no bound at all.
+        for m in &self.mounts {
+            if let ServiceMount::Tmpfs { size, inodes, .. } = m {
+                let digits: String = size.chars().take_while(char::is_ascii_digit).collect();
+                if *inodes == 0 || digits.parse::<u64>().map_or(true, |n| n == 0) {
+                    return bad(format!(
+                        "the tmpfs on {} is unbounded (size={size}, nr_inodes={inodes})",
+                        m.target().display()
+                    ));
+                }
+            }
+        }
         if !self.vm_dir.is_absolute() || !self.cwd.is_absolute() {
             return bad("the VM directory and the cwd must be absolute".into());
         }
@@ -321,6 +333,7 @@ mod tests {
             mounts: vec![ServiceMount::Tmpfs {
                 target: "/tmp".into(),
                 size: "1m",
+                inodes: 64,
             }],
             landlock: vec![
                 rule("/usr", Access::ReadExec),
@@ -387,6 +400,26 @@ mod tests {
                 Box::new(|p| p.landlock[3].path = "/run/vm/a/kvm".into()),
             ),
             ("relative cwd", Box::new(|p| p.cwd = "x".into())),
+            (
+                "tmpfs without an inode bound",
+                Box::new(|p| {
+                    p.mounts[0] = ServiceMount::Tmpfs {
+                        target: "/tmp".into(),
+                        size: "1m",
+                        inodes: 0,
+                    }
+                }),
+            ),
+            (
+                "tmpfs without a size",
+                Box::new(|p| {
+                    p.mounts[0] = ServiceMount::Tmpfs {
+                        target: "/tmp".into(),
+                        size: "0m",
+                        inodes: 64,
+                    }
+                }),
+            ),
         ];
         for (what, breaks) in broken {
             let mut p = valid();

@@ -348,3 +348,55 @@ pub(crate) fn keyrings(p: &mut Probe, role: &str, named: &[i32]) {
         attempts::raw_call(Sysno::keyctl, [KEYCTL_SESSION_TO_PARENT, 0, 0, 0, 0, 0]),
     );
 }
+
+/// Makes entries in `dir` with `make` until one fails, at most twice
+/// `inodes` + 16: a tmpfs of `inodes` inodes (its root one of them) must
+/// refuse one before that many, with ENOSPC. Returns what it made.
+pub(crate) fn fill(
+    p: &mut Probe,
+    what: &str,
+    dir: &Path,
+    inodes: u32,
+    make: impl Fn(&Path) -> std::io::Result<()>,
+) -> Vec<PathBuf> {
+    let mut made = Vec::new();
+    let mut failed = None;
+    for n in 0..2 * inodes + 16 {
+        let path = dir.join(format!("fill-{n}"));
+        match make(&path) {
+            Ok(()) => made.push(path),
+            Err(e) => {
+                failed = Some(Errno::from(e));
+                break;
+            }
+        }
+    }
+    let got = match failed {
+        Some(e) => format!("{} after {}", e.name(), made.len()),
+        None => format!("success x{}", made.len()),
+    };
+    p.record(
+        &format!("fill {what} until it fails"),
+        &format!("ENOSPC before {inodes}"),
+        &got,
+        failed == Some(Errno::ENOSPC) && made.len() < inodes as usize,
+    );
+    made
+}
+
+/// Fills its private /tmp and /dev/shm with empty files: each a tmpfs
+/// bounded in inodes too. Removes what it made.
+pub(crate) fn fill_private_tmpfs(p: &mut Probe, bounds: &[(&str, u32)]) {
+    for &(dir, inodes) in bounds {
+        let made = fill(
+            p,
+            &format!("{dir} with files"),
+            Path::new(dir),
+            inodes,
+            |f| fs::File::create_new(f).map(drop),
+        );
+        for f in made {
+            let _ = fs::remove_file(f);
+        }
+    }
+}

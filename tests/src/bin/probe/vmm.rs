@@ -108,6 +108,23 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         io(std::os::unix::net::UnixListener::bind(&vsock)),
     );
     let _ = fs::remove_file(&vsock);
+    // vsock.d is a tmpfs of its own: filled, it says ENOSPC and the state
+    // dir's file system keeps its inodes. Kept full for the test to check
+    // that from the host; gone with the VM.
+    fill(
+        p,
+        "its vsock directory with sockets",
+        &d.vsock_dir(),
+        sandbox_core::vmdir::VSOCK_DIR_INODES,
+        |s| std::os::unix::net::UnixListener::bind(s).map(drop),
+    );
+    fill_private_tmpfs(
+        p,
+        &[
+            ("/tmp", wrap_vmm::policy::TMP_INODES),
+            ("/dev/shm", wrap_vmm::policy::SHM_INODES),
+        ],
+    );
     // What it does not.
     p.check(
         "create vsock.d/file (sockets only)",
