@@ -840,6 +840,17 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
         secret,
         "the launcher's keyring after the VMs"
     );
+    for role in ["virtiofsd", "vmm"] {
+        let description = format!("vm-sandbox-from-{role}");
+        let found = Command::new("keyctl")
+            .args(["search", "@u", "user", &description])
+            .output()
+            .unwrap();
+        assert!(
+            !found.status.success(),
+            "{description} on the launcher's user keyring"
+        );
+    }
     for id in ids {
         assert!(
             within(Duration::from_secs(10), || key_read(id).map(drop)
