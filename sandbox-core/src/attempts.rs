@@ -226,3 +226,88 @@ pub fn run_written_code(exec_flags: u64) -> Result<(), Errno> {
     unsafe { syscall!(Sysno::munmap, rw, PAGE) }?;
     ran
 }
+
+/// The calling process's session keyring, for keyctl and add_key.
+pub const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+/// The calling process's user keyring.
+pub const KEY_SPEC_USER_KEYRING: i32 = -4;
+const KEYCTL_DESCRIBE: usize = 6;
+const KEYCTL_SEARCH: usize = 10;
+const KEYCTL_READ: usize = 11;
+
+/// add_key(2) of a "user" key: its serial number.
+pub fn add_user_key(description: &str, payload: &[u8], keyring: i32) -> Result<i32, Errno> {
+    let kind = c"user";
+    let description = std::ffi::CString::new(description).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: two NUL-terminated strings and a buffer of `payload.len()`
+    // bytes, all alive for the call; the kernel only reads them.
+    unsafe {
+        syscall!(
+            Sysno::add_key,
+            kind.as_ptr() as usize,
+            description.as_ptr() as usize,
+            payload.as_ptr() as usize,
+            payload.len(),
+            keyring as isize as usize
+        )
+    }
+    .map(|id| id as i32)
+    .map_err(Into::into)
+}
+
+/// keyctl(KEYCTL_READ): the payload of key `id` (of a keyring: the
+/// serials it links, 4 bytes each).
+pub fn key_read(id: i32) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe {
+        syscall!(
+            Sysno::keyctl,
+            KEYCTL_READ,
+            id as isize as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len()
+        )
+    }?;
+    buf.truncate(n.min(4096));
+    Ok(buf)
+}
+
+/// keyctl(KEYCTL_DESCRIBE): "type;uid;gid;perm;description" of key `id`.
+pub fn key_describe(id: i32) -> Result<String, Errno> {
+    let mut buf = vec![0u8; 512];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe {
+        syscall!(
+            Sysno::keyctl,
+            KEYCTL_DESCRIBE,
+            id as isize as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len()
+        )
+    }?;
+    buf.truncate(n.min(512));
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text.trim_end_matches('\0').to_owned())
+}
+
+/// keyctl(KEYCTL_SEARCH) of `keyring` (and what it links) for the "user"
+/// key `description`: its serial number.
+pub fn key_search(keyring: i32, description: &str) -> Result<i32, Errno> {
+    let kind = c"user";
+    let description = std::ffi::CString::new(description).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: two NUL-terminated strings alive for the call, only read;
+    // no keyring to link the key found into (0).
+    unsafe {
+        syscall!(
+            Sysno::keyctl,
+            KEYCTL_SEARCH,
+            keyring as isize as usize,
+            kind.as_ptr() as usize,
+            description.as_ptr() as usize,
+            0usize
+        )
+    }
+    .map(|id| id as i32)
+    .map_err(Into::into)
+}

@@ -23,6 +23,8 @@ impl Errno {
     pub const EINVAL: Errno = Errno(22);
     pub const ENOSPC: Errno = Errno(28);
     pub const EROFS: Errno = Errno(30);
+    pub const ENOSYS: Errno = Errno(38);
+    pub const ENOKEY: Errno = Errno(126);
     pub const EWOULDBLOCK: Errno = Errno(11);
 
     /// The symbolic name, `EPERM`, or the number when the kernel invented a new one.

@@ -41,6 +41,11 @@ impl Slot {
         self.0
     }
 
+    /// The slot whose block holds host id `id`, if any.
+    pub fn of_host_id(id: u32) -> Option<Slot> {
+        Slot::new(id.checked_sub(FIRST_ID)? / BLOCK)
+    }
+
     /// The host id that inside-id 0 of this VM maps to.
     pub fn host_base(self) -> u32 {
         FIRST_ID + self.0 * BLOCK
@@ -147,5 +152,10 @@ mod tests {
         assert_eq!(host_groups("root:x:0:\nrender:x:992:\n"), [(131073, 992)]);
         assert_eq!(host_group_inside_gid("kvm"), Some(131072));
         assert_eq!(s.host_id(1000), 1048576 + 1000);
+        let last = Slot::new(SLOTS - 1).unwrap();
+        assert_eq!(Slot::of_host_id(last.host_id(BLOCK - 1)), Some(last));
+        assert_eq!(Slot::of_host_id(s.host_id(VMM_UID)), Some(s));
+        assert_eq!(Slot::of_host_id(FIRST_ID - 1), None);
+        assert_eq!(Slot::of_host_id(last.host_base() + BLOCK), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod event;
 pub mod fds;
 pub mod host;
 pub mod ids;
+pub mod keyring;
 pub mod landlock;
 pub mod locks;
 pub mod mount;

@@ -125,17 +125,103 @@ impl SlotFile {
         }
     }
 
+    /// Gives back slot `n`, locked by [`SlotFile::try_lock`].
+    fn unlock(&self, slot: Slot) -> Result<()> {
+        let lock = Flock {
+            l_type: F_UNLCK,
+            l_whence: 0,
+            l_start: i64::from(slot.index()),
+            l_len: 1,
+            l_pid: 0,
+        };
+        // SAFETY: the kernel reads one `struct flock` that lives for the call.
+        unsafe {
+            syscall!(
+                Sysno::fcntl,
+                self.0.as_raw_fd() as usize,
+                F_OFD_SETLK,
+                std::ptr::addr_of!(lock) as usize
+            )
+        }
+        .map(drop)
+        .op("fcntl F_OFD_SETLK F_UNLCK")
+    }
+
     /// Locks the lowest free slot. The lock is held by this open file
     /// description: keep the SlotFile alive as long as the VM.
+    ///
+    /// Free means unlocked and no process of the host with an id of the
+    /// slot's block. The lock goes when the last of the VM's outer and
+    /// PID 1 exits, and PID 1's exit closes its files before the kernel
+    /// kills the rest of the VM's PID namespace: a daemon of a VM killed a
+    /// moment ago may still be there, dying, with the block's ids. Such a
+    /// slot is skipped, never waited for. The processes are counted once
+    /// the slot is locked: from then on no new process gets its ids but
+    /// ours, so one found is one of another VM, and none found stays so.
     pub fn lock_lowest_free(&self) -> Result<Slot> {
+        let mut lingering: Option<Vec<bool>> = None;
         for n in 0..SLOTS {
             let slot = Slot::new(n).expect("n < SLOTS");
-            if self.try_lock(slot)? {
+            if lingering.as_ref().is_some_and(|l| l[n as usize]) {
+                continue;
+            }
+            if !self.try_lock(slot)? {
+                continue;
+            }
+            let found = slots_with_processes()?;
+            if !found[n as usize] {
                 return Ok(slot);
             }
+            self.unlock(slot)?;
+            lingering = Some(found);
         }
         Err(Error::Refused(format!(
-            "no free id slot: all {SLOTS} are in use"
+            "no free id slot: all {SLOTS} are in use by a VM or by a process of their ids"
         )))
     }
+}
+
+/// Which slots' blocks hold the effective uid or gid of a live process of
+/// the host: the owner of `/proc/PID`, which is the process's effective
+/// ids whatever it is (only the files below a non-dumpable process's are
+/// root's), and one stat where reading every `status` costs milliseconds.
+/// A process of a VM has no other ids: none may change them outside its
+/// block. A zombie runs nothing and is left out; a process gone while
+/// being looked at too.
+fn slots_with_processes() -> Result<Vec<bool>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = vec![false; SLOTS as usize];
+    let proc = Path::new("/proc");
+    for entry in std::fs::read_dir(proc).op_path("read", proc)? {
+        let Ok(entry) = entry else { continue };
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .iter()
+            .all(u8::is_ascii_digit)
+        {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let slots: Vec<Slot> = [meta.uid(), meta.gid()]
+            .into_iter()
+            .filter_map(Slot::of_host_id)
+            .collect();
+        if slots.is_empty() || is_zombie(&entry.path()) {
+            continue;
+        }
+        for slot in slots {
+            found[slot.index() as usize] = true;
+        }
+    }
+    Ok(found)
+}
+
+/// The state in `/proc/PID/stat` (after the command's closing parenthesis)
+/// is Z, or the process is gone.
+fn is_zombie(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }

@@ -140,11 +140,32 @@ pub fn mount_proc(target: &Path, hide: bool) -> Result<()> {
     .op_path("mount proc on", target)
 }
 
-/// A private tmpfs, world-writable with the sticky bit like /tmp, so a
-/// service of any uid can use it; `size` bounds what it can hold.
-pub fn mount_tmpfs(target: &Path, mode: u32, size: &str) -> Result<()> {
-    let data = CString::new(format!("mode={mode:o},size={size}"))
-        .map_err(|_| Error::Usage("tmpfs size contains NUL".into()))?;
+/// A tmpfs bounded in bytes (`size=`) and in inodes (`nr_inodes=`: every
+/// file, directory, socket, FIFO and symlink, its root included). A size
+/// alone bounds only what files hold: empty files and sockets cost none of
+/// it, and a tmpfs's default inode count is half the host's RAM pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub mode: u32,
+    /// The host id owning its root (uid and gid), when not the caller's.
+    pub owner: Option<u32>,
+    pub size: &'static str,
+    pub inodes: u32,
+}
+
+/// Mounts `tmpfs` on `target`: nosuid, nodev, noexec.
+pub fn mount_tmpfs(target: &Path, tmpfs: &Tmpfs) -> Result<()> {
+    let Tmpfs {
+        mode,
+        owner,
+        size,
+        inodes,
+    } = *tmpfs;
+    let mut data = format!("mode={mode:o},size={size},nr_inodes={inodes}");
+    if let Some(id) = owner {
+        data.push_str(&format!(",uid={id},gid={id}"));
+    }
+    let data = CString::new(data).map_err(|_| Error::Usage("tmpfs size contains NUL".into()))?;
     mount(
         "tmpfs",
         target,
@@ -153,6 +174,36 @@ pub fn mount_tmpfs(target: &Path, mode: u32, size: &str) -> Result<()> {
         data.as_c_str(),
     )
     .op_path("mount tmpfs on", target)
+}
+
+/// Whether `path` (not followed) is the root of a mount, and whether that
+/// mount is a tmpfs.
+pub fn mount_root(path: &Path) -> Result<Option<MountRoot>> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
+    let st = rustix::fs::statx(
+        CWD,
+        path,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    )
+    .op_path("statx", path)?;
+    if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(None);
+    }
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let fs = rustix::fs::statfs(path).op_path("statfs", path)?;
+    Ok(Some(if fs.f_type as i64 == TMPFS_MAGIC {
+        MountRoot::Tmpfs
+    } else {
+        MountRoot::Other
+    }))
+}
+
+/// What [`mount_root`] found mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountRoot {
+    Tmpfs,
+    Other,
 }
 
 /// A tmpfs for VM directories on a host whose /run is not one: nosuid
@@ -197,7 +248,16 @@ pub fn build_vm_namespace(state_dir: &Path, name: &str) -> Result<PathBuf> {
     mount_proc(Path::new("/proc"), false)?;
     // Other VMs' directories must not exist here at all, not merely be
     // unreadable: a tmpfs covers the state dir, holding only this VM's.
-    mount_tmpfs(state_dir, 0o755, "64k")?;
+    mount_tmpfs(
+        state_dir,
+        &Tmpfs {
+            mode: 0o755,
+            owner: None,
+            size: "64k",
+            // Its root and the VM's mount point.
+            inodes: 8,
+        },
+    )?;
     std::fs::create_dir(&vm_dir).op_path("mkdir", &vm_dir)?;
     attach(&tree, &vm_dir)?;
     Ok(vm_dir)
@@ -206,8 +266,13 @@ pub fn build_vm_namespace(state_dir: &Path, name: &str) -> Result<PathBuf> {
 /// One mount of a service's private namespace, made fresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceMount {
-    /// A private tmpfs (mode 1777) of this size on this path.
-    Tmpfs { target: PathBuf, size: &'static str },
+    /// A private tmpfs (mode 1777) on this path, of this size (tmpfs
+    /// `size=`) and this many inodes (`nr_inodes=`, its root included).
+    Tmpfs {
+        target: PathBuf,
+        size: &'static str,
+        inodes: u32,
+    },
     /// A fresh /proc with hidepid=invisible.
     ProcHidden,
 }
@@ -314,7 +379,17 @@ pub fn build_service_namespace(mounts: &[ServiceMount], view: &[Visible]) -> Res
         trees.push((v, meta.is_dir(), device, clone_tree(&v.path)?));
     }
     let root = Path::new(STAGING);
-    mount_tmpfs(root, 0o755, "1m")?;
+    // Read-only once built: it holds the view's mount points and nothing
+    // else (a GPU daemon's, the largest, has fewer than 100).
+    mount_tmpfs(
+        root,
+        &Tmpfs {
+            mode: 0o755,
+            owner: None,
+            size: "1m",
+            inodes: 1024,
+        },
+    )?;
     let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
     for (v, is_dir, _, tree) in &trees {
         let target = inside(&v.path);
@@ -325,7 +400,15 @@ pub fn build_service_namespace(mounts: &[ServiceMount], view: &[Visible]) -> Res
         let target = inside(m.target());
         mount_point(&target, true)?;
         match m {
-            ServiceMount::Tmpfs { size, .. } => mount_tmpfs(&target, 0o1777, size)?,
+            &ServiceMount::Tmpfs { size, inodes, .. } => mount_tmpfs(
+                &target,
+                &Tmpfs {
+                    mode: 0o1777,
+                    owner: None,
+                    size,
+                    inodes,
+                },
+            )?,
             ServiceMount::ProcHidden => mount_proc(&target, true)?,
         }
     }

@@ -14,7 +14,7 @@ use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
 use crate::rlimits::{self, Limit};
 use crate::seccomp;
-use crate::{creds, fds, prctl, reaper};
+use crate::{creds, fds, keyring, prctl, reaper};
 
 /// Both scopes; every policy of this project uses exactly these.
 pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
@@ -157,6 +157,18 @@ impl Policy {
                 ));
             }
         }
+        // tmpfs reads 0 as no bound at all.
+        for m in &self.mounts {
+            if let ServiceMount::Tmpfs { size, inodes, .. } = m {
+                let digits: String = size.chars().take_while(char::is_ascii_digit).collect();
+                if *inodes == 0 || digits.parse::<u64>().map_or(true, |n| n == 0) {
+                    return bad(format!(
+                        "the tmpfs on {} is unbounded (size={size}, nr_inodes={inodes})",
+                        m.target().display()
+                    ));
+                }
+            }
+        }
         if !self.vm_dir.is_absolute() || !self.cwd.is_absolute() {
             return bad("the VM directory and the cwd must be absolute".into());
         }
@@ -262,7 +274,7 @@ pub fn apply_then_notify(
     fds::close_all_except(&keep)?;
     std::env::set_current_dir(&policy.cwd).map_err(|e| Error::path("chdir", &policy.cwd, e))?;
     // 5. The Landlock paths are opened now, while every one of them is
-    //    still visible to us; enforced at step 9.
+    //    still visible to us; enforced at step 10.
     let ruleset = landlock::prepare(
         &policy.landlock,
         &policy.scopes,
@@ -278,11 +290,18 @@ pub fn apply_then_notify(
     caps::set_exact(policy.caps)?;
     //    (The same parent, the reaper: PID 1 of our namespace.)
     parent::arm_and_check(&ExpectedParent::Pid(ppid))?;
-    // 9. no_new_privs, then Landlock: the last restriction, after which no
-    //    mount, capability or id change is possible anyway.
+    // 9. A session keyring of the daemon's own, new and empty: the one it
+    //    inherited is the VM's (PID 1's and its supervisors', see the
+    //    outer vm-init), which the daemon must neither read nor write for
+    //    the VM's other processes to find. After the ids change, so that
+    //    the new one is the daemon's uid's; before the filter, which need
+    //    not allow keyctl (wrap-gpu's does not).
+    keyring::join_new_session_keyring()?;
+    // 10. no_new_privs, then Landlock: the last restriction, after which no
+    //     mount, capability or id change is possible anyway.
     prctl::no_new_privs()?;
     ruleset.restrict_self()?;
-    // 10. The syscall filter, last: it needs no_new_privs, and after it the
+    // 11. The syscall filter, last: it needs no_new_privs, and after it the
     //     wrapper itself may only do what the daemon may (the command is
     //     built before, so that exec is all that is left).
     let mut command = std::process::Command::new(&exec.program);
@@ -296,7 +315,7 @@ pub fn apply_then_notify(
     if let Some(fd) = ready {
         fds::notify_ready(fd)?;
     }
-    // 11. The daemon, with a fixed environment.
+    // 12. The daemon, with a fixed environment.
     let err = command.exec();
     Err(Error::path("exec", &exec.program, err))
 }
@@ -322,6 +341,7 @@ mod tests {
             mounts: vec![ServiceMount::Tmpfs {
                 target: "/tmp".into(),
                 size: "1m",
+                inodes: 64,
             }],
             landlock: vec![
                 rule("/usr", Access::ReadExec),
@@ -388,6 +408,26 @@ mod tests {
                 Box::new(|p| p.landlock[3].path = "/run/vm/a/kvm".into()),
             ),
             ("relative cwd", Box::new(|p| p.cwd = "x".into())),
+            (
+                "tmpfs without an inode bound",
+                Box::new(|p| {
+                    p.mounts[0] = ServiceMount::Tmpfs {
+                        target: "/tmp".into(),
+                        size: "1m",
+                        inodes: 0,
+                    }
+                }),
+            ),
+            (
+                "tmpfs without a size",
+                Box::new(|p| {
+                    p.mounts[0] = ServiceMount::Tmpfs {
+                        target: "/tmp".into(),
+                        size: "0m",
+                        inodes: 64,
+                    }
+                }),
+            ),
         ];
         for (what, breaks) in broken {
             let mut p = valid();

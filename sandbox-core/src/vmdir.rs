@@ -43,6 +43,14 @@ pub fn unmarked(line: &str) -> &str {
     }
 }
 
+/// `vsock.d/` is a tmpfs of its own, which the outer vm-init mounts on the
+/// host and gives to the VMM: whatever the VMM makes there (its table
+/// allows sockets alone) fills that, never the state dir's file system.
+/// cloud-hypervisor binds its one vsock socket there, and host programs one
+/// per guest port they serve (`vsock_PORT`); sockets hold no data.
+pub const VSOCK_DIR_SIZE: &str = "64k";
+pub const VSOCK_DIR_INODES: u32 = 64;
+
 /// The fds PID 1 passes to each wrapper, which passes them on to its
 /// daemon under the same numbers.
 pub mod fd {

@@ -125,10 +125,12 @@ pub fn test_policy(
             ServiceMount::Tmpfs {
                 target: "/tmp".into(),
                 size: "16m",
+                inodes: 256,
             },
             ServiceMount::Tmpfs {
                 target: "/dev/shm".into(),
                 size: "16m",
+                inodes: 256,
             },
             ServiceMount::ProcHidden,
         ],

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use sandbox_core::ids::{Slot, SLOTS};
+use sandbox_core::ids::{Slot, BLOCK, SLOTS, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
-use tests::vm::{children, pidns, procs_in_pidns, stop, wait_line, within};
+use tests::vm::{children, comm, pidns, procs_in_pidns, status, stop, wait_line, within};
 use tests::{privileged_with, StateDir};
 
 fn alone() -> MutexGuard<'static, ()> {
@@ -113,4 +113,85 @@ fn every_slot_taken_refuses_a_new_vm_and_creates_nothing() {
     let mut child = direct(&state, "full");
     assert!(wait_line(&mut child, ": ready").contains("ready (slot 0)"));
     assert_eq!(stop(&mut child), Some(0));
+}
+
+/// Kills a process of the test's when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// After SIGKILL of a VM's outer, a new VM started at once never shares
+/// its ids with a live process of the old one. The old VM's PID 1 exits
+/// (its slot's lock goes with its files) before the kernel has killed the
+/// rest of its PID namespace; here a process of the old VM's block that
+/// the test keeps alive stands for a daemon still dying. Every process of
+/// the host with an id of the new VM's block is the new VM's.
+#[test]
+fn a_new_vm_never_shares_its_ids_with_a_live_process_of_an_old_one() {
+    if !privileged_with("slot_reuse", &["setpriv", "sleep"]) {
+        return;
+    }
+    let _alone = alone();
+    let state = StateDir::new("slot_reuse");
+    state.add_standin_vm("old");
+    state.add_standin_vm("new");
+    let slot_of = |log: &str| -> u32 {
+        log.split("ready (slot ")
+            .nth(1)
+            .and_then(|r| r.split(')').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no ready line: {log}"))
+    };
+    let mut old = direct(&state, "old");
+    let old_slot = Slot::new(slot_of(&wait_line(&mut old, ": ready"))).unwrap();
+    let old_ns = pidns(children(old.id() as i32)[0]).unwrap();
+    let id = old_slot.host_id(VMM_UID).to_string();
+    let _straggler = Killed(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                &id,
+                "--regid",
+                &id,
+                "--clear-groups",
+                "sleep",
+                "60",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    old.kill().unwrap();
+    old.wait().unwrap();
+    assert!(gone(old_ns, Duration::from_secs(5)), "the old VM lives on");
+    let mut new = direct(&state, "new");
+    let new_slot = Slot::new(slot_of(&wait_line(&mut new, ": ready"))).unwrap();
+    let new_ns = pidns(children(new.id() as i32)[0]).unwrap();
+    let block = new_slot.host_base()..new_slot.host_base() + BLOCK;
+    let strangers: Vec<(i32, String, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| !status(pid, "State").starts_with('Z') && pidns(pid) != Some(new_ns))
+        .filter_map(|pid| {
+            let uids = status(pid, "Uid");
+            let ours = uids
+                .split_whitespace()
+                .filter_map(|u| u.parse::<u32>().ok())
+                .any(|u| block.contains(&u));
+            ours.then(|| (pid, comm(pid), uids))
+        })
+        .collect();
+    assert_eq!(stop(&mut new), Some(0));
+    assert!(
+        strangers.is_empty(),
+        "processes of slot {}'s ids outside the new VM: {strangers:?}",
+        new_slot.index()
+    );
+    assert_ne!(
+        new_slot, old_slot,
+        "the new VM took the slot of a live process"
+    );
 }

@@ -988,3 +988,120 @@ fn vmm_api_gives_up_on_a_vmm_that_never_answers() {
         "{err}"
     );
 }
+
+/// Started under a session keyring that holds a secret (as a login's,
+/// made by pam_keyinit), two VMs: the probe in virtiofsd's place of one
+/// and in the VMM's place of the other neither find nor read the secret
+/// nor each other's keys, hand no keyring to their parent, and add keys
+/// that are their own; the launcher's keyring holds nothing of theirs,
+/// during the VMs or after, and after both VMs their keys are gone.
+#[test]
+fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
+    use sandbox_core::attempts::key_read;
+    use sandbox_core::Errno;
+    use std::io::BufReader;
+    use tests::vm::{assert_report_holds, read_report};
+    if !privileged_with("keyrings", &["keyctl"]) {
+        return;
+    }
+    let state = StateDir::new("keyrings");
+    // The launcher: this test's thread (a session keyring is a thread's
+    // credential, inherited by what it starts), with a keyring of its own.
+    sandbox_core::keyring::join_new_session_keyring().unwrap();
+    let keyctl = |args: &[&str]| -> String {
+        let out = Command::new("keyctl").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "keyctl {args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let secret = keyctl(&["add", "user", "vm-sandbox-secret", "the launcher's", "@s"]);
+    let added = |report: &str| -> Vec<String> {
+        let line = report
+            .lines()
+            .find_map(|l| l.strip_prefix("key: vm-sandbox-keys="))
+            .unwrap_or_else(|| panic!("no key line:\n{report}"));
+        line.split(',').map(str::to_owned).collect()
+    };
+    let bin = state.standins();
+    let a = state.add_standin_vm("a");
+    let b = state.add_standin_vm("b");
+    // What the probe in virtiofsd's place finds in fs/ besides (see
+    // virtiofs.rs): a file to read, a device node it must not open.
+    std::fs::write(a.join("fs/from-host.txt"), "x").unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        a.join("fs/host-device"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    // Each probe is told the serials to try: the launcher's key, and the
+    // keys the other VM's probe added.
+    std::fs::write(
+        a.join("fs/vm-sandbox-keys"),
+        format!("vm-sandbox-keys={secret}\n"),
+    )
+    .unwrap();
+    let mut vm_a =
+        state.vm_init_reporting("a", &bin.join("vmm-cooperative"), &bin.join("probe"), &[]);
+    let mut out_a = BufReader::new(vm_a.stdout.take().unwrap());
+    let report_a = read_report(&mut out_a);
+    eprintln!("{report_a}");
+    let keys_a = added(&report_a);
+    std::fs::write(
+        b.join("config/cmdline"),
+        format!("vm-sandbox-keys={secret},{}\n", keys_a.join(",")),
+    )
+    .unwrap();
+    let mut vm_b = state.vm_init_reporting("b", &bin.join("probe"), &bin.join("virtiofsd-ok"), &[]);
+    let mut out_b = BufReader::new(vm_b.stdout.take().unwrap());
+    let report_b = read_report(&mut out_b);
+    eprintln!("{report_b}");
+    let keys_b = added(&report_b);
+    assert_report_holds(&report_a, 25);
+    assert_report_holds(&report_b, 25);
+    // Both VMs run: the launcher's keyring is as it was, their keys exist
+    // (the host's root may not read them either: they are not root's).
+    assert_eq!(keyctl(&["rlist", "@s"]), secret, "the launcher's keyring");
+    let ids: Vec<i32> = keys_a
+        .iter()
+        .chain(&keys_b)
+        .map(|k| k.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{keys_a:?} {keys_b:?}");
+    for &id in &ids {
+        assert_eq!(
+            key_read(id).map(drop),
+            Err(Errno::EACCES),
+            "key {id} of a running VM"
+        );
+    }
+    assert_eq!(stop(&mut vm_b), Some(0));
+    assert_eq!(stop(&mut vm_a), Some(0));
+    drop((out_a, out_b));
+    assert_eq!(
+        keyctl(&["rlist", "@s"]),
+        secret,
+        "the launcher's keyring after the VMs"
+    );
+    for role in ["virtiofsd", "vmm"] {
+        let description = format!("vm-sandbox-from-{role}");
+        let found = Command::new("keyctl")
+            .args(["search", "@u", "user", &description])
+            .output()
+            .unwrap();
+        assert!(
+            !found.status.success(),
+            "{description} on the launcher's user keyring"
+        );
+    }
+    for id in ids {
+        assert!(
+            within(Duration::from_secs(10), || key_read(id).map(drop)
+                == Err(Errno::ENOKEY)),
+            "key {id} outlived its VM: {:?}",
+            key_read(id).map(drop)
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sandbox_core::vmdir::{fd, VmDir};
-use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
+use tests::vm::{assert_report_holds, read_report, stop, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
 #[test]
@@ -101,4 +101,102 @@ fn the_probe_in_cloud_hypervisors_place() {
     let serial = std::fs::read_to_string(d.serial_log()).unwrap();
     assert!(serial.contains("probe: serial line"), "{serial}");
     bait.assert_nothing_reached_the_host();
+}
+
+/// Mounted on the host at this path, per /proc/self/mountinfo.
+fn mounted(path: &std::path::Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let path = path.to_str().unwrap();
+    info.lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(path))
+}
+
+/// Detaches a mount of the test's when dropped.
+struct Detach(std::path::PathBuf);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let _ = sandbox_core::mount::detach(&self.0);
+    }
+}
+
+/// The VMM binds sockets in vsock.d, and makes files in its /tmp and
+/// /dev/shm, until each says ENOSPC: at the bound of the VM's own tmpfs,
+/// while the state dir's file system (here one of 128 inodes, as the
+/// host's /run would be once full) keeps its inodes for the host. The
+/// vsock.d tmpfs goes with the VM, and after a kill -9 with the next start.
+#[test]
+fn the_vmm_fills_its_own_bounded_file_systems_not_the_state_dirs() {
+    use sandbox_core::mount::{mount_tmpfs, Tmpfs};
+    if !privileged("vmm_fill") {
+        return;
+    }
+    let state = StateDir::new("vmm_fill");
+    mount_tmpfs(
+        &state.0,
+        &Tmpfs {
+            mode: 0o755,
+            owner: None,
+            size: "4m",
+            inodes: 128,
+        },
+    )
+    .unwrap();
+    let _mount = Detach(state.0.clone());
+    let vm = state.add_standin_vm("f");
+    let d = VmDir::new(&vm);
+    let bin = state.standins();
+    let mut child =
+        state.vm_init_reporting("f", &bin.join("probe"), &bin.join("virtiofsd-ok"), &[]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let report = read_report(&mut out);
+    eprintln!("{report}");
+    // vsock.d full, the state dir's file system is not.
+    let host_file = state.0.join("host-file");
+    if let Err(e) = std::fs::write(&host_file, "a host process's") {
+        panic!("a host process cannot create a file in the state dir: {e}");
+    }
+    std::fs::remove_file(&host_file).unwrap();
+    assert_report_holds(&report, 28);
+    for what in [
+        "its vsock directory with sockets",
+        "/tmp with files",
+        "/dev/shm with files",
+    ] {
+        assert!(
+            report.contains(&format!("ok   fill {what} until it fails")),
+            "{what}: {report}"
+        );
+    }
+    assert!(
+        mounted(&d.vsock_dir()),
+        "the vsock directory is no mount of its own"
+    );
+    assert_eq!(stop(&mut child), Some(0));
+    drop(out);
+    assert!(
+        !mounted(&d.vsock_dir()),
+        "the vsock directory's tmpfs outlived the VM"
+    );
+    assert!(
+        !d.vsock_dir().exists(),
+        "the vsock directory outlived the VM"
+    );
+    // Killed with -9, the outer leaves its tmpfs; the next start takes it
+    // away, and the VM after it ends with nothing left.
+    let standin = bin.join("vmm-cooperative");
+    let mut child = state.vm_init("f", &standin, &bin.join("virtiofsd-ok"), &[]);
+    assert!(wait_line(&mut child, ": ready").contains("ready"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(mounted(&d.vsock_dir()), "no stale tmpfs to take away");
+    let mut child = state.vm_init("f", &standin, &bin.join("virtiofsd-ok"), &[]);
+    let log = wait_line(&mut child, ": ready");
+    assert!(log.contains("ready"), "{log}");
+    assert_eq!(stop(&mut child), Some(0));
+    assert!(
+        !mounted(&d.vsock_dir()),
+        "a tmpfs stayed on the vsock directory"
+    );
+    assert!(!d.vsock_dir().exists());
 }

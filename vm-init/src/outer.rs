@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{chown, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{chown, DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -14,20 +14,20 @@ use sandbox_core::event;
 use sandbox_core::fds::take_fd;
 use sandbox_core::ids::{self, Slot, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
-use sandbox_core::mount;
+use sandbox_core::mount::{self, MountRoot, Tmpfs};
 use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
 use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use sandbox_core::spawn;
-use sandbox_core::{fds, host, landlock, Error};
+use sandbox_core::{fds, host, keyring, landlock, Error};
 
 use crate::args::Args;
 use crate::pid1;
 use crate::serial::SerialRelay;
 use crate::vmm::Vmm;
 use sandbox_core::vmconfig::VmConfig;
-use sandbox_core::vmdir::VmDir;
+use sandbox_core::vmdir::{VmDir, VSOCK_DIR_INODES, VSOCK_DIR_SIZE};
 
 /// The signals vm-init reads from a signalfd (outer and PID 1 alike).
 pub const SIGNALS: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGCHLD];
@@ -167,6 +167,8 @@ fn check(args: &Args) -> Result<Vm, Error> {
 struct Created {
     /// Sockets and FIFOs.
     sockets: Vec<PathBuf>,
+    /// tmpfs mounts on the host, detached before their directories go.
+    mounts: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
 }
 
@@ -175,9 +177,29 @@ impl Drop for Created {
         for p in &self.sockets {
             let _ = std::fs::remove_file(p);
         }
+        for p in &self.mounts {
+            let _ = mount::detach(p);
+        }
         for p in &self.dirs {
             let _ = std::fs::remove_dir_all(p);
         }
+    }
+}
+
+/// Detaches the tmpfs a VM that was killed left mounted at `path` (the
+/// mount of [`create_files`]); anything else mounted there is not
+/// vm-init's and is refused.
+fn detach_stale(path: &Path) -> Result<(), Error> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    match mount::mount_root(path)? {
+        None => Ok(()),
+        Some(MountRoot::Tmpfs) => mount::detach(path),
+        Some(MountRoot::Other) => Err(Error::Usage(format!(
+            "{} is a mount point, and not of the tmpfs vm-init mounts there",
+            path.display()
+        ))),
     }
 }
 
@@ -249,13 +271,27 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     // Opened for reading now, without blocking: the VMM's open for
     // writing then never waits for a reader.
     let fifo_read = fds::open_fifo_reader(&fifo)?;
+    // The VMM's sockets: a small tmpfs of their own (see vmdir.rs), so that
+    // binding sockets until ENOSPC fills that and not the file system of
+    // the state dir (the host's /run). Its root is the VMM's, 0700.
     let vsock = vm.dir.vsock_dir();
+    detach_stale(&vsock)?;
     remove_stale(&vsock, "directory", |t| t.is_dir())?;
-    std::fs::create_dir(&vsock).map_err(|e| Error::path("mkdir", &vsock, e))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&vsock)
+        .map_err(|e| Error::path("mkdir", &vsock, e))?;
     created.dirs.push(vsock.clone());
-    chown(&vsock, Some(vmm), Some(vmm)).map_err(|e| Error::path("chown", &vsock, e))?;
-    std::fs::set_permissions(&vsock, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::path("chmod", &vsock, e))?;
+    mount::mount_tmpfs(
+        &vsock,
+        &Tmpfs {
+            mode: 0o700,
+            owner: Some(vmm),
+            size: VSOCK_DIR_SIZE,
+            inodes: VSOCK_DIR_INODES,
+        },
+    )?;
+    created.mounts.push(vsock.clone());
     Ok(Listeners {
         virtiofsd,
         api,
@@ -299,6 +335,14 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     // ceiling: each daemon then gets the lower of the two.
     rlimits::raise_hard(Resource::Nofile, Some(VM_MAX_NOFILE))?;
     rlimits::raise_hard(Resource::Memlock, None)?;
+    // The VM's session keyring, new, empty and host root's, in place of the
+    // launcher's (a login's holds its secrets): PID 1 and every s6 process
+    // of the VM inherit it, and it goes when they and we are gone. Root's,
+    // not PID 1's own: a daemon with PID 1's uid (virtiofsd) could read a
+    // keyring of that uid by id and link it, or replace PID 1's with one of
+    // its own (KEYCTL_SESSION_TO_PARENT takes a parent whose keyring is the
+    // caller's uid's). Each wrapper gives its daemon one of its own.
+    keyring::join_new_session_keyring()?;
     // Blocked before the clone: PID 1 inherits the mask and reads the same
     // signals from its own signalfd; none can arrive in between unseen.
     signals::block(SIGNALS)?;

@@ -108,7 +108,8 @@ fn run_vm(
 ) -> Result<u8, Error> {
     let name = &args.name;
     // Non-dumpable first: virtiofsd shares our uid (root of the VM's user
-    // namespace) and must not ptrace or read us.
+    // namespace) and must not ptrace or read us. (Our session keyring is
+    // the VM's, host root's and empty: the outer made it for the clone.)
     prctl::not_dumpable()?;
     let vm_dir = mount::build_vm_namespace(&args.state_dir, name.as_str())?;
     // The idmapped fs/ the outer made, over the plain one.

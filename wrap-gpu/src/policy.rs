@@ -62,6 +62,17 @@ pub const COMPOSITOR_FD: i32 = fd::GPU_COMPOSITOR;
 /// (facts/crosvm.md); Mesa starts worker threads when it renders.
 pub const NPROC: u64 = 64;
 
+/// Its private /tmp and /dev/shm, each bounded in bytes and inodes (a
+/// size alone leaves empty files unbounded). crosvm touched neither from
+/// start to queue start (facts/crosvm.md); the path not measured here
+/// (cross-domain contexts) shares guest memory through memfds, which live
+/// on no mount. /dev/shm keeps room for a file per shared buffer should a
+/// library put them there, and its size for their contents.
+pub const TMP_SIZE: &str = "64m";
+pub const TMP_INODES: u32 = 256;
+pub const SHM_SIZE: &str = "512m";
+pub const SHM_INODES: u32 = 1024;
+
 pub const TABLE: &[(&str, Access, bool)] = &[
     ("/proc", Access::Read, false),
     ("/dev/null", Access::Device, false),
@@ -438,12 +449,13 @@ pub fn policy(vm_dir: &Path, program: &Path, render: Option<u32>, host: &GpuHost
     let mounts = vec![
         ServiceMount::Tmpfs {
             target: "/tmp".into(),
-            size: "64m",
+            size: TMP_SIZE,
+            inodes: TMP_INODES,
         },
-        // Buffers travel through memfd and shm.
         ServiceMount::Tmpfs {
             target: "/dev/shm".into(),
-            size: "512m",
+            size: SHM_SIZE,
+            inodes: SHM_INODES,
         },
         ServiceMount::ProcHidden,
     ];

@@ -32,6 +32,16 @@ pub const API_FD: i32 = fd::VMM_API;
 /// its own few.
 pub const NPROC: u64 = 128;
 pub const EVENT_FD: i32 = fd::VMM_EVENTS;
+/// Its private /tmp and /dev/shm, each bounded in bytes and inodes (a
+/// size alone leaves empty files and sockets unbounded). cloud-hypervisor
+/// uses neither (facts/cloud-hypervisor.md: guest RAM is a memfd, which
+/// lives on no mount); QEMU (TCG, memory-backend-memfd) was measured to
+/// leave both empty for a whole guest run. Room for a few temporary
+/// files, not for filling the host's memory with inodes.
+pub const TMP_SIZE: &str = "16m";
+pub const TMP_INODES: u32 = 256;
+pub const SHM_SIZE: &str = "64m";
+pub const SHM_INODES: u32 = 256;
 /// The virtio-fs tag the guest mounts.
 pub const FS_TAG: &str = "virtiofs0";
 
@@ -114,11 +124,13 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
         mounts: vec![
             ServiceMount::Tmpfs {
                 target: "/tmp".into(),
-                size: "16m",
+                size: TMP_SIZE,
+                inodes: TMP_INODES,
             },
             ServiceMount::Tmpfs {
                 target: "/dev/shm".into(),
-                size: "64m",
+                size: SHM_SIZE,
+                inodes: SHM_INODES,
             },
             ServiceMount::ProcHidden,
         ],

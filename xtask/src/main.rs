@@ -28,7 +28,8 @@ mod tools;
 /// Debian packages the test suite needs beyond the Rust toolchain.
 /// (xz-utils and e2fsprogs: the kernel matrix unpacks compressed modules and
 /// makes an ext4 disk. libcap2-bin and wayland-utils: capsh and wayland-info,
-/// which start as crosvm does, run in the GPU daemon's place.)
+/// which start as crosvm does, run in the GPU daemon's place. keyutils: the
+/// keyring test adds the launcher's key and looks at its keyring with keyctl.)
 const APT_PACKAGES: &[&str] = &[
     "s6",
     "execline",
@@ -38,6 +39,7 @@ const APT_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "libcap2-bin",
     "wayland-utils",
+    "keyutils",
 ];
 
 fn main() -> ExitCode {

@@ -53,6 +53,8 @@ fn main() {
 
 fn run(args: &Args) -> Result<i32, Error> {
     let watch = ParentWatch::of_self()?;
+    // As vm-init's outer does: the VM's session keyring is host root's.
+    sandbox_core::keyring::join_new_session_keyring()?;
     match clone_vm()? {
         Cloned::Parent(child) => {
             child.write_id_maps(args.slot, &[])?;

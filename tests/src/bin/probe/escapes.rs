@@ -283,3 +283,120 @@ pub(crate) fn no_kvm(p: &mut Probe) {
             .open("/dev/kvm")),
     );
 }
+
+/// The description of the launcher's key, which the keyring test adds to
+/// the session keyring vm-init is started under.
+pub(crate) const LAUNCHER_KEY: &str = "vm-sandbox-secret";
+
+/// Key serials a test names for the probe (`vm-sandbox-keys=ID,ID` in
+/// `text`): keys of the launcher's and of another VM's.
+pub(crate) fn named_keys(text: &str) -> Vec<i32> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("vm-sandbox-keys="))
+        .map(|ids| ids.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Keyrings: its session keyring is new, empty and its own; nothing of
+/// the launcher's or another VM's is found or read (`named`: keys the
+/// test says exist); a key it adds is its own (printed as `key: ...`,
+/// for another VM's probe to try and for the test to find gone after
+/// the VM); and it cannot hand its keyring to its parent.
+pub(crate) fn keyrings(p: &mut Probe, role: &str, named: &[i32]) {
+    use attempts::{KEY_SPEC_SESSION_KEYRING as SESSION, KEY_SPEC_USER_KEYRING as USER};
+    let me = rustix::process::getuid().as_raw();
+    let want = format!("_ses of {me}, 0 keys");
+    let got = match (attempts::key_describe(SESSION), attempts::key_read(SESSION)) {
+        (Ok(d), Ok(keys)) => {
+            let f: Vec<&str> = d.split(';').collect();
+            let (uid, name) = (f.get(1).unwrap_or(&"?"), f.last().unwrap_or(&"?"));
+            format!("{name} of {uid}, {} keys", keys.len() / 4)
+        }
+        (Err(e), _) | (_, Err(e)) => e.name(),
+    };
+    p.record("its session keyring", &want, &got, got == want);
+    p.check(
+        &format!("keyctl search @s for user:{LAUNCHER_KEY}"),
+        Want::Err(Errno::ENOKEY),
+        attempts::key_search(SESSION, LAUNCHER_KEY).map(drop),
+    );
+    for &id in named {
+        p.check(
+            &format!("keyctl read {id} (not its own)"),
+            EACCES,
+            attempts::key_read(id).map(drop),
+        );
+    }
+    let mut added = Vec::new();
+    for (keyring, which) in [(SESSION, "session"), (USER, "user")] {
+        let description = format!("vm-sandbox-from-{role}");
+        let r = attempts::add_user_key(&description, b"a VM's", keyring);
+        if let Ok(id) = r {
+            added.push(id.to_string());
+        }
+        p.check(
+            &format!("add_key user:{description} to its {which} keyring"),
+            Want::Ok,
+            r.map(drop),
+        );
+    }
+    println!("key: vm-sandbox-keys={}", added.join(","));
+    const KEYCTL_SESSION_TO_PARENT: u64 = 18;
+    p.check(
+        "keyctl session-to-parent",
+        EPERM,
+        attempts::raw_call(Sysno::keyctl, [KEYCTL_SESSION_TO_PARENT, 0, 0, 0, 0, 0]),
+    );
+}
+
+/// Makes entries in `dir` with `make` until one fails, at most twice
+/// `inodes` + 16: a tmpfs of `inodes` inodes (its root one of them) must
+/// refuse one before that many, with ENOSPC. Returns what it made.
+pub(crate) fn fill(
+    p: &mut Probe,
+    what: &str,
+    dir: &Path,
+    inodes: u32,
+    make: impl Fn(&Path) -> std::io::Result<()>,
+) -> Vec<PathBuf> {
+    let mut made = Vec::new();
+    let mut failed = None;
+    for n in 0..2 * inodes + 16 {
+        let path = dir.join(format!("fill-{n}"));
+        match make(&path) {
+            Ok(()) => made.push(path),
+            Err(e) => {
+                failed = Some(Errno::from(e));
+                break;
+            }
+        }
+    }
+    let got = match failed {
+        Some(e) => format!("{} after {}", e.name(), made.len()),
+        None => format!("success x{}", made.len()),
+    };
+    p.record(
+        &format!("fill {what} until it fails"),
+        &format!("ENOSPC before {inodes}"),
+        &got,
+        failed == Some(Errno::ENOSPC) && made.len() < inodes as usize,
+    );
+    made
+}
+
+/// Fills its private /tmp and /dev/shm with empty files: each a tmpfs
+/// bounded in inodes too. Removes what it made.
+pub(crate) fn fill_private_tmpfs(p: &mut Probe, bounds: &[(&str, u32)]) {
+    for &(dir, inodes) in bounds {
+        let made = fill(
+            p,
+            &format!("{dir} with files"),
+            Path::new(dir),
+            inodes,
+            |f| fs::File::create_new(f).map(drop),
+        );
+        for f in made {
+            let _ = fs::remove_file(f);
+        }
+    }
+}

@@ -277,6 +277,13 @@ pub(crate) fn gpu_attempts(p: &mut Probe, wayland: &Path, top: &Path, me: i32) {
         Want::Ok,
         create(Path::new("/tmp/gpu-probe")),
     );
+    fill_private_tmpfs(
+        p,
+        &[
+            ("/tmp", wrap_gpu::policy::TMP_INODES),
+            ("/dev/shm", wrap_gpu::policy::SHM_INODES),
+        ],
+    );
     p.check(
         "read /sys/devices (GPU identification)",
         Want::Ok,

@@ -300,6 +300,7 @@ fn files(p: &mut Probe, a: &Args) {
     );
     no_kvm(p);
     host_reach(p, &[]);
+    keyrings(p, "matrix", &[]);
     // Where the view does let it write, Landlock still decides: nothing
     // written there runs.
     p.check(

@@ -137,6 +137,8 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
             .write(true)
             .open(shared.join("host-device"))),
     );
+    let named = named_keys(&fs::read_to_string(shared.join("vm-sandbox-keys")).unwrap_or_default());
+    keyrings(&mut p, "virtiofsd", &named);
     // Last: were it allowed, it would change who the probe is.
     let vmm = rustix::process::Uid::from_raw(sandbox_core::ids::VMM_UID);
     p.check(

@@ -108,6 +108,23 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         io(std::os::unix::net::UnixListener::bind(&vsock)),
     );
     let _ = fs::remove_file(&vsock);
+    // vsock.d is a tmpfs of its own: filled, it says ENOSPC and the state
+    // dir's file system keeps its inodes. Kept full for the test to check
+    // that from the host; gone with the VM.
+    fill(
+        p,
+        "its vsock directory with sockets",
+        &d.vsock_dir(),
+        sandbox_core::vmdir::VSOCK_DIR_INODES,
+        |s| std::os::unix::net::UnixListener::bind(s).map(drop),
+    );
+    fill_private_tmpfs(
+        p,
+        &[
+            ("/tmp", wrap_vmm::policy::TMP_INODES),
+            ("/dev/shm", wrap_vmm::policy::SHM_INODES),
+        ],
+    );
     // What it does not.
     p.check(
         "create vsock.d/file (sockets only)",
@@ -180,6 +197,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     p.limit_is("Max processes", &wrap_vmm::policy::NPROC.to_string());
+    keyrings(p, "vmm", &named_keys(arg_after(argv, "--cmdline")));
     backend
 }
 
