@@ -112,38 +112,96 @@ pub fn check_root_only(what: &str, dir: &Path) -> Result<()> {
     }
 }
 
-/// Refuses VM storage that a host user other than root could reach,
-/// unless it is on a nosuid,nodev mount. Through the idmapped mount the
-/// guest's root makes files owned by host uid 0 on disk, setuid ones and
-/// device nodes included (virtiofsd's own mount of it is nosuid,nodev,
-/// the host's need not be): a host user who reaches one could run it.
-pub fn check_storage(fs: &Path) -> Result<()> {
+/// Whether host users other than root may search `meta` (a directory):
+/// others' x, or the group's x for a group other than root's. With a
+/// POSIX ACL the group bits are its mask, which named users and groups
+/// get too: then the group's x is refused whatever the group.
+fn others_may_search(path: &Path, meta: &std::fs::Metadata) -> bool {
+    let mode = meta.mode();
+    let acl = mode & 0o010 != 0
+        && rustix::fs::getxattr(path, "system.posix_acl_access", &mut [0u8; 0][..]).is_ok();
+    mode & 0o001 != 0 || (mode & 0o010 != 0 && (meta.gid() != 0 || acl))
+}
+
+/// Refuses a state dir that host users other than root may traverse.
+/// Below it, the guest's root owns fs/ (through the idmap) and the VMM
+/// owns its FIFO and vsock.d: each can chmod what it owns, make a
+/// setuid-root program or open a FIFO to everyone. Only a directory above
+/// all of them that none of them can change keeps host users out whatever
+/// they do; the state dir is that directory (PID 1 mounts over it and is
+/// handed the VM directory as a mount, so nothing of the VM needs to
+/// search it).
+pub fn check_closed(state_dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(state_dir).map_err(|e| Error::path("stat", state_dir, e))?;
+    if !others_may_search(state_dir, &meta) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "state dir {} is {}: host users could reach what a VM's root and its daemons make \
+         below it (a setuid-root program in fs/, a FIFO opened to all); make it root's \
+         alone (chmod 0700 {})",
+        state_dir.display(),
+        describe(&meta),
+        state_dir.display()
+    )))
+}
+
+/// Why `dir` may lead out of `parent` (a directory of the host that only
+/// root may traverse): it is a symlink, or a mount point (a bind mount or
+/// a file system of its own, whose files may be mounted elsewhere too).
+fn leads_out(dir: &Path, parent: &Path) -> Result<Option<&'static str>> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::path("stat", dir, e))?;
+    if meta.file_type().is_symlink() {
+        return Ok(Some("a symlink"));
+    }
+    let mount_id = |p: &Path| {
+        statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)
+            .map(|s| s.stx_mnt_id)
+            .map_err(|e| Error::path("statx", p, e))
+    };
+    Ok((mount_id(dir)? != mount_id(parent)?).then_some("a mount point"))
+}
+
+/// Refuses a VM directory that is a symlink or a mount point: what PID 1
+/// and the daemons make in it would then be reachable where the state
+/// dir's barrier does not stand.
+pub fn check_vm_dir_inside(state_dir: &Path, vm_dir: &Path) -> Result<()> {
+    match leads_out(vm_dir, state_dir)? {
+        None => Ok(()),
+        Some(what) => Err(Error::Usage(format!(
+            "VM directory {} is {what}: its files would be reachable outside the state dir \
+             {}, which only root may traverse; make it a plain directory there",
+            vm_dir.display(),
+            state_dir.display()
+        ))),
+    }
+}
+
+/// Refuses VM storage that leads out of the VM directory (a symlink, a
+/// mount point) unless its file system is mounted nosuid,nodev. Through
+/// the idmapped mount the guest's root makes files owned by host uid 0 on
+/// disk, setuid ones and device nodes included (virtiofsd's own mount of
+/// it is nosuid,nodev, the host's need not be): a plain fs/ is reachable
+/// only through the state dir, which only root may traverse
+/// ([`check_closed`]); what a symlink or a mount leads to may be reachable
+/// from elsewhere. Whatever the guest does to fs/'s own mode changes
+/// neither.
+pub fn check_storage(vm_dir: &Path, fs: &Path) -> Result<()> {
     use rustix::fs::StatVfsMountFlags as F;
+    let Some(what) = leads_out(fs, vm_dir)? else {
+        return Ok(());
+    };
     let flags = rustix::fs::statvfs(fs)
         .map_err(|e| Error::path("statvfs", fs, e))?
         .f_flag;
     if flags.contains(F::NOSUID | F::NODEV) {
         return Ok(());
     }
-    let mut path: PathBuf = fs.to_owned();
-    loop {
-        let meta = std::fs::metadata(&path).map_err(|e| Error::path("stat", &path, e))?;
-        let mode = meta.mode();
-        let others_enter =
-            meta.uid() != 0 || mode & 0o001 != 0 || (mode & 0o010 != 0 && meta.gid() != 0);
-        if !others_enter {
-            // Only root enters here: nothing below is reachable.
-            return Ok(());
-        }
-        if !path.pop() {
-            break;
-        }
-    }
     Err(Error::Usage(format!(
-        "storage {} can be reached by host users other than root and its file system \
-         is not mounted nosuid,nodev: a guest's root could leave a setuid-root program \
-         there; put the state dir on a nosuid,nodev file system (as a tmpfs /run is) or \
-         make {} (or a directory above it) root's with mode 0700",
+        "storage {} is {what} and its file system is not mounted nosuid,nodev: host users \
+         may reach its files elsewhere, where a guest's root could leave a setuid-root \
+         program; mount it nosuid,nodev or make {} a plain directory",
         fs.display(),
         fs.display()
     )))
@@ -288,6 +346,39 @@ mod tests {
         }
         let e = g(0o100660, 15).unwrap_err().to_string();
         assert!(e.contains("Socket operation on non-socket"), "{e}");
+    }
+
+    #[test]
+    fn a_state_dir_others_may_search_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("host-closed-{}", std::process::id()));
+        std::fs::create_dir(&d).unwrap();
+        let with = |mode: u32| {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            check_closed(&d)
+        };
+        assert!(with(0o700).is_ok());
+        for mode in [0o755, 0o711, 0o701] {
+            let e = with(mode).unwrap_err();
+            assert_eq!(e.exit_code(), crate::EXIT_USAGE);
+            let fix = format!("chmod 0700 {}", d.display());
+            assert!(e.to_string().contains(&fix), "{e}");
+        }
+        // The group's x: fine only for root's group.
+        let root_group = std::fs::metadata(&d).unwrap().gid() == 0;
+        assert_eq!(with(0o750).is_ok(), root_group);
+        // A plain directory stays in; a symlink leads out.
+        let (plain, link) = (d.join("plain"), d.join("link"));
+        std::fs::create_dir(&plain).unwrap();
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        assert_eq!(leads_out(&plain, &d).unwrap(), None);
+        assert_eq!(leads_out(&link, &d).unwrap(), Some("a symlink"));
+        assert!(check_vm_dir_inside(&d, &link).is_err());
+        assert!(check_storage(&d, &plain).is_ok());
+        // The host's / honours setuid bits.
+        let e = check_storage(&d, &link).unwrap_err().to_string();
+        assert!(e.contains("a symlink") && e.contains("nosuid,nodev"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub const TESTS_TOP: &str = "/run/vm-sandbox-tests";
 static STATE_MOUNT: Mutex<(usize, bool)> = Mutex::new((0, false));
 
 /// The tests' VM directories on a nosuid,nodev file system, as a tmpfs
-/// /run is on a normal host (vm-init refuses reachable storage elsewhere).
+/// /run is on a normal host.
 /// On a host whose /run is a plain directory of the root file system (a
 /// fresh machine of this kind), a tmpfs is mounted on [`TESTS_TOP`] for
 /// as long as a test of this process needs it.
@@ -282,4 +282,18 @@ impl Drop for RenderNode {
             let _ = std::fs::remove_dir("/dev/dri");
         }
     }
+}
+
+/// Runs `program` with `args` as a host user with no privilege and no
+/// group (nobody, 65534): what any host user could do. Through a shell:
+/// setpriv keeps its capabilities across the uid change until its own
+/// exec (PR_SET_KEEPCAPS), so a path it execs directly is walked with
+/// CAP_DAC_OVERRIDE; the shell's has none left.
+pub fn as_nobody(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["sh", "-c", "exec \"$0\" \"$@\"", program])
+        .args(args)
+        .output()
+        .expect("run setpriv")
 }

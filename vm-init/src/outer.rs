@@ -109,6 +109,11 @@ fn check(args: &Args) -> Result<Vm, Error> {
     // vm-init binds, chowns and mounts in these as host root.
     host::check_root_only("state dir", &args.state_dir)?;
     host::check_root_only("VM directory", dir.path())?;
+    // Whatever the guest's root or a daemon makes below the VM directory,
+    // host users must not reach it: the state dir is the barrier, and the
+    // VM directory must sit behind it.
+    host::check_closed(&args.state_dir)?;
+    host::check_vm_dir_inside(&args.state_dir, dir.path())?;
     let etc_group =
         std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
     if config.uses_kvm() {
@@ -131,7 +136,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
             dir.storage().display()
         )));
     }
-    host::check_storage(&dir.storage())?;
+    host::check_storage(dir.path(), &dir.storage())?;
     for path in dir.socket_paths() {
         let len = path.as_os_str().len();
         if len > SUN_PATH_MAX {
