@@ -264,17 +264,182 @@ pub struct Compositor {
 }
 
 /// Resolves the compositor's socket as host root, which can reach it
-/// where the VM's ids cannot (Spectrum's /run/user/0 is 0700 root). The
-/// clone is what the GPU daemon gets: its type, mode and group are read
-/// from it, not from the path again, so a socket swapped for a symlink to
-/// something else in between is refused rather than bound.
+/// where the VM's ids cannot (Spectrum's /run/user/0 is 0700 root),
+/// without following anything a user other than root or the socket's
+/// owner could change ([`walk_to_socket`]): such a user would choose what
+/// the GPU daemon connects to, and which host group it gets. The clone is
+/// made from the fd the walk reached, and its type, mode and group are
+/// read from it, not from the path again.
 pub fn compositor(path: &Path, etc_group: &str) -> Result<Compositor> {
-    let what = "compositor socket";
-    std::fs::metadata(path).map_err(|e| Error::path(what, path, e))?;
-    let tree = crate::mount::clone_tree(path)?;
-    let st = rustix::fs::fstat(&tree).map_err(|e| Error::path(what, path, e))?;
+    let socket = walk_to_socket(path)?;
+    let tree = crate::mount::clone_at(&socket, path)?;
+    let st = rustix::fs::fstat(&tree).map_err(|e| Error::path("compositor socket", path, e))?;
     let group = compositor_group(path, st.st_mode, st.st_gid, etc_group)?;
     Ok(Compositor { tree, group })
+}
+
+/// The kernel's own limit of symlinks on one path (MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// A directory the walk took an entry from, and that entry.
+#[derive(Debug)]
+struct Step {
+    dir: PathBuf,
+    dir_stat: rustix::fs::Stat,
+    entry: PathBuf,
+    entry_stat: rustix::fs::Stat,
+}
+
+/// `drwxrwxrwx nobody:nogroup`, of an fstat.
+fn describe_stat(st: &rustix::fs::Stat) -> String {
+    format!(
+        "{} {}:{}",
+        mode_string(st.st_mode),
+        name_of("/etc/passwd", st.st_uid),
+        name_of("/etc/group", st.st_gid)
+    )
+}
+
+/// Opens `path` (absolute) one component at a time, each with
+/// O_PATH|O_NOFOLLOW on the fd of the directory before it, so that what
+/// is checked is what is reached. Then, with the owner of what it reached
+/// known: every directory passed through must be root's or that owner's,
+/// and writable by no one else (a sticky one, like /tmp, only when the
+/// entry taken from it is root's or that owner's); a symlink is followed
+/// only when it and its directory are root's (`/var/run -> /run`). Returns
+/// the O_PATH fd of what the path names.
+pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{fstat, openat, readlinkat, FileType, Mode, OFlags, CWD};
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    use std::path::Component;
+    let what = "compositor socket";
+    if !path.is_absolute() {
+        return Err(Error::Usage(format!(
+            "{what} {} is not an absolute path",
+            path.display()
+        )));
+    }
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open_root = || {
+        openat(CWD, "/", flags | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| Error::path(what, path, e))
+    };
+    // The directories from / to where the walk is, each with its path.
+    let mut stack = vec![(open_root()?, PathBuf::from("/"))];
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    // Puts the names of `p` before what is left to walk.
+    let queue = |todo: &mut VecDeque<OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push_front(n.to_owned()),
+                Component::ParentDir => todo.push_front("..".into()),
+                _ => {}
+            }
+        }
+    };
+    queue(&mut todo, path);
+    let mut steps = Vec::new();
+    let mut links = 0;
+    let mut reached = None;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            // Back to the directory the walk came from (it holds it).
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            reached = None;
+            continue;
+        }
+        let (dir, dir_path) = stack.last().expect("/ is never popped");
+        let entry_path = dir_path.join(&name);
+        let fd = openat(dir, name.as_os_str(), flags, Mode::empty())
+            .map_err(|e| Error::path(what, path, e))?;
+        let dir_stat = fstat(dir).map_err(|e| Error::path("stat", dir_path, e))?;
+        let entry_stat = fstat(&fd).map_err(|e| Error::path("stat", &entry_path, e))?;
+        let kind = FileType::from_raw_mode(entry_stat.st_mode);
+        steps.push(Step {
+            dir: dir_path.clone(),
+            dir_stat,
+            entry: entry_path.clone(),
+            entry_stat,
+        });
+        match kind {
+            FileType::Symlink => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Error::path(what, path, crate::Errno(40))); // ELOOP
+                }
+                let target = readlinkat(&fd, "", Vec::new())
+                    .map_err(|e| Error::path("readlink", &entry_path, e))?;
+                let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                queue(&mut todo, &target);
+                reached = None;
+            }
+            FileType::Directory => {
+                stack.push((fd, entry_path));
+                reached = None;
+            }
+            _ if todo.is_empty() => reached = Some(fd),
+            // A component that is not a directory, with more after it.
+            _ => return Err(Error::path(what, path, crate::Errno(20))), // ENOTDIR
+        }
+    }
+    let Some(socket) = reached else {
+        // The path names a directory (or /).
+        return Err(Error::path(what, path, crate::Errno(88))); // ENOTSOCK
+    };
+    let owner = fstat(&socket)
+        .map_err(|e| Error::path(what, path, e))?
+        .st_uid;
+    for step in &steps {
+        if let Some(why) = untrusted_step(step, owner) {
+            return Err(Error::Usage(format!(
+                "{what} {}: {why}: a user other than root or the socket's owner could \
+                 choose what the GPU daemon connects to; name the socket by a path only \
+                 root (or its owner) can change",
+                path.display()
+            )));
+        }
+    }
+    Ok(socket)
+}
+
+/// Why a step of the walk to a socket owned by `owner` could be changed
+/// by someone else, if it could.
+fn untrusted_step(step: &Step, owner: u32) -> Option<String> {
+    let trusted = |uid: u32| uid == 0 || uid == owner;
+    let (dir, entry) = (&step.dir_stat, &step.entry_stat);
+    let mode = dir.st_mode;
+    let writable = mode & 0o002 != 0 || (mode & 0o020 != 0 && dir.st_gid != 0);
+    let sticky = mode & 0o1000 != 0;
+    let symlink = entry.st_mode & 0o170000 == 0o120000;
+    if !trusted(dir.st_uid) || (writable && !sticky) {
+        return Some(format!("{} is {}", step.dir.display(), describe_stat(dir)));
+    }
+    if symlink && (entry.st_uid != 0 || dir.st_uid != 0) {
+        return Some(format!(
+            "{} is a symlink of {} in {} ({})",
+            step.entry.display(),
+            name_of("/etc/passwd", entry.st_uid),
+            step.dir.display(),
+            describe_stat(dir)
+        ));
+    }
+    if writable && !trusted(entry.st_uid) {
+        return Some(format!(
+            "{} is {}'s, in {} ({})",
+            step.entry.display(),
+            name_of("/etc/passwd", entry.st_uid),
+            step.dir.display(),
+            describe_stat(dir)
+        ));
+    }
+    None
 }
 
 /// The host group the GPU daemon needs for a socket of `mode` and `gid`:
@@ -379,6 +544,65 @@ mod tests {
         let e = check_storage(&d, &link).unwrap_err().to_string();
         assert!(e.contains("a symlink") && e.contains("nosuid,nodev"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_walk_to_a_socket_follows_only_what_root_or_its_owner_can_change() {
+        use std::os::unix::fs::{lchown, symlink, PermissionsExt};
+        let chmod =
+            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        let top = std::env::temp_dir().join(format!("host-walk-{}", std::process::id()));
+        let run = top.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        chmod(&top, 0o755);
+        chmod(&run, 0o755);
+        let socket = run.join("wayland-0");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let refused = |p: &Path, says: &str| {
+            let e = walk_to_socket(p).unwrap_err();
+            assert_eq!(e.exit_code(), crate::EXIT_USAGE, "{e}");
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        };
+        walk_to_socket(&socket).unwrap();
+        walk_to_socket(&run.join("../run/./wayland-0")).unwrap();
+        // A directory others may write: they could put anything there.
+        chmod(&run, 0o777);
+        refused(&socket, &format!("{} is drwxrwxrwx", run.display()));
+        // Sticky, like /tmp: others cannot replace the socket's owner's entry.
+        chmod(&run, 0o1777);
+        walk_to_socket(&socket).unwrap();
+        chmod(&run, 0o755);
+        let missing = walk_to_socket(&run.join("none")).unwrap_err();
+        assert_eq!(missing.exit_code(), crate::EXIT_SYSCALL, "{missing}");
+        if rustix::process::geteuid().is_root() {
+            // A symlink root made, in a directory of root's: followed,
+            // absolute or relative.
+            symlink(&socket, top.join("abs")).unwrap();
+            symlink("run/wayland-0", top.join("rel")).unwrap();
+            walk_to_socket(&top.join("abs")).unwrap();
+            walk_to_socket(&top.join("rel")).unwrap();
+            // A symlink of another user's: not followed.
+            lchown(top.join("rel"), Some(65534), None).unwrap();
+            refused(&top.join("rel"), "is a symlink of");
+            // The attack: a directory of another user's holding a symlink
+            // (root's) to a root-owned socket.
+            let theirs = top.join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            symlink(&socket, theirs.join("wayland-0")).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            refused(&theirs.join("wayland-0"), &theirs.display().to_string());
+            // In a sticky directory, an entry of someone else's.
+            chmod(&run, 0o1777);
+            let sub = run.join("sub");
+            std::fs::create_dir(&sub).unwrap();
+            std::fs::rename(&socket, sub.join("wayland-0")).unwrap();
+            lchown(&sub, Some(65534), None).unwrap();
+            refused(&sub.join("wayland-0"), &sub.display().to_string());
+            // ... unless it is the socket's owner's.
+            lchown(sub.join("wayland-0"), Some(65534), None).unwrap();
+            walk_to_socket(&sub.join("wayland-0")).unwrap();
+        }
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]

@@ -86,6 +86,19 @@ pub fn clone_tree(path: &Path) -> Result<OwnedFd> {
     .op_path("open_tree clone", path)
 }
 
+/// A detached copy of the mount at the file `fd` names (an O_PATH fd):
+/// what was reached by a walk, never by the path again.
+pub fn clone_at(fd: &OwnedFd, what: &Path) -> Result<OwnedFd> {
+    open_tree(
+        fd,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .op_path("open_tree clone", what)
+}
+
 /// Marks a detached tree as idmapped through `userns` (an fd of a user
 /// namespace): ids of files are shifted by that namespace's maps.
 pub fn idmap_tree(tree: &OwnedFd, userns: impl AsFd, what: &Path) -> Result<()> {
