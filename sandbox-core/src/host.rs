@@ -163,48 +163,144 @@ fn leads_out(dir: &Path, parent: &Path) -> Result<Option<&'static str>> {
     Ok((mount_id(dir)? != mount_id(parent)?).then_some("a mount point"))
 }
 
-/// Refuses a VM directory that is a symlink or a mount point: what PID 1
-/// and the daemons make in it would then be reachable where the state
-/// dir's barrier does not stand.
+/// One mount of this mount namespace, as /proc/self/mountinfo says it.
+#[derive(Debug, PartialEq, Eq)]
+struct MountInfo {
+    id: u64,
+    /// `major:minor` of its file system.
+    dev: String,
+    /// The directory of its file system it shows.
+    root: PathBuf,
+    /// Where it is mounted.
+    point: PathBuf,
+    nosuid_nodev: bool,
+}
+
+/// mountinfo's escapes (`\040` for a space) undone.
+fn unescape(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let options: Vec<&str> = f.get(5)?.split(',').collect();
+            Some(MountInfo {
+                id: f.first()?.parse().ok()?,
+                dev: (*f.get(2)?).to_owned(),
+                root: unescape(f.get(3)?),
+                point: unescape(f.get(4)?),
+                nosuid_nodev: options.contains(&"nosuid") && options.contains(&"nodev"),
+            })
+        })
+        .collect()
+}
+
+fn mountinfo() -> Result<Vec<MountInfo>> {
+    let path = "/proc/self/mountinfo";
+    let text = std::fs::read_to_string(path).map_err(|e| Error::path("read", path, e))?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// The mount `path` is on, and `path` as a path of that mount's file
+/// system (from its root, whichever mount shows it).
+fn place<'m>(path: &Path, mounts: &'m [MountInfo]) -> Result<(&'m MountInfo, PathBuf)> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let real = std::fs::canonicalize(path).map_err(|e| Error::path("resolve", path, e))?;
+    let id = statx(CWD, &real, AtFlags::empty(), StatxFlags::MNT_ID)
+        .map_err(|e| Error::path("statx", &real, e))?
+        .stx_mnt_id;
+    let unlisted = || Error::path("find the mount of", path, crate::Errno::ENOENT);
+    let mount = mounts.iter().find(|m| m.id == id).ok_or_else(unlisted)?;
+    let rel = real.strip_prefix(&mount.point).map_err(|_| unlisted())?;
+    Ok((mount, mount.root.join(rel)))
+}
+
+/// Refuses a VM directory that is a symlink or a mount point, or whose
+/// file system is also mounted elsewhere from the VM directory or below
+/// (a bind mount of it): what PID 1 and the daemons make in it would then
+/// be reachable where the state dir's barrier does not stand. (Mounts of
+/// other mount namespaces are not seen here.)
 pub fn check_vm_dir_inside(state_dir: &Path, vm_dir: &Path) -> Result<()> {
-    match leads_out(vm_dir, state_dir)? {
-        None => Ok(()),
-        Some(what) => Err(Error::Usage(format!(
+    if let Some(what) = leads_out(vm_dir, state_dir)? {
+        return Err(Error::Usage(format!(
             "VM directory {} is {what}: its files would be reachable outside the state dir \
              {}, which only root may traverse; make it a plain directory there",
             vm_dir.display(),
+            state_dir.display()
+        )));
+    }
+    let mounts = mountinfo()?;
+    let (on, in_fs) = place(vm_dir, &mounts)?;
+    match mounts
+        .iter()
+        .find(|m| m.dev == on.dev && m.root.starts_with(&in_fs))
+    {
+        None => Ok(()),
+        Some(m) => Err(Error::Usage(format!(
+            "VM directory {} is mounted at {} too (or a directory in it is): its files \
+             would be reachable there, past the state dir {}, which only root may \
+             traverse; unmount it",
+            vm_dir.display(),
+            m.point.display(),
             state_dir.display()
         ))),
     }
 }
 
 /// Refuses VM storage that leads out of the VM directory (a symlink, a
-/// mount point) unless its file system is mounted nosuid,nodev. Through
+/// mount point) unless every mount of its files is nosuid,nodev. Through
 /// the idmapped mount the guest's root makes files owned by host uid 0 on
 /// disk, setuid ones and device nodes included (virtiofsd's own mount of
 /// it is nosuid,nodev, the host's need not be): a plain fs/ is reachable
 /// only through the state dir, which only root may traverse
-/// ([`check_closed`]); what a symlink or a mount leads to may be reachable
-/// from elsewhere. Whatever the guest does to fs/'s own mode changes
-/// neither.
+/// ([`check_closed`]; other mounts of the VM directory are refused by
+/// [`check_vm_dir_inside`]); what a symlink or a mount leads to may be
+/// reachable from elsewhere. Whatever the guest does to fs/'s own mode
+/// changes neither.
 pub fn check_storage(vm_dir: &Path, fs: &Path) -> Result<()> {
-    use rustix::fs::StatVfsMountFlags as F;
     let Some(what) = leads_out(fs, vm_dir)? else {
         return Ok(());
     };
-    let flags = rustix::fs::statvfs(fs)
-        .map_err(|e| Error::path("statvfs", fs, e))?
-        .f_flag;
-    if flags.contains(F::NOSUID | F::NODEV) {
-        return Ok(());
+    let mounts = mountinfo()?;
+    let (on, in_fs) = place(fs, &mounts)?;
+    // Every mount showing the storage, or a directory above or below it.
+    let suid = mounts.iter().find(|m| {
+        m.dev == on.dev
+            && (m.root.starts_with(&in_fs) || in_fs.starts_with(&m.root))
+            && !m.nosuid_nodev
+    });
+    match suid {
+        None => Ok(()),
+        Some(m) => Err(Error::Usage(format!(
+            "storage {} is {what}, and its files are mounted at {} without nosuid,nodev: \
+             host users may reach them there, where a guest's root could leave a \
+             setuid-root program; mount it nosuid,nodev or make {} a plain directory",
+            fs.display(),
+            m.point.display(),
+            fs.display()
+        ))),
     }
-    Err(Error::Usage(format!(
-        "storage {} is {what} and its file system is not mounted nosuid,nodev: host users \
-         may reach its files elsewhere, where a guest's root could leave a setuid-root \
-         program; mount it nosuid,nodev or make {} a plain directory",
-        fs.display(),
-        fs.display()
-    )))
 }
 
 /// Whether a process of a uid of the VM's own, whose only host group is
@@ -603,6 +699,31 @@ mod tests {
             walk_to_socket(&sub.join("wayland-0")).unwrap();
         }
         std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn mountinfo_lines_are_read_with_their_escapes() {
+        let text =
+            "36 35 98:0 /mnt1 /mnt/a\\040b rw,nosuid,nodev,noatime master:1 - ext3 /dev/root rw\n\
+                    37 35 0:5 / /run rw,nosuid - tmpfs tmpfs rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0],
+            MountInfo {
+                id: 36,
+                dev: "98:0".into(),
+                root: "/mnt1".into(),
+                point: "/mnt/a b".into(),
+                nosuid_nodev: true,
+            }
+        );
+        assert!(!m[1].nosuid_nodev);
+        // This process's own mounts: / is among them.
+        assert!(mountinfo()
+            .unwrap()
+            .iter()
+            .any(|m| m.point == Path::new("/")));
     }
 
     #[test]

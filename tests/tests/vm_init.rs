@@ -577,6 +577,17 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     let err = refused_by_host_setup(&bin, &state.0, "l", &state.0.join("l"));
     assert!(err.contains("a symlink"), "{err}");
     std::fs::remove_file(state.0.join("l")).unwrap();
+    // The VM directory also bound elsewhere, past the state dir.
+    std::os::unix::fs::chown(&vm, Some(0), Some(0)).unwrap();
+    let bound = out.join("bound");
+    std::fs::create_dir(&bound).unwrap();
+    rustix::mount::mount_bind(&vm, &bound).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "w", &vm);
+    assert!(
+        err.contains(&format!("mounted at {}", bound.display())),
+        "{err}"
+    );
+    rustix::mount::unmount(&bound, rustix::mount::UnmountFlags::DETACH).unwrap();
     // Storage a symlink there: a guest's root could leave a setuid-root
     // program where host users reach it.
     let s = state.add_standin_vm("s");
@@ -595,15 +606,25 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     rustix::mount::mount_bind(&store, s.join("fs")).unwrap();
     let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
     assert!(err.contains("a mount point"), "{err}");
-    // Mounted nosuid,nodev, the same storage is fine.
-    rustix::mount::mount_remount(
-        s.join("fs"),
-        rustix::mount::MountFlags::BIND
-            | rustix::mount::MountFlags::NOSUID
-            | rustix::mount::MountFlags::NODEV,
-        c"",
-    )
-    .unwrap();
+    // Mounted nosuid,nodev there, but not where else it shows.
+    let nosuid_nodev = |at: &Path| {
+        rustix::mount::mount_remount(
+            at,
+            rustix::mount::MountFlags::BIND
+                | rustix::mount::MountFlags::NOSUID
+                | rustix::mount::MountFlags::NODEV,
+            c"",
+        )
+        .unwrap()
+    };
+    nosuid_nodev(&s.join("fs"));
+    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    assert!(
+        err.contains(&format!("mounted at {} without", out.display())),
+        "{err}"
+    );
+    // Nosuid,nodev wherever it shows, the same storage is fine.
+    nosuid_nodev(&out);
     let mut child = direct(&state, "s", "vmm-cooperative", "virtiofsd-ok", &[]);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
     assert_eq!(stop(&mut child), Some(0));
