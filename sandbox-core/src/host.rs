@@ -131,7 +131,29 @@ fn others_may_search(path: &Path, meta: &std::fs::Metadata) -> bool {
 /// they do; the state dir is that directory (PID 1 mounts over it and is
 /// handed the VM directory as a mount, so nothing of the VM needs to
 /// search it).
+///
+/// A root-only directory above the state dir cannot be the barrier: the
+/// VM's processes reach the state dir's path (PID 1 mounts over it, the
+/// daemons name the VM directory by it) as host users, so every directory
+/// above it must let others search it.
 pub fn check_closed(state_dir: &Path) -> Result<()> {
+    let real =
+        std::fs::canonicalize(state_dir).map_err(|e| Error::path("resolve", state_dir, e))?;
+    for above in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(above).map_err(|e| Error::path("stat", above, e))?;
+        if meta.mode() & 0o001 == 0 {
+            return Err(Error::Usage(format!(
+                "state dir {} is below {}, which is {}: the VM's processes could not reach \
+                 the state dir's path; let others search it (chmod o+x {}) and make the \
+                 state dir itself root's alone (chmod 0700 {})",
+                state_dir.display(),
+                above.display(),
+                describe(&meta),
+                above.display(),
+                state_dir.display()
+            )));
+        }
+    }
     let meta = std::fs::metadata(state_dir).map_err(|e| Error::path("stat", state_dir, e))?;
     if !others_may_search(state_dir, &meta) {
         return Ok(());
@@ -628,6 +650,20 @@ mod tests {
         // The group's x: fine only for root's group.
         let root_group = std::fs::metadata(&d).unwrap().gid() == 0;
         assert_eq!(with(0o750).is_ok(), root_group);
+        // Below a directory the VM's processes cannot search.
+        let below = d.join("state");
+        std::fs::create_dir(&below).unwrap();
+        std::fs::set_permissions(&below, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = with(0o700).and_then(|()| check_closed(&below)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("chmod o+x {}", d.display())),
+            "{e}"
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).unwrap();
+        assert!(check_closed(&below).is_ok());
+        std::fs::remove_dir(&below).unwrap();
+        with(0o700).unwrap();
         // A plain directory stays in; a symlink leads out.
         let (plain, link) = (d.join("plain"), d.join("link"));
         std::fs::create_dir(&plain).unwrap();

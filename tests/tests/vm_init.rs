@@ -394,7 +394,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         assert_eq!(code, Some(100), "{bad}: {err}");
     }
     // A state dir deep enough that DIR/NAME/vsock.d/vsock overflows sun_path.
-    let deep = state.0.join("d".repeat(90));
+    let deep = state.top().join("d".repeat(90));
     std::fs::create_dir_all(deep.join("long/config")).unwrap();
     std::fs::create_dir_all(deep.join("long/fs")).unwrap();
     std::fs::write(deep.join("long/config/vmlinux"), "").unwrap();
