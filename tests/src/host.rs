@@ -297,3 +297,41 @@ pub fn as_nobody(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Outp
         .output()
         .expect("run setpriv")
 }
+
+/// What a host user (nobody) reached of what the daemons of the VM at
+/// `vm` could have opened to everyone: the probe's setuid copy in fs/, the
+/// VMM's FIFO, vsock.d. Each attempt must fail with EACCES; returns the
+/// ones that did not, with what was said.
+pub fn nobody_reaches(vm: &std::path::Path) -> Vec<String> {
+    let d = sandbox_core::vmdir::VmDir::new(vm);
+    let copy = d.storage().join(crate::SETUID_COPY);
+    let mut attempts: Vec<(&str, Vec<std::ffi::OsString>)> = Vec::new();
+    if copy.exists() {
+        attempts.push(("run", vec![copy.into(), "--euid".into()]));
+    }
+    for (what, script, path) in [
+        ("write", "echo attack >> \"$1\"", d.serial_fifo()),
+        ("create in", ": > \"$1\"/attack", d.vsock_dir()),
+    ] {
+        if path.exists() {
+            let argv = ["sh", "-c", script, "sh"].map(Into::into);
+            let mut argv = argv.to_vec();
+            argv.push(path.into());
+            attempts.push((what, argv));
+        }
+    }
+    let mut reached = Vec::new();
+    for (what, argv) in attempts {
+        let rest: Vec<&std::ffi::OsStr> = argv[1..].iter().map(|a| a.as_os_str()).collect();
+        let out = as_nobody(argv[0].to_str().unwrap(), &rest);
+        let said = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !said.contains("Permission denied") {
+            reached.push(format!(
+                "{what} {:?}: {}{said}",
+                argv.last().unwrap(),
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+    }
+    reached
+}
