@@ -112,41 +112,217 @@ pub fn check_root_only(what: &str, dir: &Path) -> Result<()> {
     }
 }
 
-/// Refuses VM storage that a host user other than root could reach,
-/// unless it is on a nosuid,nodev mount. Through the idmapped mount the
-/// guest's root makes files owned by host uid 0 on disk, setuid ones and
-/// device nodes included (virtiofsd's own mount of it is nosuid,nodev,
-/// the host's need not be): a host user who reaches one could run it.
-pub fn check_storage(fs: &Path) -> Result<()> {
-    use rustix::fs::StatVfsMountFlags as F;
-    let flags = rustix::fs::statvfs(fs)
-        .map_err(|e| Error::path("statvfs", fs, e))?
-        .f_flag;
-    if flags.contains(F::NOSUID | F::NODEV) {
+/// Whether host users other than root may search `meta` (a directory):
+/// others' x, or the group's x for a group other than root's. With a
+/// POSIX ACL the group bits are its mask, which named users and groups
+/// get too: then the group's x is refused whatever the group.
+fn others_may_search(path: &Path, meta: &std::fs::Metadata) -> bool {
+    let mode = meta.mode();
+    let acl = mode & 0o010 != 0
+        && rustix::fs::getxattr(path, "system.posix_acl_access", &mut [0u8; 0][..]).is_ok();
+    mode & 0o001 != 0 || (mode & 0o010 != 0 && (meta.gid() != 0 || acl))
+}
+
+/// Refuses a state dir that host users other than root may traverse.
+/// Below it, the guest's root owns fs/ (through the idmap) and the VMM
+/// owns its FIFO and vsock.d: each can chmod what it owns, make a
+/// setuid-root program or open a FIFO to everyone. Only a directory above
+/// all of them that none of them can change keeps host users out whatever
+/// they do; the state dir is that directory (PID 1 mounts over it and is
+/// handed the VM directory as a mount, so nothing of the VM needs to
+/// search it).
+///
+/// A root-only directory above the state dir cannot be the barrier: the
+/// VM's processes reach the state dir's path (PID 1 mounts over it, the
+/// daemons name the VM directory by it) as host users, so every directory
+/// above it must let others search it.
+pub fn check_closed(state_dir: &Path) -> Result<()> {
+    let real =
+        std::fs::canonicalize(state_dir).map_err(|e| Error::path("resolve", state_dir, e))?;
+    for above in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(above).map_err(|e| Error::path("stat", above, e))?;
+        if meta.mode() & 0o001 == 0 {
+            return Err(Error::Usage(format!(
+                "state dir {} is below {}, which is {}: the VM's processes could not reach \
+                 the state dir's path; let others search it (chmod o+x {}) and make the \
+                 state dir itself root's alone (chmod 0700 {})",
+                state_dir.display(),
+                above.display(),
+                describe(&meta),
+                above.display(),
+                state_dir.display()
+            )));
+        }
+    }
+    let meta = std::fs::metadata(state_dir).map_err(|e| Error::path("stat", state_dir, e))?;
+    if !others_may_search(state_dir, &meta) {
         return Ok(());
     }
-    let mut path: PathBuf = fs.to_owned();
-    loop {
-        let meta = std::fs::metadata(&path).map_err(|e| Error::path("stat", &path, e))?;
-        let mode = meta.mode();
-        let others_enter =
-            meta.uid() != 0 || mode & 0o001 != 0 || (mode & 0o010 != 0 && meta.gid() != 0);
-        if !others_enter {
-            // Only root enters here: nothing below is reachable.
-            return Ok(());
-        }
-        if !path.pop() {
-            break;
+    Err(Error::Usage(format!(
+        "state dir {} is {}: host users could reach what a VM's root and its daemons make \
+         below it (a setuid-root program in fs/, a FIFO opened to all); make it root's \
+         alone (chmod 0700 {})",
+        state_dir.display(),
+        describe(&meta),
+        state_dir.display()
+    )))
+}
+
+/// Why `dir` may lead out of `parent` (a directory of the host that only
+/// root may traverse): it is a symlink, or a mount point (a bind mount or
+/// a file system of its own, whose files may be mounted elsewhere too).
+fn leads_out(dir: &Path, parent: &Path) -> Result<Option<&'static str>> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::path("stat", dir, e))?;
+    if meta.file_type().is_symlink() {
+        return Ok(Some("a symlink"));
+    }
+    let mount_id = |p: &Path| {
+        statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)
+            .map(|s| s.stx_mnt_id)
+            .map_err(|e| Error::path("statx", p, e))
+    };
+    Ok((mount_id(dir)? != mount_id(parent)?).then_some("a mount point"))
+}
+
+/// One mount of this mount namespace, as /proc/self/mountinfo says it.
+#[derive(Debug, PartialEq, Eq)]
+struct MountInfo {
+    id: u64,
+    /// `major:minor` of its file system.
+    dev: String,
+    /// The directory of its file system it shows.
+    root: PathBuf,
+    /// Where it is mounted.
+    point: PathBuf,
+    nosuid_nodev: bool,
+}
+
+/// mountinfo's escapes (`\040` for a space) undone.
+fn unescape(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
         }
     }
-    Err(Error::Usage(format!(
-        "storage {} can be reached by host users other than root and its file system \
-         is not mounted nosuid,nodev: a guest's root could leave a setuid-root program \
-         there; put the state dir on a nosuid,nodev file system (as a tmpfs /run is) or \
-         make {} (or a directory above it) root's with mode 0700",
-        fs.display(),
-        fs.display()
-    )))
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let options: Vec<&str> = f.get(5)?.split(',').collect();
+            Some(MountInfo {
+                id: f.first()?.parse().ok()?,
+                dev: (*f.get(2)?).to_owned(),
+                root: unescape(f.get(3)?),
+                point: unescape(f.get(4)?),
+                nosuid_nodev: options.contains(&"nosuid") && options.contains(&"nodev"),
+            })
+        })
+        .collect()
+}
+
+fn mountinfo() -> Result<Vec<MountInfo>> {
+    let path = "/proc/self/mountinfo";
+    let text = std::fs::read_to_string(path).map_err(|e| Error::path("read", path, e))?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// The mount `path` is on, and `path` as a path of that mount's file
+/// system (from its root, whichever mount shows it).
+fn place<'m>(path: &Path, mounts: &'m [MountInfo]) -> Result<(&'m MountInfo, PathBuf)> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let real = std::fs::canonicalize(path).map_err(|e| Error::path("resolve", path, e))?;
+    let id = statx(CWD, &real, AtFlags::empty(), StatxFlags::MNT_ID)
+        .map_err(|e| Error::path("statx", &real, e))?
+        .stx_mnt_id;
+    let unlisted = || Error::path("find the mount of", path, crate::Errno::ENOENT);
+    let mount = mounts.iter().find(|m| m.id == id).ok_or_else(unlisted)?;
+    let rel = real.strip_prefix(&mount.point).map_err(|_| unlisted())?;
+    Ok((mount, mount.root.join(rel)))
+}
+
+/// Refuses a VM directory that is a symlink or a mount point, or whose
+/// file system is also mounted elsewhere from the VM directory or below
+/// (a bind mount of it): what PID 1 and the daemons make in it would then
+/// be reachable where the state dir's barrier does not stand. (Mounts of
+/// other mount namespaces are not seen here.)
+pub fn check_vm_dir_inside(state_dir: &Path, vm_dir: &Path) -> Result<()> {
+    if let Some(what) = leads_out(vm_dir, state_dir)? {
+        return Err(Error::Usage(format!(
+            "VM directory {} is {what}: its files would be reachable outside the state dir \
+             {}, which only root may traverse; make it a plain directory there",
+            vm_dir.display(),
+            state_dir.display()
+        )));
+    }
+    let mounts = mountinfo()?;
+    let (on, in_fs) = place(vm_dir, &mounts)?;
+    match mounts
+        .iter()
+        .find(|m| m.dev == on.dev && m.root.starts_with(&in_fs))
+    {
+        None => Ok(()),
+        Some(m) => Err(Error::Usage(format!(
+            "VM directory {} is mounted at {} too (or a directory in it is): its files \
+             would be reachable there, past the state dir {}, which only root may \
+             traverse; unmount it",
+            vm_dir.display(),
+            m.point.display(),
+            state_dir.display()
+        ))),
+    }
+}
+
+/// Refuses VM storage that leads out of the VM directory (a symlink, a
+/// mount point) unless every mount of its files is nosuid,nodev. Through
+/// the idmapped mount the guest's root makes files owned by host uid 0 on
+/// disk, setuid ones and device nodes included (virtiofsd's own mount of
+/// it is nosuid,nodev, the host's need not be): a plain fs/ is reachable
+/// only through the state dir, which only root may traverse
+/// ([`check_closed`]; other mounts of the VM directory are refused by
+/// [`check_vm_dir_inside`]); what a symlink or a mount leads to may be
+/// reachable from elsewhere. Whatever the guest does to fs/'s own mode
+/// changes neither.
+pub fn check_storage(vm_dir: &Path, fs: &Path) -> Result<()> {
+    let Some(what) = leads_out(fs, vm_dir)? else {
+        return Ok(());
+    };
+    let mounts = mountinfo()?;
+    let (on, in_fs) = place(fs, &mounts)?;
+    // Every mount showing the storage, or a directory above or below it.
+    let suid = mounts.iter().find(|m| {
+        m.dev == on.dev
+            && (m.root.starts_with(&in_fs) || in_fs.starts_with(&m.root))
+            && !m.nosuid_nodev
+    });
+    match suid {
+        None => Ok(()),
+        Some(m) => Err(Error::Usage(format!(
+            "storage {} is {what}, and its files are mounted at {} without nosuid,nodev: \
+             host users may reach them there, where a guest's root could leave a \
+             setuid-root program; mount it nosuid,nodev or make {} a plain directory",
+            fs.display(),
+            m.point.display(),
+            fs.display()
+        ))),
+    }
 }
 
 /// Whether a process of a uid of the VM's own, whose only host group is
@@ -206,17 +382,182 @@ pub struct Compositor {
 }
 
 /// Resolves the compositor's socket as host root, which can reach it
-/// where the VM's ids cannot (Spectrum's /run/user/0 is 0700 root). The
-/// clone is what the GPU daemon gets: its type, mode and group are read
-/// from it, not from the path again, so a socket swapped for a symlink to
-/// something else in between is refused rather than bound.
+/// where the VM's ids cannot (Spectrum's /run/user/0 is 0700 root),
+/// without following anything a user other than root or the socket's
+/// owner could change ([`walk_to_socket`]): such a user would choose what
+/// the GPU daemon connects to, and which host group it gets. The clone is
+/// made from the fd the walk reached, and its type, mode and group are
+/// read from it, not from the path again.
 pub fn compositor(path: &Path, etc_group: &str) -> Result<Compositor> {
-    let what = "compositor socket";
-    std::fs::metadata(path).map_err(|e| Error::path(what, path, e))?;
-    let tree = crate::mount::clone_tree(path)?;
-    let st = rustix::fs::fstat(&tree).map_err(|e| Error::path(what, path, e))?;
+    let socket = walk_to_socket(path)?;
+    let tree = crate::mount::clone_at(&socket, path)?;
+    let st = rustix::fs::fstat(&tree).map_err(|e| Error::path("compositor socket", path, e))?;
     let group = compositor_group(path, st.st_mode, st.st_gid, etc_group)?;
     Ok(Compositor { tree, group })
+}
+
+/// The kernel's own limit of symlinks on one path (MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// A directory the walk took an entry from, and that entry.
+#[derive(Debug)]
+struct Step {
+    dir: PathBuf,
+    dir_stat: rustix::fs::Stat,
+    entry: PathBuf,
+    entry_stat: rustix::fs::Stat,
+}
+
+/// `drwxrwxrwx nobody:nogroup`, of an fstat.
+fn describe_stat(st: &rustix::fs::Stat) -> String {
+    format!(
+        "{} {}:{}",
+        mode_string(st.st_mode),
+        name_of("/etc/passwd", st.st_uid),
+        name_of("/etc/group", st.st_gid)
+    )
+}
+
+/// Opens `path` (absolute) one component at a time, each with
+/// O_PATH|O_NOFOLLOW on the fd of the directory before it, so that what
+/// is checked is what is reached. Then, with the owner of what it reached
+/// known: every directory passed through must be root's or that owner's,
+/// and writable by no one else (a sticky one, like /tmp, only when the
+/// entry taken from it is root's or that owner's); a symlink is followed
+/// only when it and its directory are root's (`/var/run -> /run`). Returns
+/// the O_PATH fd of what the path names.
+pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{fstat, openat, readlinkat, FileType, Mode, OFlags, CWD};
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    use std::path::Component;
+    let what = "compositor socket";
+    if !path.is_absolute() {
+        return Err(Error::Usage(format!(
+            "{what} {} is not an absolute path",
+            path.display()
+        )));
+    }
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open_root = || {
+        openat(CWD, "/", flags | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| Error::path(what, path, e))
+    };
+    // The directories from / to where the walk is, each with its path.
+    let mut stack = vec![(open_root()?, PathBuf::from("/"))];
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    // Puts the names of `p` before what is left to walk.
+    let queue = |todo: &mut VecDeque<OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push_front(n.to_owned()),
+                Component::ParentDir => todo.push_front("..".into()),
+                _ => {}
+            }
+        }
+    };
+    queue(&mut todo, path);
+    let mut steps = Vec::new();
+    let mut links = 0;
+    let mut reached = None;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            // Back to the directory the walk came from (it holds it).
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            reached = None;
+            continue;
+        }
+        let (dir, dir_path) = stack.last().expect("/ is never popped");
+        let entry_path = dir_path.join(&name);
+        let fd = openat(dir, name.as_os_str(), flags, Mode::empty())
+            .map_err(|e| Error::path(what, path, e))?;
+        let dir_stat = fstat(dir).map_err(|e| Error::path("stat", dir_path, e))?;
+        let entry_stat = fstat(&fd).map_err(|e| Error::path("stat", &entry_path, e))?;
+        let kind = FileType::from_raw_mode(entry_stat.st_mode);
+        steps.push(Step {
+            dir: dir_path.clone(),
+            dir_stat,
+            entry: entry_path.clone(),
+            entry_stat,
+        });
+        match kind {
+            FileType::Symlink => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Error::path(what, path, crate::Errno(40))); // ELOOP
+                }
+                let target = readlinkat(&fd, "", Vec::new())
+                    .map_err(|e| Error::path("readlink", &entry_path, e))?;
+                let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
+                if target.is_absolute() {
+                    stack.truncate(1);
+                }
+                queue(&mut todo, &target);
+                reached = None;
+            }
+            FileType::Directory => {
+                stack.push((fd, entry_path));
+                reached = None;
+            }
+            _ if todo.is_empty() => reached = Some(fd),
+            // A component that is not a directory, with more after it.
+            _ => return Err(Error::path(what, path, crate::Errno(20))), // ENOTDIR
+        }
+    }
+    let Some(socket) = reached else {
+        // The path names a directory (or /).
+        return Err(Error::path(what, path, crate::Errno(88))); // ENOTSOCK
+    };
+    let owner = fstat(&socket)
+        .map_err(|e| Error::path(what, path, e))?
+        .st_uid;
+    for step in &steps {
+        if let Some(why) = untrusted_step(step, owner) {
+            return Err(Error::Usage(format!(
+                "{what} {}: {why}: a user other than root or the socket's owner could \
+                 choose what the GPU daemon connects to; name the socket by a path only \
+                 root (or its owner) can change",
+                path.display()
+            )));
+        }
+    }
+    Ok(socket)
+}
+
+/// Why a step of the walk to a socket owned by `owner` could be changed
+/// by someone else, if it could.
+fn untrusted_step(step: &Step, owner: u32) -> Option<String> {
+    let trusted = |uid: u32| uid == 0 || uid == owner;
+    let (dir, entry) = (&step.dir_stat, &step.entry_stat);
+    let mode = dir.st_mode;
+    let writable = mode & 0o002 != 0 || (mode & 0o020 != 0 && dir.st_gid != 0);
+    let sticky = mode & 0o1000 != 0;
+    let symlink = entry.st_mode & 0o170000 == 0o120000;
+    if !trusted(dir.st_uid) || (writable && !sticky) {
+        return Some(format!("{} is {}", step.dir.display(), describe_stat(dir)));
+    }
+    if symlink && (entry.st_uid != 0 || dir.st_uid != 0) {
+        return Some(format!(
+            "{} is a symlink of {} in {} ({})",
+            step.entry.display(),
+            name_of("/etc/passwd", entry.st_uid),
+            step.dir.display(),
+            describe_stat(dir)
+        ));
+    }
+    if writable && !trusted(entry.st_uid) {
+        return Some(format!(
+            "{} is {}'s, in {} ({})",
+            step.entry.display(),
+            name_of("/etc/passwd", entry.st_uid),
+            step.dir.display(),
+            describe_stat(dir)
+        ));
+    }
+    None
 }
 
 /// The host group the GPU daemon needs for a socket of `mode` and `gid`:
@@ -288,6 +629,137 @@ mod tests {
         }
         let e = g(0o100660, 15).unwrap_err().to_string();
         assert!(e.contains("Socket operation on non-socket"), "{e}");
+    }
+
+    #[test]
+    fn a_state_dir_others_may_search_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("host-closed-{}", std::process::id()));
+        std::fs::create_dir(&d).unwrap();
+        let with = |mode: u32| {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            check_closed(&d)
+        };
+        assert!(with(0o700).is_ok());
+        for mode in [0o755, 0o711, 0o701] {
+            let e = with(mode).unwrap_err();
+            assert_eq!(e.exit_code(), crate::EXIT_USAGE);
+            let fix = format!("chmod 0700 {}", d.display());
+            assert!(e.to_string().contains(&fix), "{e}");
+        }
+        // The group's x: fine only for root's group.
+        let root_group = std::fs::metadata(&d).unwrap().gid() == 0;
+        assert_eq!(with(0o750).is_ok(), root_group);
+        // Below a directory the VM's processes cannot search.
+        let below = d.join("state");
+        std::fs::create_dir(&below).unwrap();
+        std::fs::set_permissions(&below, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = with(0o700).and_then(|()| check_closed(&below)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("chmod o+x {}", d.display())),
+            "{e}"
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).unwrap();
+        assert!(check_closed(&below).is_ok());
+        std::fs::remove_dir(&below).unwrap();
+        with(0o700).unwrap();
+        // A plain directory stays in; a symlink leads out.
+        let (plain, link) = (d.join("plain"), d.join("link"));
+        std::fs::create_dir(&plain).unwrap();
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        assert_eq!(leads_out(&plain, &d).unwrap(), None);
+        assert_eq!(leads_out(&link, &d).unwrap(), Some("a symlink"));
+        assert!(check_vm_dir_inside(&d, &link).is_err());
+        assert!(check_storage(&d, &plain).is_ok());
+        // The host's / honours setuid bits.
+        let e = check_storage(&d, &link).unwrap_err().to_string();
+        assert!(e.contains("a symlink") && e.contains("nosuid,nodev"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_walk_to_a_socket_follows_only_what_root_or_its_owner_can_change() {
+        use std::os::unix::fs::{lchown, symlink, PermissionsExt};
+        let chmod =
+            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        let top = std::env::temp_dir().join(format!("host-walk-{}", std::process::id()));
+        let run = top.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        chmod(&top, 0o755);
+        chmod(&run, 0o755);
+        let socket = run.join("wayland-0");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let refused = |p: &Path, says: &str| {
+            let e = walk_to_socket(p).unwrap_err();
+            assert_eq!(e.exit_code(), crate::EXIT_USAGE, "{e}");
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        };
+        walk_to_socket(&socket).unwrap();
+        walk_to_socket(&run.join("../run/./wayland-0")).unwrap();
+        // A directory others may write: they could put anything there.
+        chmod(&run, 0o777);
+        refused(&socket, &format!("{} is drwxrwxrwx", run.display()));
+        // Sticky, like /tmp: others cannot replace the socket's owner's entry.
+        chmod(&run, 0o1777);
+        walk_to_socket(&socket).unwrap();
+        chmod(&run, 0o755);
+        let missing = walk_to_socket(&run.join("none")).unwrap_err();
+        assert_eq!(missing.exit_code(), crate::EXIT_SYSCALL, "{missing}");
+        if rustix::process::geteuid().is_root() {
+            // A symlink root made, in a directory of root's: followed,
+            // absolute or relative.
+            symlink(&socket, top.join("abs")).unwrap();
+            symlink("run/wayland-0", top.join("rel")).unwrap();
+            walk_to_socket(&top.join("abs")).unwrap();
+            walk_to_socket(&top.join("rel")).unwrap();
+            // A symlink of another user's: not followed.
+            lchown(top.join("rel"), Some(65534), None).unwrap();
+            refused(&top.join("rel"), "is a symlink of");
+            // The attack: a directory of another user's holding a symlink
+            // (root's) to a root-owned socket.
+            let theirs = top.join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            symlink(&socket, theirs.join("wayland-0")).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            refused(&theirs.join("wayland-0"), &theirs.display().to_string());
+            // In a sticky directory, an entry of someone else's.
+            chmod(&run, 0o1777);
+            let sub = run.join("sub");
+            std::fs::create_dir(&sub).unwrap();
+            std::fs::rename(&socket, sub.join("wayland-0")).unwrap();
+            lchown(&sub, Some(65534), None).unwrap();
+            refused(&sub.join("wayland-0"), &sub.display().to_string());
+            // ... unless it is the socket's owner's.
+            lchown(sub.join("wayland-0"), Some(65534), None).unwrap();
+            walk_to_socket(&sub.join("wayland-0")).unwrap();
+        }
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn mountinfo_lines_are_read_with_their_escapes() {
+        let text =
+            "36 35 98:0 /mnt1 /mnt/a\\040b rw,nosuid,nodev,noatime master:1 - ext3 /dev/root rw\n\
+                    37 35 0:5 / /run rw,nosuid - tmpfs tmpfs rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0],
+            MountInfo {
+                id: 36,
+                dev: "98:0".into(),
+                root: "/mnt1".into(),
+                point: "/mnt/a b".into(),
+                nosuid_nodev: true,
+            }
+        );
+        assert!(!m[1].nosuid_nodev);
+        // This process's own mounts: / is among them.
+        assert!(mountinfo()
+            .unwrap()
+            .iter()
+            .any(|m| m.point == Path::new("/")));
     }
 
     #[test]

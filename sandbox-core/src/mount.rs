@@ -86,6 +86,19 @@ pub fn clone_tree(path: &Path) -> Result<OwnedFd> {
     .op_path("open_tree clone", path)
 }
 
+/// A detached copy of the mount at the file `fd` names (an O_PATH fd):
+/// what was reached by a walk, never by the path again.
+pub fn clone_at(fd: &OwnedFd, what: &Path) -> Result<OwnedFd> {
+    open_tree(
+        fd,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .op_path("open_tree clone", what)
+}
+
 /// Marks a detached tree as idmapped through `userns` (an fd of a user
 /// namespace): ids of files are shifted by that namespace's maps.
 pub fn idmap_tree(tree: &OwnedFd, userns: impl AsFd, what: &Path) -> Result<()> {
@@ -206,8 +219,9 @@ pub enum MountRoot {
     Other,
 }
 
-/// A tmpfs for VM directories on a host whose /run is not one: nosuid
-/// and nodev (see `host::check_storage`), programs may run from it.
+/// A nosuid,nodev tmpfs on which programs may run: the scan directory of
+/// a VM's own s6, and the state dirs of tests on a host whose /run is not
+/// a tmpfs.
 pub fn mount_state_tmpfs(target: &Path) -> Result<()> {
     mount(
         "tmpfs",
@@ -232,18 +246,21 @@ pub fn detach(target: &Path) -> Result<()> {
 
 /// The VM's mount namespace, built by PID 1 in the namespace clone_vm made:
 /// private propagation, the host rootfs read-only, a fresh /proc for the
-/// VM's PID namespace, the state dir replaced by one holding only this VM.
-pub fn build_vm_namespace(state_dir: &Path, name: &str) -> Result<PathBuf> {
+/// VM's PID namespace, the state dir replaced by one holding only this VM,
+/// whose directory is `vm_tree`: a detached tree of it the outer vm-init
+/// made as host root. PID 1 could not reach it by path: the state dir is
+/// root's alone (`host::check_closed`) and PID 1's ids are the VM's.
+/// Mounting over the state dir needs only search on the directories above.
+pub fn build_vm_namespace(state_dir: &Path, name: &str, vm_tree: &OwnedFd) -> Result<PathBuf> {
     // Private first: nothing below may leak to the host's mount namespace.
     make_private()?;
     // The caller's working directory is a host path: leave it.
     std::env::set_current_dir("/").op_path("chdir", "/")?;
-    // Clone the VM's directory while it is still writable and visible.
     let vm_dir = state_dir.join(name);
-    let tree = clone_tree(&vm_dir)?;
     // The host rootfs, every submount included (/sys, /dev, ...), read-only.
     // Device nodes stay usable: a read-only mount does not stop opening a
-    // device for writing, only writing to the file system.
+    // device for writing, only writing to the file system. (The VM's
+    // directory, detached, stays writable.)
     make_readonly_recursive(Path::new("/"))?;
     mount_proc(Path::new("/proc"), false)?;
     // Other VMs' directories must not exist here at all, not merely be
@@ -259,7 +276,7 @@ pub fn build_vm_namespace(state_dir: &Path, name: &str) -> Result<PathBuf> {
         },
     )?;
     std::fs::create_dir(&vm_dir).op_path("mkdir", &vm_dir)?;
-    attach(&tree, &vm_dir)?;
+    attach(vm_tree, &vm_dir)?;
     Ok(vm_dir)
 }
 

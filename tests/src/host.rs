@@ -163,7 +163,7 @@ pub const TESTS_TOP: &str = "/run/vm-sandbox-tests";
 static STATE_MOUNT: Mutex<(usize, bool)> = Mutex::new((0, false));
 
 /// The tests' VM directories on a nosuid,nodev file system, as a tmpfs
-/// /run is on a normal host (vm-init refuses reachable storage elsewhere).
+/// /run is on a normal host.
 /// On a host whose /run is a plain directory of the root file system (a
 /// fresh machine of this kind), a tmpfs is mounted on [`TESTS_TOP`] for
 /// as long as a test of this process needs it.
@@ -282,4 +282,56 @@ impl Drop for RenderNode {
             let _ = std::fs::remove_dir("/dev/dri");
         }
     }
+}
+
+/// Runs `program` with `args` as a host user with no privilege and no
+/// group (nobody, 65534): what any host user could do. Through a shell:
+/// setpriv keeps its capabilities across the uid change until its own
+/// exec (PR_SET_KEEPCAPS), so a path it execs directly is walked with
+/// CAP_DAC_OVERRIDE; the shell's has none left.
+pub fn as_nobody(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["sh", "-c", "exec \"$0\" \"$@\"", program])
+        .args(args)
+        .output()
+        .expect("run setpriv")
+}
+
+/// What a host user (nobody) reached of what the daemons of the VM at
+/// `vm` could have opened to everyone: the probe's setuid copy in fs/, the
+/// VMM's FIFO, vsock.d. Each attempt must fail with EACCES; returns the
+/// ones that did not, with what was said.
+pub fn nobody_reaches(vm: &std::path::Path) -> Vec<String> {
+    let d = sandbox_core::vmdir::VmDir::new(vm);
+    let copy = d.storage().join(crate::SETUID_COPY);
+    let mut attempts: Vec<(&str, Vec<std::ffi::OsString>)> = Vec::new();
+    if copy.exists() {
+        attempts.push(("run", vec![copy.into(), "--euid".into()]));
+    }
+    for (what, script, path) in [
+        ("write", "echo attack >> \"$1\"", d.serial_fifo()),
+        ("create in", ": > \"$1\"/attack", d.vsock_dir()),
+    ] {
+        if path.exists() {
+            let argv = ["sh", "-c", script, "sh"].map(Into::into);
+            let mut argv = argv.to_vec();
+            argv.push(path.into());
+            attempts.push((what, argv));
+        }
+    }
+    let mut reached = Vec::new();
+    for (what, argv) in attempts {
+        let rest: Vec<&std::ffi::OsStr> = argv[1..].iter().map(|a| a.as_os_str()).collect();
+        let out = as_nobody(argv[0].to_str().unwrap(), &rest);
+        let said = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !said.contains("Permission denied") {
+            reached.push(format!(
+                "{what} {:?}: {}{said}",
+                argv.last().unwrap(),
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+    }
+    reached
 }

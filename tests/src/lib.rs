@@ -28,6 +28,10 @@ pub fn abstract_name(vm: &str, uid: u32) -> String {
     format!("vm-sandbox-test-{vm}-{uid}")
 }
 
+/// What the probe in virtiofsd's place leaves in fs/: a setuid-root copy
+/// of itself, which, run with `--euid`, says whose program it runs as.
+pub const SETUID_COPY: &str = "probe-setuid";
+
 /// One HTTP request off `conn` (cloud-hypervisor's API, as its stand-ins
 /// serve it): its first line and its body, read until the whole message
 /// is there or the client stops sending.
@@ -260,7 +264,7 @@ pub fn privileged_with(test: &str, programs: &[&str]) -> bool {
     false
 }
 
-/// A state dir of the test's own, `/run/vm-sandbox-tests/TEST-PID/state`
+/// A state dir of the test's own, `/run/vm-sandbox-tests/TEST-PID/state`, mode 0700
 /// (not under /tmp: every service gets a private /tmp that would cover it),
 /// removed with its parent when dropped. The parent holds what must stay
 /// visible inside a VM, where the state dir holds only the VM's own
@@ -285,6 +289,10 @@ impl StateDir {
         let _ = std::fs::remove_dir_all(&top);
         let dir = top.join("state");
         std::fs::create_dir_all(&dir).expect("create state dir");
+        // Root's alone, as vm-init requires (host::check_closed).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700 state dir");
         link_binaries(&bin_dir(), &top.join("bin"));
         StateDir(dir, None, mount)
     }

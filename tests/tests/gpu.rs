@@ -347,6 +347,23 @@ fn a_compositor_socket_it_cannot_use_is_refused_before_anything_starts() {
     let owner_only = top.join("owner-only/wayland-0");
     let _l = socket(&owner_only, 0o600);
     let missing = top.join("no-compositor/wayland-0");
+    // The socket of a group the GPU daemon would get, reached through a
+    // directory of another user's (nobody's), who could make it lead to
+    // any socket of a group that user likes.
+    let group = TestGroup::new("vm-sandbox-wl");
+    let grouped = top.join("compositor/wayland-0");
+    let _g = socket(&grouped, 0o660);
+    assert!(Command::new("chgrp")
+        .arg(group.name)
+        .arg(&grouped)
+        .status()
+        .unwrap()
+        .success());
+    let theirs = top.join("nobodys");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::symlink(&grouped, theirs.join("wayland-0")).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let through_theirs = theirs.join("wayland-0");
     let bin = state.standins();
     for (path, says, code) in [
         (
@@ -362,6 +379,11 @@ fn a_compositor_socket_it_cannot_use_is_refused_before_anything_starts() {
         (
             &owner_only,
             "is srw------- group 0: only its owner may connect".to_owned(),
+            100,
+        ),
+        (
+            &through_theirs,
+            format!("{} is drwxr-xr-x nobody:", theirs.display()),
             100,
         ),
     ] {

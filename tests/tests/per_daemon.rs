@@ -385,6 +385,13 @@ fn the_probes_in_each_daemons_place_as_services() {
         tests::vm::assert_report_holds(&report, min);
         let log = tests::vm::wait_line(&mut child, ": ready");
         assert!(log.contains(": ready"), "{name}: {log}");
+        // What the probe opened to everyone (fs/, its setuid copy, the
+        // FIFO, vsock.d) no host user reaches.
+        let reached = tests::host::nobody_reaches(&vm);
+        assert!(
+            reached.is_empty(),
+            "{name}: a host user reached: {reached:?}"
+        );
         if gpu.is_some() {
             gpu_server_dies_with_its_supervisor(child.id() as i32);
         }

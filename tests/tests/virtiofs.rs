@@ -165,6 +165,20 @@ fn the_guest_cannot_walk_out_of_its_storage() {
     );
 }
 
+/// What the probe in virtiofsd's place expects in fs/: a file of the
+/// host's, and a device node the host left there (1:3 is /dev/null's).
+fn storage_for_the_probe(vm: &Path) {
+    std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        vm.join("fs/host-device"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+}
+
 #[test]
 fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     if !privileged("virtiofs_probe") {
@@ -175,16 +189,7 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     let bait = tests::bait::hold();
     let vm = state.add_standin_vm("p");
     state.add_standin_vm("other");
-    std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
-    // A device node the host left in the storage (1:3 is /dev/null's).
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        vm.join("fs/host-device"),
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::from_raw_mode(0o666),
-        rustix::fs::makedev(1, 3),
-    )
-    .unwrap();
+    storage_for_the_probe(&vm);
     let bin = state.standins();
     let mut cmd = Command::new(state.bin().join("vm-init"));
     cmd.args([
@@ -218,4 +223,93 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
         denials.iter().any(|d| d.contains("probe-exec")),
         "no Landlock audit records: {denials:?}"
     );
+}
+
+/// A tmpfs that honours setuid bits, over `dir`, unmounted when dropped.
+struct SetuidTmpfs(std::path::PathBuf);
+
+impl SetuidTmpfs {
+    fn over(dir: &Path) -> SetuidTmpfs {
+        rustix::mount::mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            c"mode=700",
+        )
+        .unwrap();
+        SetuidTmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for SetuidTmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// The guest's root owns fs/ through the idmap: in virtiofsd's place, the
+/// probe opens fs/ to everyone and leaves a setuid-root copy of itself
+/// there, on a file system that honours setuid bits. No host user may
+/// reach it, whatever fs/'s mode: vm-init refuses a state dir host users
+/// may search, and with one only root may, the copy is out of their
+/// reach. (Before, the VM ran with the state dir 0755, and nobody ran the
+/// copy as euid 0; PID 1 could not even start under a 0700 one.)
+#[test]
+fn a_setuid_program_the_guests_root_leaves_reaches_no_host_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if !privileged("virtiofs_setuid") {
+        return;
+    }
+    let chmod = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    let state = StateDir::new("virtiofs_setuid");
+    let _suid = SetuidTmpfs::over(&state.0);
+    let vm = state.add_standin_vm("p");
+    storage_for_the_probe(&vm);
+    let copy = vm.join("fs").join(tests::SETUID_COPY);
+    let bin = state.standins();
+    let vm_init = |state_dir_mode| {
+        chmod(&state.0, state_dir_mode).unwrap();
+        state.vm_init_reporting("p", &bin.join("vmm-cooperative"), &bin.join("probe"), &[])
+    };
+    // fs/ 0700, as the refusal advised before: the guest's root owns it.
+    chmod(&vm.join("fs"), 0o700).unwrap();
+    // Searchable by host users: refused before anything runs.
+    let out = vm_init(0o755).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(100), "{err}");
+    assert!(
+        err.contains(&format!("chmod 0700 {}", state.0.display())),
+        "{err}"
+    );
+    assert!(!copy.exists());
+    // Root's alone: the VM runs, the probe does its worst.
+    let mut child = vm_init(0o700);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let report = read_report(&mut stdout);
+    eprintln!("{report}");
+    assert_report_holds(&report, 25);
+    let meta = std::fs::metadata(&copy).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o4755));
+    assert_eq!(
+        std::fs::metadata(vm.join("fs")).unwrap().mode() & 0o777,
+        0o755
+    );
+    // A host user, while the VM runs and after it: out of reach.
+    let reached = tests::host::nobody_reaches(&vm);
+    assert!(reached.is_empty(), "a host user reached: {reached:?}");
+    let nobody = || tests::host::as_nobody(copy.to_str().unwrap(), &["--euid".as_ref()]);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = wait_at_most(&mut child, Duration::from_secs(10));
+    assert!(!nobody().status.success());
+    // The control: were the state dir searchable, any host user would
+    // run the guest's program as root.
+    chmod(&state.0, 0o755).unwrap();
+    assert_eq!(tests::host::nobody_reaches(&vm).len(), 1);
+    let ran = nobody();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "euid 0\n", "{ran:?}");
+    std::fs::remove_file(&copy).unwrap();
 }

@@ -413,10 +413,12 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         assert_eq!(code, Some(100), "{bad}: {err}");
     }
     // A state dir deep enough that DIR/NAME/vsock.d/vsock overflows sun_path.
-    let deep = state.0.join("d".repeat(90));
+    let deep = state.top().join("d".repeat(90));
     std::fs::create_dir_all(deep.join("long/config")).unwrap();
     std::fs::create_dir_all(deep.join("long/fs")).unwrap();
     std::fs::write(deep.join("long/config/vmlinux"), "").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = Command::new(state.bin().join("vm-init"))
         .args([
             "--parent-pid",
@@ -544,7 +546,19 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     assert!(err.contains("drwxrwxrwx"), "{err}");
     mode(&state.0, 0o1777);
     refused_by_host_setup(&bin, &state.0, "w", &state.0);
-    mode(&state.0, 0o755);
+    // Searchable by host users: what the guest's root and the VMM make
+    // below it, whatever its mode, would be theirs to reach.
+    for (m, gid) in [(0o755, 0), (0o711, 0), (0o750, 100)] {
+        std::os::unix::fs::chown(&state.0, None, Some(gid)).unwrap();
+        mode(&state.0, m);
+        let err = refused_by_host_setup(&bin, &state.0, "w", &state.0);
+        assert!(
+            err.contains(&format!("chmod 0700 {}", state.0.display())),
+            "{err}"
+        );
+    }
+    std::os::unix::fs::chown(&state.0, None, Some(0)).unwrap();
+    mode(&state.0, 0o700);
     // ... or a directory above it.
     let top = state.top();
     mode(&top, 0o757);
@@ -560,44 +574,82 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     mode(&vm, 0o755);
     let err = refused_by_host_setup(&bin, &state.0, "w", &vm);
     assert!(err.contains("VM directory"), "{err}");
-    // Storage a host user could reach, on a file system that honours
-    // setuid bits (a plain tmpfs here): a guest's root could leave a
-    // setuid-root program for them.
-    let suid_top = std::path::PathBuf::from(format!("/run/vm-sandbox-suid-{}", std::process::id()));
-    std::fs::create_dir_all(&suid_top).unwrap();
+
+    // Outside the state dir, on a file system that honours setuid bits (a
+    // plain tmpfs here): what leads there from the state dir is refused.
+    let out = std::path::PathBuf::from(format!("/run/vm-sandbox-suid-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
     rustix::mount::mount(
         "tmpfs",
-        &suid_top,
+        &out,
         "tmpfs",
         rustix::mount::MountFlags::empty(),
         c"mode=755",
     )
     .unwrap();
-    let suid_state = suid_top.join("state");
-    std::fs::create_dir_all(suid_state.join("s/config")).unwrap();
-    std::fs::create_dir_all(suid_state.join("s/fs")).unwrap();
-    std::fs::write(suid_state.join("s/config/vmlinux"), "").unwrap();
-    let err = refused_by_host_setup(&bin, &suid_state, "s", &suid_state.join("s/fs"));
-    assert!(err.contains("nosuid,nodev"), "{err}");
-    // fs/ only root may enter: nothing in it is reachable, and the VM runs.
-    mode(&suid_state.join("s/fs"), 0o700);
-    let standins = state.standins();
-    let mut child = Command::new(bin.join("vm-init"))
-        .args(["--parent-pid", &std::process::id().to_string()])
-        .arg("--state-dir")
-        .arg(&suid_state)
-        .arg("--vmm")
-        .arg(standins.join("vmm-cooperative"))
-        .arg("--virtiofsd")
-        .arg(standins.join("virtiofsd-ok"))
-        .arg("s")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The VM directory a symlink out of the state dir.
+    let elsewhere = out.join("vm");
+    std::fs::create_dir_all(elsewhere.join("config")).unwrap();
+    std::fs::create_dir_all(elsewhere.join("fs")).unwrap();
+    std::fs::write(elsewhere.join("config/vmlinux"), "").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, state.0.join("l")).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "l", &state.0.join("l"));
+    assert!(err.contains("a symlink"), "{err}");
+    std::fs::remove_file(state.0.join("l")).unwrap();
+    // The VM directory also bound elsewhere, past the state dir.
+    std::os::unix::fs::chown(&vm, Some(0), Some(0)).unwrap();
+    let bound = out.join("bound");
+    std::fs::create_dir(&bound).unwrap();
+    rustix::mount::mount_bind(&vm, &bound).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "w", &vm);
+    assert!(
+        err.contains(&format!("mounted at {}", bound.display())),
+        "{err}"
+    );
+    rustix::mount::unmount(&bound, rustix::mount::UnmountFlags::DETACH).unwrap();
+    // Storage a symlink there: a guest's root could leave a setuid-root
+    // program where host users reach it.
+    let s = state.add_standin_vm("s");
+    let store = out.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::remove_dir(s.join("fs")).unwrap();
+    std::os::unix::fs::symlink(&store, s.join("fs")).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    assert!(
+        err.contains("a symlink") && err.contains("nosuid,nodev"),
+        "{err}"
+    );
+    // ... or a bind mount of it.
+    std::fs::remove_file(s.join("fs")).unwrap();
+    std::fs::create_dir(s.join("fs")).unwrap();
+    rustix::mount::mount_bind(&store, s.join("fs")).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    assert!(err.contains("a mount point"), "{err}");
+    // Mounted nosuid,nodev there, but not where else it shows.
+    let nosuid_nodev = |at: &Path| {
+        rustix::mount::mount_remount(
+            at,
+            rustix::mount::MountFlags::BIND
+                | rustix::mount::MountFlags::NOSUID
+                | rustix::mount::MountFlags::NODEV,
+            c"",
+        )
+        .unwrap()
+    };
+    nosuid_nodev(&s.join("fs"));
+    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    assert!(
+        err.contains(&format!("mounted at {} without", out.display())),
+        "{err}"
+    );
+    // Nosuid,nodev wherever it shows, the same storage is fine.
+    nosuid_nodev(&out);
+    let mut child = direct(&state, "s", "vmm-cooperative", "virtiofsd-ok", &[]);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
     assert_eq!(stop(&mut child), Some(0));
-    rustix::mount::unmount(&suid_top, rustix::mount::UnmountFlags::DETACH).unwrap();
-    std::fs::remove_dir(&suid_top).unwrap();
+    rustix::mount::unmount(s.join("fs"), rustix::mount::UnmountFlags::DETACH).unwrap();
+    rustix::mount::unmount(&out, rustix::mount::UnmountFlags::DETACH).unwrap();
+    std::fs::remove_dir(&out).unwrap();
 
     // Put right, the same VM runs.
     std::os::unix::fs::chown(&vm, Some(0), Some(0)).unwrap();

@@ -64,6 +64,16 @@ fn the_probe_in_cloud_hypervisors_place() {
         "argv differs:\n{report}\nwanted\n{argv}"
     );
     assert_report_holds(&report, 28);
+    // The probe opened its FIFO and vsock.d to everyone; no host user
+    // reaches either (the state dir above them is root's alone).
+    use std::os::unix::fs::MetadataExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(
+        (mode(&d.serial_fifo()), mode(&d.vsock_dir())),
+        (0o666, 0o777)
+    );
+    let reached = tests::host::nobody_reaches(&vm);
+    assert!(reached.is_empty(), "a host user reached: {reached:?}");
     // The probe sent cloud-hypervisor's "booted" event on fd 4.
     assert!(wait_line(&mut child, ": ready").contains("ready (slot"));
     // vm-init's graceful stop reaches the probe over the API listener fd.
@@ -85,7 +95,6 @@ fn the_probe_in_cloud_hypervisors_place() {
     // FIFO (04755 by its hand) and vsock.d are gone; serial.log, which
     // PID 1 wrote, was root's all along.
     let log = std::fs::metadata(d.serial_log()).unwrap();
-    use std::os::unix::fs::MetadataExt;
     assert_eq!(
         (log.uid(), log.gid(), log.mode() & 0o7777),
         (0, 0, 0o640),

@@ -53,6 +53,17 @@ pub struct Vm {
     pub services: Option<crate::services::Templates>,
 }
 
+/// The mounts the outer makes as host root and hands PID 1 with the
+/// id-map handshake, in this order.
+#[derive(Debug)]
+pub struct HandedMounts {
+    /// The VM directory: PID 1 cannot reach it by path (the state dir is
+    /// root's alone); attached below the tmpfs over the state dir.
+    pub vm_dir: std::os::fd::OwnedFd,
+    /// `VMDIR/fs`, idmapped for the VM's user namespace, over the plain one.
+    pub storage: std::os::fd::OwnedFd,
+}
+
 /// The listening sockets PID 1 hands to the wrappers, and the two ends of
 /// the guest's console it copies between.
 #[derive(Debug)]
@@ -98,6 +109,11 @@ fn check(args: &Args) -> Result<Vm, Error> {
     // vm-init binds, chowns and mounts in these as host root.
     host::check_root_only("state dir", &args.state_dir)?;
     host::check_root_only("VM directory", dir.path())?;
+    // Whatever the guest's root or a daemon makes below the VM directory,
+    // host users must not reach it: the state dir is the barrier, and the
+    // VM directory must sit behind it.
+    host::check_closed(&args.state_dir)?;
+    host::check_vm_dir_inside(&args.state_dir, dir.path())?;
     let etc_group =
         std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
     if config.uses_kvm() {
@@ -120,7 +136,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
             dir.storage().display()
         )));
     }
-    host::check_storage(&dir.storage())?;
+    host::check_storage(dir.path(), &dir.storage())?;
     for path in dir.socket_paths() {
         let len = path.as_os_str().len();
         if len > SUN_PATH_MAX {
@@ -353,12 +369,13 @@ pub fn run(args: &Args) -> Result<u8, Error> {
             std::mem::forget(created);
             let started = pending.wait_for_id_maps().and_then(|fds| {
                 watch.arm_and_check()?;
-                fds.into_iter()
-                    .next()
-                    .ok_or_else(|| Error::Refused("the outer sent no idmapped mount of fs/".into()))
+                let [vm_dir, storage] = <[_; 2]>::try_from(fds).map_err(|_| {
+                    Error::Refused("the outer sent no mount of the VM directory and of fs/".into())
+                })?;
+                Ok(HandedMounts { vm_dir, storage })
             });
             let code = match started {
-                Ok(storage) => pid1::run(args, &vm, slot, listeners, storage, watch, notify),
+                Ok(mounts) => pid1::run(args, &vm, slot, listeners, mounts, watch, notify),
                 Err(e) => {
                     sandbox_core::say!("vm-init: {}: PID 1: {e}", args.name);
                     e.exit_code()
@@ -373,8 +390,11 @@ pub fn run(args: &Args) -> Result<u8, Error> {
             // through the VM's user namespace, so the guest's uid N is N on
             // disk. Only host root can make it; PID 1 attaches it.
             let storage = idmapped_storage(&vm, &child)?;
-            let running = child.release(&[storage.as_fd()])?;
-            drop(storage);
+            // The VM directory as host root reaches it: PID 1 cannot
+            // search the state dir.
+            let vm_dir = mount::clone_tree(vm.dir.path())?;
+            let running = child.release(&[vm_dir.as_fd(), storage.as_fd()])?;
+            drop((vm_dir, storage));
             // PID 1 holds the only copies that matter now.
             drop((notify, listeners, watch, vm.gpu.take()));
             loop {

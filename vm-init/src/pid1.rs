@@ -18,7 +18,7 @@ use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
-use crate::outer::{Listeners, Vm, SIGNALS};
+use crate::outer::{HandedMounts, Listeners, Vm, SIGNALS};
 use crate::output::OutputRelay;
 use crate::serial::SerialRelay;
 use crate::services::{self, VmmEvent, VmmEvents};
@@ -35,11 +35,11 @@ pub fn run(
     vm: &Vm,
     slot: Slot,
     listeners: Listeners,
-    storage: OwnedFd,
+    mounts: HandedMounts,
     watch: ParentWatch,
     notify: Option<OwnedFd>,
 ) -> u8 {
-    match run_vm(args, vm, slot, listeners, storage, &watch, notify) {
+    match run_vm(args, vm, slot, listeners, mounts, &watch, notify) {
         Ok(code) => code,
         Err(e) => {
             sandbox_core::say!("vm-init: {}: {e}", args.name);
@@ -102,7 +102,7 @@ fn run_vm(
     vm: &Vm,
     slot: Slot,
     listeners: Listeners,
-    storage: OwnedFd,
+    mounts: HandedMounts,
     watch: &ParentWatch,
     notify: Option<OwnedFd>,
 ) -> Result<u8, Error> {
@@ -111,10 +111,10 @@ fn run_vm(
     // namespace) and must not ptrace or read us. (Our session keyring is
     // the VM's, host root's and empty: the outer made it for the clone.)
     prctl::not_dumpable()?;
-    let vm_dir = mount::build_vm_namespace(&args.state_dir, name.as_str())?;
+    let vm_dir = mount::build_vm_namespace(&args.state_dir, name.as_str(), &mounts.vm_dir)?;
     // The idmapped fs/ the outer made, over the plain one.
-    mount::attach(&storage, &VmDir::new(&vm_dir).storage())?;
-    drop(storage);
+    mount::attach(&mounts.storage, &VmDir::new(&vm_dir).storage())?;
+    drop(mounts);
     // virtiofsd's own user namespace, mapping the guest's ids alone: made
     // while user namespaces can still be made, through the VM's own /proc.
     let guest_ids = ns::guest_ids_user_namespace()?;

@@ -206,6 +206,7 @@ pub fn run() -> Result {
     let _mount = crate::host::top_mount(&top)?;
     let (bin, state) = (top.join("bin"), top.join("state"));
     link_binaries(&bin)?;
+    crate::host::state_dir(&state)?;
     let result = measure(&bin, &state);
     let _ = std::fs::remove_dir_all(&top);
     let report = result?;

@@ -395,9 +395,10 @@ fn prepare() -> Result {
 /// dir under `top`.
 fn lay_out(top: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let (bin, state, scan) = (top.join("bin"), top.join("state"), top.join("scan"));
-    for d in [&bin, &state, &scan] {
+    for d in [&bin, &scan] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
     }
+    crate::host::state_dir(&state)?;
     let build = root().join("target/debug");
     for b in [
         "vm-init",

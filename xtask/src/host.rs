@@ -46,8 +46,7 @@ pub fn kvm_as_udev_makes_it() -> Result {
 }
 
 /// The demo's or the bench's top directory on a nosuid,nodev file system,
-/// as a tmpfs /run is on a normal host: vm-init refuses VM storage that
-/// host users could reach elsewhere. Where /run is a plain directory (a
+/// as a tmpfs /run is on a normal host. Where /run is a plain directory (a
 /// fresh machine of this kind) a tmpfs is mounted on it for the run, and
 /// let go of when this is dropped.
 #[derive(Debug)]
@@ -60,6 +59,15 @@ pub fn top_mount(top: &std::path::Path) -> Result<TopMount> {
     }
     sandbox_core::mount::mount_state_tmpfs(top).map_err(|e| e.to_string())?;
     Ok(TopMount(Some(top.to_owned())))
+}
+
+/// A state dir as vm-init requires one: root's, traversable by root
+/// alone (below it the guest's root and the VMM own what they may chmod).
+pub fn state_dir(dir: &std::path::Path) -> Result {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("chmod 0700 {}: {e}", dir.display()))
 }
 
 impl Drop for TopMount {

@@ -310,6 +310,7 @@ check() {{ if [ "$2" = 1 ]; then echo "KERNEL-CHECK $1 ok"; else echo "KERNEL-CH
 state=/run/ext4/state
 bin=/run/vm-sandbox-bin
 mkdir -p $state/w/config $state/w/fs $bin
+chmod 700 $state
 : > $state/w/config/vmlinux
 for b in vm-init wrap-virtiofsd wrap-vmm wrap-gpu; do cp {b}/$b $bin/; done
 cp {b}/standin $bin/vmm-cooperative

@@ -18,7 +18,9 @@ pub fn run() -> Result {
     // every sandboxed service covers with a private tmpfs.
     let top = std::path::PathBuf::from(format!("/run/vm-sandbox-matrix-{}", std::process::id()));
     let (bin, state) = (top.join("bin"), top.join("state"));
-    let result = link_test_binaries(&bin).and_then(|()| tables(&bin, &state));
+    let result = link_test_binaries(&bin)
+        .and_then(|()| crate::host::state_dir(&state))
+        .and_then(|()| tables(&bin, &state));
     let _ = std::fs::remove_dir_all(&top);
     result
 }

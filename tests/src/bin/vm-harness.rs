@@ -58,22 +58,29 @@ fn run(args: &Args) -> Result<i32, Error> {
     match clone_vm()? {
         Cloned::Parent(child) => {
             child.write_id_maps(args.slot, &[])?;
-            let running = child.release(&[])?;
+            // As vm-init's outer does: PID 1 may not search the state dir.
+            let vm_dir = mount::clone_tree(&args.state_dir.join(args.name.as_str()))?;
+            let running = child.release(&[std::os::fd::AsFd::as_fd(&vm_dir)])?;
             let status = spawn::wait(running.pid)?;
             Ok(status.relay_code().into())
         }
         Cloned::Child(pending) => {
-            pending.wait_for_id_maps()?;
+            let vm_dir = pending
+                .wait_for_id_maps()?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Refused("no mount of the VM directory".into()))?;
             watch.arm_and_check()?;
             drop(watch);
-            pid1(args)
+            pid1(args, vm_dir)
         }
     }
 }
 
-fn pid1(args: &Args) -> Result<i32, Error> {
+fn pid1(args: &Args, vm_tree: OwnedFd) -> Result<i32, Error> {
     prctl::not_dumpable()?;
-    let vm_dir = mount::build_vm_namespace(&args.state_dir, args.name.as_str())?;
+    let vm_dir = mount::build_vm_namespace(&args.state_dir, args.name.as_str(), &vm_tree)?;
+    drop(vm_tree);
     // As vm-init's PID 1 does for wrap-virtiofsd (its fd 4).
     let guest_ids = sandbox_core::ns::guest_ids_user_namespace()?;
     std::fs::write("/proc/sys/user/max_user_namespaces", "0")

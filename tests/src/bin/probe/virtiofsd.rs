@@ -35,6 +35,26 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         Want::Ok,
         io(fs::read(shared.join("from-host.txt"))),
     );
+    // The guest's root owns fs/ through the idmap: it may open fs/ to
+    // everyone and leave a setuid-root program there. Allowed here; the
+    // test checks from the host that no host user reaches it (the state
+    // dir, above fs/, is root's alone), whatever fs/'s mode.
+    use std::os::unix::fs::PermissionsExt;
+    p.check(
+        "chmod fs/ 0755",
+        Want::Ok,
+        io(fs::set_permissions(
+            shared,
+            fs::Permissions::from_mode(0o755),
+        )),
+    );
+    let suid = shared.join(tests::SETUID_COPY);
+    p.check(
+        "copy itself to fs/ with mode 04755",
+        Want::Ok,
+        io(fs::copy("/proc/self/exe", &suid)
+            .and_then(|_| fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)))),
+    );
     // Not even listable (no rule), and holding nothing but fs/ anyway.
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
     let d = VmDir::new(&vm_dir);
