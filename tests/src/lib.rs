@@ -327,6 +327,20 @@ impl StateDir {
 
 impl Drop for StateDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.top());
+        // What a VM killed with -9 left mounted on the host (its vsock.d,
+        // which its next start would have removed) goes first: a mount
+        // point cannot be removed.
+        let top = self.top();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut below: Vec<std::path::PathBuf> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(std::path::PathBuf::from))
+            .filter(|m| m.starts_with(&top) && *m != top)
+            .collect();
+        below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in below {
+            let _ = sandbox_core::mount::detach(&m);
+        }
+        let _ = std::fs::remove_dir_all(top);
     }
 }

@@ -360,7 +360,7 @@ pub fn run() -> Result {
     let (s6, service) = start_under_s6(&top, &scan, &bin, &state, &vm_init_args)?;
     let serial = show_boot_and_storage(&vm)?;
     let pid1 = show_daemons(&service, &vm)?;
-    let (a, b, c) = show_probes(&top, &bin, &state)?;
+    let (a, b, c) = show_probes(&top, &bin)?;
     let down = power_off(&service, &vm, pid1, s6, &serial)?;
     let held = |ok: bool| if ok { "held" } else { "FAILED" };
     println!(
@@ -598,11 +598,13 @@ fn show_daemons(service: &Path, vm: &Path) -> Result<i32> {
 }
 
 /// Step 6: the probe in each daemon's place; whether each policy held.
-fn show_probes(top: &Path, bin: &Path, state: &Path) -> Result<(bool, bool, bool)> {
+fn show_probes(top: &Path, bin: &Path) -> Result<(bool, bool, bool)> {
     println!("\n6. What each daemon can and cannot reach: the probe in its place, same argv, fds and policy");
     let t = Instant::now();
-    let probes = state.join("probes");
-    std::fs::create_dir_all(&probes).map_err(|e| e.to_string())?;
+    // A state dir of their own beside the demo VM's (which only root may
+    // search, so none can be below it).
+    let probes = top.join("probes");
+    crate::host::state_dir(&probes)?;
     println!("   -- in virtiofsd's place (wrap-virtiofsd's policy):");
     let a = probe_vm(
         bin,
