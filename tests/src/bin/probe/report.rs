@@ -145,15 +145,15 @@ pub(crate) fn arg_after<'a>(argv: &'a [String], flag: &str) -> &'a str {
         .map_or("", |w| w[1].as_str())
 }
 
-/// The other processes of its VM, by the PIDs the VM's namespace gives
-/// them in the one-service mode (2 is the short-lived holder of
-/// virtiofsd's user namespace). The probe runs where its daemon would: in
-/// a PID namespace of its own, where its wrapper's reaper is PID 1 (see
-/// `escapes::pid1`) and the probe PID 2 (sandbox_core::reaper), so no
-/// process of the VM outside it can be named at all (ESRCH), whatever its
-/// uid. (A thread of the probe would be 3: none runs when they are tried.)
+/// Other processes of its VM, by PIDs the VM's namespace gives them (in
+/// the one-service mode PID 1 starts virtiofsd's wrapper as 3). The probe
+/// runs where its daemon would: in a PID namespace of its own, where its
+/// wrapper's reaper is PID 1 (see `escapes::pid1`) and the probe PID 2
+/// (sandbox_core::reaper), so no process of the VM outside it can be
+/// named at all (ESRCH), whatever its uid. (A thread of the probe would
+/// be 3: none runs when they are tried.)
 pub(crate) fn neighbours() -> Vec<(i32, &'static str)> {
-    vec![(3, "virtiofsd's wrapper"), (4, "the VMM's wrapper")]
+    vec![(3, "the VM's PID 3"), (4, "the VM's PID 4")]
 }
 
 pub(crate) const EPERM: Want = Want::Err(Errno::EPERM);
