@@ -39,6 +39,8 @@ const MODULES: &[(&str, bool)] = &[
 ];
 /// One guest run at most (TCG, 2 vCPUs).
 const LIMIT: Duration = Duration::from_secs(20 * 60);
+/// How often the host says how far a guest has got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// The newest `linux-image-6.12.N+deb12-cloud-amd64-unsigned` apt knows.
 fn newest_6_12() -> Result<String> {
@@ -185,6 +187,7 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
     eprintln!("xtask: booting {kernel} (TCG): {}", console.display());
     let mut child = qemu.spawn().map_err(|e| format!("qemu: {e}"))?;
     let start = Instant::now();
+    let mut said = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
             break Some(s);
@@ -193,6 +196,20 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
             let _ = child.kill();
             let _ = child.wait();
             break None;
+        }
+        // A line every 30 s: a slow stage is seen, not guessed.
+        if said.elapsed() >= PROGRESS_EVERY {
+            said = Instant::now();
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            let last = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("KERNEL-PROGRESS "))
+                .unwrap_or("booting");
+            eprintln!(
+                "xtask: {tag}: {:.0} s in the guest; {last}",
+                start.elapsed().as_secs_f64()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -236,9 +253,11 @@ pub fn run(only: Option<&str>) -> Result {
         // virtiofsd holds an fd per inode the guest has cached, and the probes
         // walk all of /usr, more than the host lets it open: the guest drops
         // its caches as the tests run, which makes it forget those inodes.
+        // Every 30 s the last test started, for the host's progress line.
         let mut script = format!(
             "echo \"KERNEL-ABI $({} --landlock-abi)\"\n\
-         (while :; do echo 2 > /proc/sys/vm/drop_caches; sleep 0.2; done) &\n",
+         (while :; do echo 2 > /proc/sys/vm/drop_caches; sleep 0.2; done) &\n\
+         (while :; do sleep 30; echo \"KERNEL-PROGRESS $(cat /tmp/*.out 2>/dev/null | grep -E '^test ' | tail -1)\"; done) &\n",
             bin.join("probe").display()
         );
         for (exe, name) in tests.iter().zip(["escape-matrix", "vm-init"]) {

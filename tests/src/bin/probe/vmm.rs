@@ -94,14 +94,14 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         Want::Ok,
         io(fs::read(vm_dir.join("config/vmlinux"))),
     );
-    p.check(
-        "open /dev/kvm read-write",
-        Want::Ok,
-        io(fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")),
-    );
+    // ENODEV: the node opened, no KVM behind it (a guest under TCG, as in
+    // the kernel matrix): the sandbox let it through all the same.
+    let kvm = io(fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm"))
+    .or_else(|e| if e == Errno(19) { Ok(()) } else { Err(e) });
+    p.check("open /dev/kvm read-write", Want::Ok, kvm);
     p.check(
         "read /dev/urandom",
         Want::Ok,
