@@ -69,6 +69,8 @@ pub fn into_own_pid_namespace() -> Result<()> {
             // Dies with the keeper; and the keeper may have died first.
             watch.arm_and_check()?;
             drop(watch);
+            // Before the daemon exists: it shares our uid (virtiofsd).
+            not_dumpable()?;
             // SAFETY: single-threaded (the reaper is a new process with
             // the keeper's one thread); the child returns into the
             // wrapper's code, the reaper loops below.
@@ -129,13 +131,18 @@ fn run_keeper(reaper: &OwnedFd, status: &OwnedFd) -> Result<ExitStatus> {
 /// reaped says how it ended and exits (the kernel then kills the rest of
 /// the namespace).
 fn reap(pid: i32, daemon: OwnedFd, status: OwnedFd) -> ! {
-    let result = run_reaper(pid, &daemon, &status);
-    if let Err(e) = result {
-        crate::say!("wrapper: {e}");
-    }
+    // A reaper that failed says so with 111, which the keeper then
+    // relays (it finds no status of the daemon's in the pipe).
+    let code: usize = match run_reaper(pid, &daemon, &status) {
+        Ok(()) => 0,
+        Err(e) => {
+            crate::say!("wrapper: {e}");
+            111
+        }
+    };
     // SAFETY: ends this process; nothing is left to run or drop.
     unsafe {
-        let _ = syscall!(Sysno::exit_group, 0usize);
+        let _ = syscall!(Sysno::exit_group, code);
     }
     unreachable!("exit_group returned")
 }
@@ -143,7 +150,6 @@ fn reap(pid: i32, daemon: OwnedFd, status: OwnedFd) -> ! {
 /// `pid` is the daemon's in our namespace (a pidfd's fdinfo would give
 /// it as the /proc we see numbers it: the VM's).
 fn run_reaper(pid: i32, daemon: &OwnedFd, status: &OwnedFd) -> Result<()> {
-    not_dumpable()?;
     let mut with_chld = FORWARDED.to_vec();
     with_chld.push(SIGCHLD);
     let sigfd = SignalFd::new(&with_chld)?;
@@ -177,6 +183,8 @@ fn end_as(status: ExitStatus) -> ! {
             value: Some(0),
         };
         let _ = crate::rlimits::apply(&[no_core]);
+        // (Rust's runtime ignores SIGPIPE: its default action back first.)
+        let _ = signals::default_action(sig);
         let _ = signals::unblock(&[sig]);
         let _ = signals::raise(sig);
     }

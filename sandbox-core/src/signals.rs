@@ -58,6 +58,25 @@ pub fn unblock(signals: &[i32]) -> Result<()> {
     .op("rt_sigprocmask SIG_UNBLOCK")
 }
 
+/// Gives `signal` its default action (SIG_DFL) in the calling process.
+pub fn default_action(signal: i32) -> Result<()> {
+    // The kernel's struct sigaction: handler, flags, restorer, mask.
+    let action: [u64; 4] = [0; 4];
+    // SAFETY: the kernel reads the 32-byte `action` (SIG_DFL, no flags,
+    // an empty mask) and writes no old action (null).
+    unsafe {
+        syscall!(
+            Sysno::rt_sigaction,
+            signal as usize,
+            action.as_ptr() as usize,
+            0usize,
+            8usize
+        )
+    }
+    .map(drop)
+    .op("rt_sigaction SIG_DFL")
+}
+
 /// Sends `signal` to the calling process.
 pub fn raise(signal: i32) -> Result<()> {
     let pid = rustix::process::getpid().as_raw_nonzero().get();

@@ -43,6 +43,9 @@ pub const BURST: u64 = 256 << 10;
 pub const TOTAL_MAX: u64 = 256 << 10;
 /// The read of one wake-up.
 const CHUNK: usize = 8192;
+/// The most one write(2) to a pipe carries without another writer's
+/// bytes in between.
+const PIPE_BUF: usize = 4096;
 /// What is read of each pipe once the VM has ended: a pipe's buffer,
 /// the daemon's last words.
 const LAST_WORDS: usize = 64 << 10;
@@ -112,6 +115,13 @@ impl OutputRelay {
             last_error: None,
         };
         Ok((relay, out_write, err_write))
+    }
+
+    /// What the rate has earned since the last read: called before each
+    /// poll, so that a relay that used its rate is polled again once it
+    /// may read ([`OutputRelay::waits_for`] says when).
+    pub fn refill(&mut self) {
+        self.rate.refill(Instant::now());
     }
 
     /// The fds to poll now: none while the relay waits for its rate.
@@ -239,11 +249,16 @@ impl OutputRelay {
             self.dropped += line.len() as u64 + 1;
         } else {
             self.passed += cost;
-            let marked = format!("{}{text}\n", self.mark);
-            let _ = match self.pipes[i].to {
-                1 => std::io::stdout().lock().write_all(marked.as_bytes()),
-                _ => std::io::stderr().lock().write_all(marked.as_bytes()),
-            };
+            // Each piece marked and at most PIPE_BUF long: a write that
+            // size is never split by another writer of the same log pipe.
+            let room = PIPE_BUF - self.mark.len() - 1;
+            for piece in pieces(&text, room) {
+                let marked = format!("{}{piece}\n", self.mark);
+                let _ = match self.pipes[i].to {
+                    1 => std::io::stdout().lock().write_all(marked.as_bytes()),
+                    _ => std::io::stderr().lock().write_all(marked.as_bytes()),
+                };
+            }
         }
         if i == 1 {
             self.remember(text.trim());
@@ -275,12 +290,35 @@ impl OutputRelay {
     }
 }
 
-/// The line as text with every control character but tab as `\xNN`.
+/// `text` in pieces of at most `room` bytes, cut between characters.
+fn pieces(text: &str, room: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        if rest.len() <= room {
+            out.push(rest);
+            return out;
+        }
+        let mut cut = room;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+}
+
+/// The line as text with every control character but tab as `\xNN`, and
+/// the characters that reorder or break a line in a viewer (bidi
+/// overrides and isolates, line and paragraph separators) as `\u{NNNN}`.
 fn escape(line: &[u8]) -> String {
     let text = String::from_utf8_lossy(line);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && c != '\t' {
+        if matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else if c.is_control() && c != '\t' {
             out.push_str(&format!("\\x{:02x}", u32::from(c)));
         } else {
             out.push(c);
@@ -318,5 +356,15 @@ mod tests {
     #[test]
     fn control_characters_are_escaped() {
         assert_eq!(escape(b"a\rb\x1b[2Jc\td"), "a\\x0db\\x1b[2Jc\td");
+        assert_eq!(escape("a\u{202e}b".as_bytes()), "a\\u{202e}b");
+    }
+
+    #[test]
+    fn long_lines_go_in_pieces_cut_between_characters() {
+        let text = "é".repeat(3000);
+        let p = pieces(&text, 4001);
+        assert!(p.iter().all(|s| s.len() <= 4001));
+        assert_eq!(p.concat(), text);
+        assert_eq!(pieces("", 10), [""]);
     }
 }

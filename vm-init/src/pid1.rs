@@ -288,6 +288,9 @@ struct VmLoop<'a> {
 impl VmLoop<'_> {
     fn run(&mut self) -> Result<u8, Error> {
         loop {
+            for d in &mut self.daemons {
+                d.output.refill();
+            }
             let ready = self.wait()?;
             for i in ready.output {
                 self.daemons[i].output.pump();

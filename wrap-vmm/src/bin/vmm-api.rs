@@ -53,7 +53,9 @@ fn put(socket: &Path, path: &str, body: &str, limit: Duration) -> Result<(String
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    // SO_SNDTIMEO (set with the connect) bounds the writes.
+    // What is left of the limit bounds the send too (SO_SNDTIMEO).
+    s.set_write_timeout(Some(left().ok_or_else(late)?))
+        .map_err(|e| Error::path("set a send timeout on", socket, e))?;
     s.write_all(request.as_bytes()).map_err(|e| {
         if is_late(&e) {
             late()
