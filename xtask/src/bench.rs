@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, link, root, sh, tools, Result};
+use crate::{cargo, link, sh, target_dir, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-bench";
 
@@ -68,8 +68,8 @@ fn time_cmd(cmd: &[&str]) -> Result<f64> {
 
 fn link_binaries(bin: &Path) -> Result {
     std::fs::create_dir_all(bin).map_err(|e| e.to_string())?;
-    let release = root().join("target/release");
-    let debug = root().join("target/debug");
+    let release = target_dir().join("release");
+    let debug = target_dir().join("debug");
     for (dir, b) in [
         (&release, "vm-init"),
         (&release, "wrap-virtiofsd"),
@@ -211,7 +211,7 @@ pub fn run() -> Result {
     let _ = std::fs::remove_dir_all(&top);
     let report = result?;
     let json = format!("{{\n{}\n}}\n", report.json.join(",\n"));
-    let out = root().join("target/bench.json");
+    let out = target_dir().join("bench.json");
     std::fs::write(&out, json).map_err(|e| e.to_string())?;
     println!(
         "\nwrote {} ({:.0} s in all)",

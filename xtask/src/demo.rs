@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, link, root, sh, tools, Result};
+use crate::{cargo, link, root, sh, target_dir, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-demo";
 
@@ -399,7 +399,7 @@ fn lay_out(top: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
     }
     crate::host::state_dir(&state)?;
-    let build = root().join("target/debug");
+    let build = target_dir().join("debug");
     for b in [
         "vm-init",
         "wrap-virtiofsd",

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, root, sh, tools, Result};
+use crate::{cargo, root, sh, target_dir, tools, Result};
 
 const RUNNER_INIT: &str = include_str!("../guest/runner-init");
 /// Modules of the runner guests, in load order: each is built into some
@@ -129,7 +129,7 @@ fn test_executables(names: &[&str]) -> Result<Vec<PathBuf>> {
 fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<String> {
     let dir = tools::cache().join("kernels").join(tag);
     tools::build_guest(&dir, kernel, RUNNER_INIT, MODULES)?;
-    let work = root().join("target/kernels");
+    let work = target_dir().join("kernels");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let script_path = work.join(format!("{tag}.sh"));
     std::fs::write(&script_path, script).map_err(|e| e.to_string())?;
@@ -244,7 +244,7 @@ pub fn run(only: Option<&str>) -> Result {
     tools::tools()?;
     sh(cargo().args(["build", "--workspace", "--bins"]))?;
     let tests = test_executables(&["escape_matrix", "vm_init"])?;
-    let bin = root().join("target/debug");
+    let bin = target_dir().join("debug");
     let mut rows: Vec<(String, String, String, bool)> = Vec::new();
 
     // Debian 12's 6.12: every daemon fully sandboxed, the same errnos.
@@ -284,7 +284,7 @@ pub fn run(only: Option<&str>) -> Result {
     // Debian 12's 6.1: refused in one line, nothing created; the opt-out.
     if wanted("6.1") {
         let k61 = tools::cloud_kernel_package()?;
-        let disk = root().join("target/kernels/ext4.img");
+        let disk = target_dir().join("kernels/ext4.img");
         let _ = std::fs::remove_file(&disk);
         sh(Command::new("truncate").args(["-s", "32M"]).arg(&disk))?;
         sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk))?;

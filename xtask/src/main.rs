@@ -81,6 +81,35 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// Where cargo puts what it builds, as cargo decides it: CARGO_TARGET_DIR
+/// (relative to where xtask was started, as cargo reads it), else what
+/// `cargo metadata` says (a `build.target-dir` of a config), else the
+/// workspace's own `target`.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir().unwrap_or_else(|_| root()).join(dir)
+        };
+    }
+    let metadata = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::null())
+        .output();
+    metadata
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8(o.stdout).ok()?;
+            let (_, rest) = text.split_once("\"target_directory\":\"")?;
+            let (dir, _) = rest.split_once('"')?;
+            Some(PathBuf::from(dir.replace("\\\\", "\\")))
+        })
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// Runs a command in the workspace root, failing with its command line.
 pub fn sh(cmd: &mut Command) -> Result {
     if cmd.get_current_dir().is_none() {
@@ -153,13 +182,29 @@ fn test() -> Result {
 }
 
 fn ci() -> Result {
-    deps()?;
-    tools::tools()?;
-    tools::guest()?;
-    lint()?;
-    test()?;
+    // Each stage's time, said at the end (also when one failed): a slow
+    // stage is seen, not guessed. (The kernel matrix says each guest's.)
+    let mut took: Vec<(&str, std::time::Duration)> = Vec::new();
+    let mut stage = |name, f: &dyn Fn() -> Result| {
+        let start = std::time::Instant::now();
+        let r = f();
+        took.push((name, start.elapsed()));
+        r
+    };
+    let result = stage("deps, tools, guest", &|| {
+        deps()?;
+        tools::tools()?;
+        tools::guest()
+    })
+    .and_then(|()| stage("lint (fmt, clippy)", &lint))
+    .and_then(|()| stage("tests", &test))
     // The same tests on Debian's 6.12 (Landlock ABI 6), and 6.1's refusals.
-    kernels::run(None)
+    .and_then(|()| stage("kernel matrix", &|| kernels::run(None)));
+    eprintln!("\nxtask ci: stage times");
+    for (name, t) in &took {
+        eprintln!("  {name:<24} {:>7.1} s", t.as_secs_f64());
+    }
+    result
 }
 
 /// The binaries a host needs, all from the release profile.
@@ -198,7 +243,7 @@ fn install(args: &[String]) -> Result {
             .map_err(|e| format!("chmod {}: {e}", to.display()))
     };
     for b in BINARIES {
-        copy(root().join("target/release").join(b), bin.join(b), 0o755)?;
+        copy(target_dir().join("release").join(b), bin.join(b), 0o755)?;
     }
     for (f, mode) in [
         ("run", 0o755),

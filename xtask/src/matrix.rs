@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::{cargo, link, root, sh, Result};
+use crate::{cargo, link, sh, target_dir, Result};
 
 const UID_A: u32 = 65600;
 const UID_B: u32 = 65601;
@@ -28,7 +28,7 @@ pub fn run() -> Result {
 fn link_test_binaries(bin: &std::path::Path) -> Result {
     std::fs::create_dir_all(bin).map_err(|e| format!("mkdir {}: {e}", bin.display()))?;
     for b in ["vm-harness", "test-wrap", "probe", "target"] {
-        link(&root().join("target/debug").join(b), &bin.join(b))?;
+        link(&target_dir().join("debug").join(b), &bin.join(b))?;
     }
     Ok(())
 }
