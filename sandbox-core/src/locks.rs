@@ -207,7 +207,7 @@ fn slots_with_processes() -> Result<Vec<bool>> {
             .into_iter()
             .filter_map(Slot::of_host_id)
             .collect();
-        if slots.is_empty() || is_zombie(&entry.path()) {
+        if slots.is_empty() || !is_alive(&entry.path()) {
             continue;
         }
         for slot in slots {
@@ -217,11 +217,37 @@ fn slots_with_processes() -> Result<Vec<bool>> {
     Ok(found)
 }
 
-/// The state in `/proc/PID/stat` (after the command's closing parenthesis)
-/// is Z, or the process is gone.
-fn is_zombie(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("stat")).map_or(true, |stat| {
+/// Whether any thread of the process runs: a leader that exited shows
+/// as a zombie while its other threads live on (a process of a VM
+/// killed a moment ago is whole, but one whose leader called
+/// pthread_exit is not).
+fn is_alive(dir: &Path) -> bool {
+    if !is_zombie(&dir.join("stat")) {
+        return true;
+    }
+    std::fs::read_dir(dir.join("task"))
+        .is_ok_and(|tasks| tasks.flatten().any(|t| !is_zombie(&t.path().join("stat"))))
+}
+
+/// The state in a `stat` file (after the command's closing parenthesis)
+/// is Z, or the thread is gone.
+fn is_zombie(stat: &Path) -> bool {
+    std::fs::read_to_string(stat).map_or(true, |stat| {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_alive_while_a_thread_of_it_runs() {
+        assert!(is_alive(Path::new("/proc/self")));
+        // A thread of ours, by its own directory: alive too.
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        assert!(is_alive(Path::new(&format!("/proc/self/task/{tid}"))));
+        assert!(!is_alive(Path::new("/proc/no-such-process")));
+    }
 }
