@@ -404,6 +404,9 @@ const MAX_SYMLINKS: usize = 40;
 struct Step {
     dir: PathBuf,
     dir_stat: rustix::fs::Stat,
+    /// The directory has an access ACL: its group bits are then the mask
+    /// of every named user's and group's entry, not only its group's.
+    dir_acl: bool,
     entry: PathBuf,
     entry_stat: rustix::fs::Stat,
 }
@@ -477,9 +480,17 @@ pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
         let dir_stat = fstat(dir).map_err(|e| Error::path("stat", dir_path, e))?;
         let entry_stat = fstat(&fd).map_err(|e| Error::path("stat", &entry_path, e))?;
         let kind = FileType::from_raw_mode(entry_stat.st_mode);
+        // (An O_PATH fd has no xattrs of its own: through /proc.)
+        let dir_acl = rustix::fs::getxattr(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir)),
+            "system.posix_acl_access",
+            &mut [0u8; 0][..],
+        )
+        .is_ok();
         steps.push(Step {
             dir: dir_path.clone(),
             dir_stat,
+            dir_acl,
             entry: entry_path.clone(),
             entry_stat,
         });
@@ -533,7 +544,7 @@ fn untrusted_step(step: &Step, owner: u32) -> Option<String> {
     let trusted = |uid: u32| uid == 0 || uid == owner;
     let (dir, entry) = (&step.dir_stat, &step.entry_stat);
     let mode = dir.st_mode;
-    let writable = mode & 0o002 != 0 || (mode & 0o020 != 0 && dir.st_gid != 0);
+    let writable = mode & 0o002 != 0 || (mode & 0o020 != 0 && (dir.st_gid != 0 || step.dir_acl));
     let sticky = mode & 0o1000 != 0;
     let symlink = entry.st_mode & 0o170000 == 0o120000;
     if !trusted(dir.st_uid) || (writable && !sticky) {
@@ -703,6 +714,28 @@ mod tests {
         // Sticky, like /tmp: others cannot replace the socket's owner's entry.
         chmod(&run, 0o1777);
         walk_to_socket(&socket).unwrap();
+        // Group-writable, root's group, but an ACL gives user 1234 write:
+        // the group bits are the ACL's mask (user::rwx user:1234:rwx
+        // group::r-x mask::rwx other::r-x, in the kernel's xattr form).
+        chmod(&run, 0o775);
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 7u16, u32::MAX),
+            (0x02, 7, 1234),
+            (0x04, 5, u32::MAX),
+            (0x10, 7, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ] {
+            acl.extend(tag.to_le_bytes());
+            acl.extend(perm.to_le_bytes());
+            acl.extend(id.to_le_bytes());
+        }
+        let attr = "system.posix_acl_access";
+        let flags = rustix::fs::XattrFlags::empty();
+        if rustix::fs::setxattr(&run, attr, &acl, flags).is_ok() {
+            refused(&socket, &format!("{} is drwxrwxr-x", run.display()));
+            rustix::fs::removexattr(&run, attr).unwrap();
+        }
         chmod(&run, 0o755);
         let missing = walk_to_socket(&run.join("none")).unwrap_err();
         assert_eq!(missing.exit_code(), crate::EXIT_SYSCALL, "{missing}");
