@@ -255,38 +255,33 @@ pub fn add_user_key(description: &str, payload: &[u8], keyring: i32) -> Result<i
     .map_err(Into::into)
 }
 
-/// keyctl(KEYCTL_READ): the payload of key `id` (of a keyring: the
-/// serials it links, 4 bytes each).
-pub fn key_read(id: i32) -> Result<Vec<u8>, Errno> {
-    let mut buf = vec![0u8; 4096];
+/// keyctl(`op`, `id`, buffer, length) for the operations that fill a
+/// buffer: what the kernel wrote of it (at most `len` bytes).
+fn keyctl_into(op: usize, id: i32, len: usize) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; len];
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
     let n = unsafe {
         syscall!(
             Sysno::keyctl,
-            KEYCTL_READ,
+            op,
             id as isize as usize,
             buf.as_mut_ptr() as usize,
             buf.len()
         )
     }?;
-    buf.truncate(n.min(4096));
+    buf.truncate(n.min(len));
     Ok(buf)
+}
+
+/// keyctl(KEYCTL_READ): the payload of key `id` (of a keyring: the
+/// serials it links, 4 bytes each).
+pub fn key_read(id: i32) -> Result<Vec<u8>, Errno> {
+    keyctl_into(KEYCTL_READ, id, 4096)
 }
 
 /// keyctl(KEYCTL_DESCRIBE): "type;uid;gid;perm;description" of key `id`.
 pub fn key_describe(id: i32) -> Result<String, Errno> {
-    let mut buf = vec![0u8; 512];
-    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    let n = unsafe {
-        syscall!(
-            Sysno::keyctl,
-            KEYCTL_DESCRIBE,
-            id as isize as usize,
-            buf.as_mut_ptr() as usize,
-            buf.len()
-        )
-    }?;
-    buf.truncate(n.min(512));
+    let buf = keyctl_into(KEYCTL_DESCRIBE, id, 512)?;
     let text = String::from_utf8_lossy(&buf);
     Ok(text.trim_end_matches('\0').to_owned())
 }

@@ -102,33 +102,23 @@ impl SlotFile {
 
     /// Tries to lock slot `n`; Ok(false) when another VM holds it.
     pub fn try_lock(&self, slot: Slot) -> Result<bool> {
-        let lock = Flock {
-            l_type: F_WRLCK,
-            l_whence: 0,
-            l_start: i64::from(slot.index()),
-            l_len: 1,
-            l_pid: 0,
-        };
-        // SAFETY: the kernel reads one `struct flock` that lives for the call.
-        let r = unsafe {
-            syscall!(
-                Sysno::fcntl,
-                self.0.as_raw_fd() as usize,
-                F_OFD_SETLK,
-                std::ptr::addr_of!(lock) as usize
-            )
-        };
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if matches!(Errno::from(e), Errno::EWOULDBLOCK | Errno::EACCES) => Ok(false),
+        match self.set_lock(slot, F_WRLCK) {
+            Ok(()) => Ok(true),
+            Err(Errno::EWOULDBLOCK | Errno::EACCES) => Ok(false),
             Err(e) => Err(Error::sys("fcntl F_OFD_SETLK", e)),
         }
     }
 
     /// Gives back slot `n`, locked by [`SlotFile::try_lock`].
     fn unlock(&self, slot: Slot) -> Result<()> {
+        self.set_lock(slot, F_UNLCK)
+            .map_err(|e| Error::sys("fcntl F_OFD_SETLK F_UNLCK", e))
+    }
+
+    /// F_OFD_SETLK of `kind` (a write lock, or none) on byte `slot`.
+    fn set_lock(&self, slot: Slot, kind: i16) -> std::result::Result<(), Errno> {
         let lock = Flock {
-            l_type: F_UNLCK,
+            l_type: kind,
             l_whence: 0,
             l_start: i64::from(slot.index()),
             l_len: 1,
@@ -144,7 +134,7 @@ impl SlotFile {
             )
         }
         .map(drop)
-        .op("fcntl F_OFD_SETLK F_UNLCK")
+        .map_err(Errno::from)
     }
 
     /// Locks the lowest free slot. The lock is held by this open file

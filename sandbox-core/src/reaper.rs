@@ -42,6 +42,10 @@ const SIGCONT: i32 = 18;
 /// What a supervisor may send a daemon, passed on by the keeper and the
 /// reaper (blocked in both, read from a signalfd).
 const FORWARDED: &[i32] = &[SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM, SIGCONT];
+/// The same, and the reaper's SIGCHLD: blocked from before the forks on.
+const BLOCKED: &[i32] = &[
+    SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM, SIGCONT, SIGCHLD,
+];
 
 /// Puts the calling wrapper's future daemon into a PID namespace of its
 /// own. Returns only in the daemon-to-be (PID 2 of that namespace), with
@@ -49,10 +53,8 @@ const FORWARDED: &[i32] = &[SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM, 
 /// exit as the daemon did.
 pub fn into_own_pid_namespace() -> Result<()> {
     require_single_thread()?;
-    let mut with_chld = FORWARDED.to_vec();
-    with_chld.push(SIGCHLD);
     // Blocked before the forks: no signal sent in between is lost.
-    signals::block(&with_chld)?;
+    signals::block(BLOCKED)?;
     let watch = ParentWatch::of_self()?;
     // The daemon's status, from the reaper to the keeper.
     let (status_read, status_write) = crate::fds::pipe()?;
@@ -79,7 +81,7 @@ pub fn into_own_pid_namespace() -> Result<()> {
                 Some((pid, daemon)) => reap(pid.as_raw_nonzero().get(), daemon, status_write),
                 None => {
                     drop(status_write);
-                    signals::unblock(&with_chld)
+                    signals::unblock(BLOCKED)
                 }
             }
         }
@@ -150,9 +152,7 @@ fn reap(pid: i32, daemon: OwnedFd, status: OwnedFd) -> ! {
 /// `pid` is the daemon's in our namespace (a pidfd's fdinfo would give
 /// it as the /proc we see numbers it: the VM's).
 fn run_reaper(pid: i32, daemon: &OwnedFd, status: &OwnedFd) -> Result<()> {
-    let mut with_chld = FORWARDED.to_vec();
-    with_chld.push(SIGCHLD);
-    let sigfd = SignalFd::new(&with_chld)?;
+    let sigfd = SignalFd::new(BLOCKED)?;
     crate::fds::close_all_except(&[
         sigfd.as_fd().as_raw_fd(),
         daemon.as_raw_fd(),
@@ -243,6 +243,13 @@ fn decode(b: [u8; 8]) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_blocked_is_what_is_forwarded_and_sigchld() {
+        let mut forwarded = FORWARDED.to_vec();
+        forwarded.push(SIGCHLD);
+        assert_eq!(BLOCKED, &forwarded[..]);
+    }
 
     #[test]
     fn a_status_survives_the_pipe() {

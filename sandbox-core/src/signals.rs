@@ -26,36 +26,27 @@ fn mask_of(signals: &[i32]) -> u64 {
 /// Blocks `signals` for the calling thread (and what it forks: the mask is
 /// inherited, so a clone made after this reads the same signals).
 pub fn block(signals: &[i32]) -> Result<()> {
-    let mask = mask_of(signals);
-    // SAFETY: the kernel reads 8 bytes of `mask`, which lives for the call.
-    unsafe {
-        syscall!(
-            Sysno::rt_sigprocmask,
-            SIG_BLOCK,
-            std::ptr::addr_of!(mask) as usize,
-            0usize,
-            8usize
-        )
-    }
-    .map(drop)
-    .op("rt_sigprocmask SIG_BLOCK")
+    sigprocmask(SIG_BLOCK, signals).op("rt_sigprocmask SIG_BLOCK")
 }
 
 /// Unblocks `signals` for the calling thread.
 pub fn unblock(signals: &[i32]) -> Result<()> {
+    sigprocmask(SIG_UNBLOCK, signals).op("rt_sigprocmask SIG_UNBLOCK")
+}
+
+fn sigprocmask(how: usize, signals: &[i32]) -> std::result::Result<(), syscalls::Errno> {
     let mask = mask_of(signals);
     // SAFETY: the kernel reads 8 bytes of `mask`, which lives for the call.
     unsafe {
         syscall!(
             Sysno::rt_sigprocmask,
-            SIG_UNBLOCK,
+            how,
             std::ptr::addr_of!(mask) as usize,
             0usize,
             8usize
         )
     }
     .map(drop)
-    .op("rt_sigprocmask SIG_UNBLOCK")
 }
 
 /// Gives `signal` its default action (SIG_DFL) in the calling process.

@@ -182,8 +182,8 @@ fn is_zombie(pid: i32) -> bool {
     stat_field(pid, 0).is_some_and(|s| s == "Z")
 }
 
-/// Field `n` (0 = state) of /proc/PID/stat after the comm.
-fn stat_field(pid: i32, n: usize) -> Option<String> {
+/// Field `n` (0 = state, 16 = nice) of /proc/PID/stat after the comm.
+pub fn stat_field(pid: i32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split(' ').nth(n).map(str::to_owned)

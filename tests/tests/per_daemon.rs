@@ -802,13 +802,6 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     );
 }
 
-/// Field `n` after the comm of /proc/PID/stat (16: the nice value).
-fn stat_field(pid: i32, n: usize) -> String {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    rest.split_whitespace().nth(n).unwrap_or("").to_owned()
-}
-
 /// The soft limit on open files of `pid`.
 fn nofile(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/limits"))
@@ -867,7 +860,12 @@ fn a_daemon_reaches_no_process_of_its_vm_and_leaves_nothing_behind() {
             "virtiofsd lowered the limits of {}",
             comm(p)
         );
-        assert_eq!(stat_field(p, 16), "0", "virtiofsd reniced {}", comm(p));
+        assert_eq!(
+            tests::vm::stat_field(p, 16).as_deref(),
+            Some("0"),
+            "virtiofsd reniced {}",
+            comm(p)
+        );
     }
     let supervise = supervisor_of(daemon).unwrap();
     assert_eq!(comm(supervise), "s6-supervise");
