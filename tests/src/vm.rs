@@ -163,13 +163,21 @@ pub fn procs_in_pidns(ns: u64) -> Vec<i32> {
 
 /// The daemon a wrapper became: a wrapper keeps its daemon in a PID
 /// namespace of its own, whose init (the reaper) is the wrapper's child
-/// and the daemon's parent (sandbox_core::reaper). The wrapper itself
-/// while it has not forked yet.
+/// and the daemon's parent (sandbox_core::reaper). A VM can be ready
+/// before a wrapper has forked or its daemon-to-be has exec'd (the VMM
+/// reaches virtiofsd's listener, which the outer bound, before virtiofsd
+/// runs): waits a while for a process under the reaper that is no longer
+/// the wrapper, and gives the deepest one found after that.
 pub fn daemon_of(wrapper: i32) -> i32 {
-    let Some(&reaper) = children(wrapper).first() else {
-        return wrapper;
+    let leaf = || {
+        let Some(&reaper) = children(wrapper).first() else {
+            return wrapper;
+        };
+        children(reaper).first().copied().unwrap_or(reaper)
     };
-    children(reaper).first().copied().unwrap_or(reaper)
+    let wrapper_comm = comm(wrapper);
+    within(Duration::from_secs(10), || comm(leaf()) != wrapper_comm);
+    leaf()
 }
 
 /// The supervisor (s6-supervise, PID 1) of a daemon: its reaper's keeper's
