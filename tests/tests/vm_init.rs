@@ -172,7 +172,9 @@ fn stubborn_vmm_is_stopped_after_the_timeout() {
         "{took:?}"
     );
     assert_eq!(S6::svstat(&svc, "exitcode"), "2");
-    assert!(gone(vm.ns, Duration::from_secs(1)));
+    // (A wait for an event, not a measure: 1 s was once too short in the
+    // kernel matrix's guest under TCG.)
+    assert!(gone(vm.ns, Duration::from_secs(5)));
     assert!(S6::log(&state).contains("did not power off within 1 s"));
 }
 

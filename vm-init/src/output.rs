@@ -214,6 +214,14 @@ impl OutputRelay {
     }
 
     fn take(&mut self, i: usize, bytes: &[u8]) {
+        // Past the total nothing more is passed on: counted, not cut into
+        // lines (a flood of empty lines would otherwise cost PID 1 a line's
+        // work per byte, at its rate, for as long as the daemon floods).
+        if self.dropped > 0 {
+            self.pipes[i].partial.clear();
+            self.dropped += bytes.len() as u64;
+            return;
+        }
         self.pipes[i].partial.extend_from_slice(bytes);
         while let Some(end) = self.pipes[i].partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pipes[i].partial.drain(..=end).collect();
