@@ -11,12 +11,35 @@ use rustix::time::{
 
 use crate::error::{Context, Error, Result};
 
+/// What [`wait`] waits for on an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Readable, or hung up.
+    Readable,
+    /// A cgroup file changed (memory.events, ...: the kernel wakes poll
+    /// with POLLPRI, and reading the file from its start re-arms it; such
+    /// a file always polls readable).
+    Changed,
+}
+
 /// Blocks until at least one of `fds` is readable (or hung up); returns a
 /// flag per fd. No timeout: time is a timerfd like everything else.
 pub fn wait_readable(fds: &[BorrowedFd<'_>]) -> Result<Vec<bool>> {
+    let fds: Vec<_> = fds.iter().map(|fd| (*fd, Wait::Readable)).collect();
+    wait(&fds)
+}
+
+/// [`wait_readable`], each fd for what it is paired with.
+pub fn wait(fds: &[(BorrowedFd<'_>, Wait)]) -> Result<Vec<bool>> {
     let mut polls: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .map(|(fd, wait)| {
+            let flags = match wait {
+                Wait::Readable => PollFlags::IN,
+                Wait::Changed => PollFlags::PRI,
+            };
+            PollFd::new(fd, flags)
+        })
         .collect();
     loop {
         match poll(&mut polls, None) {

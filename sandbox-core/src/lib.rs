@@ -6,6 +6,7 @@
 #[cfg(feature = "probe")]
 pub mod attempts;
 pub mod caps;
+pub mod cgroup;
 pub mod creds;
 pub mod error;
 pub mod event;

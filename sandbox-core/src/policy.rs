@@ -14,7 +14,7 @@ use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
 use crate::rlimits::{self, Limit};
 use crate::seccomp;
-use crate::{creds, fds, keyring, prctl, reaper};
+use crate::{cgroup, creds, fds, keyring, prctl, reaper};
 
 /// Both scopes; every policy of this project uses exactly these.
 pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
@@ -210,18 +210,20 @@ pub struct Exec {
 /// Applies `policy` to the calling (single-threaded) process and execs
 /// `exec`. Returns only on failure; nothing weaker than the policy runs.
 pub fn apply(policy: &Policy, parent: &ExpectedParent, exec: &Exec) -> Result<Infallible> {
-    apply_then_notify(policy, parent, exec, None)
+    apply_then_notify(policy, parent, exec, None, None)
 }
 
 /// [`apply`], and once everything is in place, right before the exec, s6
 /// readiness on `ready` (a service's notification fd, which the daemon
 /// does not get): a service started after this one is ready meets a
-/// daemon that runs under its whole policy.
+/// daemon that runs under its whole policy. `cgroup`: the `cgroup.procs`
+/// of the daemon's leaf in its VM's cgroup (see cgroup.rs), entered first.
 pub fn apply_then_notify(
     policy: &Policy,
     parent: &ExpectedParent,
     exec: &Exec,
     ready: Option<OwnedFd>,
+    cgroup: Option<OwnedFd>,
 ) -> Result<Infallible> {
     // 0. A policy that breaks an invariant is a bug: nothing is applied.
     //    Its syscall filter is compiled now, so that one the kernel or this
@@ -239,6 +241,13 @@ pub fn apply_then_notify(
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
     parent::arm_and_check(parent)?;
+    //    The daemon's cgroup, whose bounds the outer vm-init wrote as host
+    //    root: entered before the forks below, so that the wrapper, its
+    //    reaper and the daemon are in it together (and die together at
+    //    memory.max), with a cgroup namespace rooted there.
+    if let Some(procs) = cgroup {
+        cgroup::enter_as_root(procs)?;
+    }
     //    A PID namespace of the daemon's own, whose init (a reaper of the
     //    wrapper's) ends it and everything it started as one: nothing the
     //    daemon starts outlives it or its supervisor, and no process
@@ -372,7 +381,7 @@ mod tests {
             program: "/bin/true".into(),
             args: vec![],
         };
-        let e = apply_then_notify(&p, &ExpectedParent::Pid(1), &exec, Some(fd)).unwrap_err();
+        let e = apply_then_notify(&p, &ExpectedParent::Pid(1), &exec, Some(fd), None).unwrap_err();
         assert_eq!(e.exit_code(), 100, "{e}");
         assert!(e.to_string().contains("notification fd"), "{e}");
     }

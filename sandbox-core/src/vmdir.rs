@@ -68,6 +68,9 @@ pub mod fd {
     /// wrap-gpu: the compositor's socket, a detached mount the outer made
     /// as host root (attached in the daemon's view, closed before exec).
     pub const GPU_COMPOSITOR: i32 = 4;
+    /// Every wrapper (`--cgroup-fd`): the `cgroup.procs` of its daemon's
+    /// leaf in the VM's cgroup, opened by the outer (closed before exec).
+    pub const CGROUP: i32 = 6;
 
     /// vm-init --services: where PID 1 parks each of the fds above for its
     /// s6-svscan, whose run scripts inherit them all and each move its own
@@ -82,6 +85,11 @@ pub mod fd {
         /// (s6-ipcserverd), one connection, one crosvm.
         pub const GPU_LISTENER: i32 = 14;
         pub const GPU_COMPOSITOR: i32 = 15;
+        /// Each daemon's cgroup leaf (`--cgroup-fd`, in the run scripts'
+        /// VM_SANDBOX_*_ARGS): each wrapper takes its own.
+        pub const VIRTIOFSD_CGROUP: i32 = 16;
+        pub const VMM_CGROUP: i32 = 17;
+        pub const GPU_CGROUP: i32 = 18;
     }
 }
 

@@ -1,6 +1,7 @@
 //! What every wrap-* binary shares: its command line
 //! (`wrap-NAME [--program PATH] [--allow-weaker-landlock] [--notify-fd FD]
-//! VMDIR`), the one line it prints on failure, and the s6 exit codes.
+//! [--cgroup-fd FD | --allow-no-cgroups] VMDIR`), the one line it prints
+//! on failure, and the s6 exit codes.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,12 @@ pub struct WrapArgs {
     /// once the daemon's whole policy is in place, right before its exec.
     /// The daemon never holds it.
     pub notify_fd: Option<i32>,
+    /// The `cgroup.procs` of the daemon's leaf in its VM's cgroup, opened
+    /// by the outer vm-init (see cgroup.rs). The daemon never holds it.
+    pub cgroup_fd: Option<i32>,
+    /// Explicit opt-out: without a cgroup fd, run the daemon without
+    /// memory, pids and CPU bounds (a host without cgroup v2).
+    pub allow_no_cgroups: bool,
 }
 
 impl WrapArgs {
@@ -37,28 +44,29 @@ impl WrapArgs {
         };
         let usage = || {
             Error::Usage(format!(
-                "usage: {prog} [--program PATH] [--allow-weaker-landlock] [--notify-fd FD]{api_only_flag} VMDIR"
+                "usage: {prog} [--program PATH] [--allow-weaker-landlock] [--notify-fd FD] \
+                 [--cgroup-fd FD | --allow-no-cgroups]{api_only_flag} VMDIR"
             ))
         };
         let mut it = args.into_iter();
         let (mut program, mut vm_dir, mut weaker, mut api_only) = (None, None, false, false);
-        let mut notify_fd = None;
+        let (mut notify_fd, mut cgroup_fd, mut no_cgroups) = (None, None, false);
         while let Some(a) = it.next() {
+            let mut fd = |flag: &str| {
+                let v = it.next().ok_or_else(usage)?;
+                match v.to_str().and_then(|v| v.parse::<i32>().ok()) {
+                    Some(fd) if fd > 2 => Ok(Some(fd)),
+                    _ => Err(Error::Usage(format!(
+                        "{flag} {} is not a file descriptor above 2",
+                        v.to_string_lossy()
+                    ))),
+                }
+            };
             match a.to_str() {
                 Some("--program") => program = Some(PathBuf::from(it.next().ok_or_else(usage)?)),
-                Some("--notify-fd") => {
-                    let v = it.next().ok_or_else(usage)?;
-                    let fd = v.to_str().and_then(|v| v.parse::<i32>().ok());
-                    match fd {
-                        Some(fd) if fd > 2 => notify_fd = Some(fd),
-                        _ => {
-                            return Err(Error::Usage(format!(
-                                "--notify-fd {} is not a file descriptor above 2",
-                                v.to_string_lossy()
-                            )))
-                        }
-                    }
-                }
+                Some("--notify-fd") => notify_fd = fd("--notify-fd")?,
+                Some("--cgroup-fd") => cgroup_fd = fd("--cgroup-fd")?,
+                Some("--allow-no-cgroups") => no_cgroups = true,
                 Some("--allow-weaker-landlock") => weaker = true,
                 Some("--api-only") if prog == "wrap-vmm" => api_only = true,
                 Some(s) if s.starts_with('-') => return Err(usage()),
@@ -67,6 +75,12 @@ impl WrapArgs {
             }
         }
         let vm_dir = vm_dir.ok_or_else(usage)?;
+        if cgroup_fd.is_some() == no_cgroups {
+            return Err(Error::Usage(format!(
+                "{prog} needs one of --cgroup-fd FD (its daemon's cgroup, from vm-init) and \
+                 --allow-no-cgroups"
+            )));
+        }
         if !vm_dir.is_absolute() || !vm_dir.is_dir() {
             return Err(Error::Usage(format!(
                 "VM directory {} is not an absolute path to a directory",
@@ -87,6 +101,8 @@ impl WrapArgs {
             allow_weaker_landlock: weaker,
             api_only,
             notify_fd,
+            cgroup_fd,
+            allow_no_cgroups: no_cgroups,
         })
     }
 
@@ -117,18 +133,23 @@ pub fn main(prog: &str, build: impl FnOnce(&WrapArgs) -> Result<(Policy, Exec)>)
     {
         fail(prog, Some(&args.vm_dir), &e);
     }
-    let notify = match args.notify_fd.map(|fd| take_fd(fd, "--notify-fd")) {
+    let take = |fd: Option<i32>, flag| match fd.map(|fd| take_fd(fd, flag)) {
         Some(Ok(fd)) => Some(fd),
         Some(Err(e)) => fail(prog, Some(&args.vm_dir), &e),
         None => None,
     };
+    let notify = take(args.notify_fd, "--notify-fd");
+    // Without one, --allow-no-cgroups was given (parse checked): vm-init
+    // passes it when it runs the VM without bounds, and says so itself,
+    // once for the VM (a line here would read as the daemon's last words).
+    let cgroup = take(args.cgroup_fd, "--cgroup-fd");
     let err = match build(&args) {
         Ok((mut policy, exec)) => {
             policy.allow_weaker_landlock |= args.allow_weaker_landlock;
             // vm-init's PID 1 starts every wrapper (inside the VM's PID
             // namespace it is PID 1), or, with vm-init --services, the
             // s6-supervise of the VM's own s6-svscan.
-            match apply_then_notify(&policy, &ExpectedParent::InsideVm, &exec, notify) {
+            match apply_then_notify(&policy, &ExpectedParent::InsideVm, &exec, notify, cgroup) {
                 Ok(never) => match never {},
                 Err(e) => e,
             }
@@ -156,12 +177,29 @@ mod tests {
 
     #[test]
     fn a_notification_fd_is_a_number_above_stderr() {
-        let a = parse(&["--notify-fd", "5", "/"]).unwrap();
-        assert_eq!(a.notify_fd, Some(5));
+        let a = parse(&["--notify-fd", "5", "--cgroup-fd", "6", "/"]).unwrap();
+        assert_eq!((a.notify_fd, a.cgroup_fd), (Some(5), Some(6)));
         for bad in ["2", "-1", "x", ""] {
-            let e = parse(&["--notify-fd", bad, "/"]).unwrap_err();
-            assert_eq!(e.exit_code(), 100, "{bad:?}: {e}");
+            for flag in ["--notify-fd", "--cgroup-fd"] {
+                let e = parse(&[flag, bad, "--allow-no-cgroups", "/"]).unwrap_err();
+                assert_eq!(e.exit_code(), 100, "{bad:?}: {e}");
+            }
         }
-        assert_eq!(parse(&["/", "--notify-fd"]).unwrap_err().exit_code(), 100);
+        let e = parse(&["/", "--allow-no-cgroups", "--notify-fd"]).unwrap_err();
+        assert_eq!(e.exit_code(), 100);
+    }
+
+    #[test]
+    fn a_cgroup_or_the_explicit_opt_out() {
+        assert!(
+            parse(&["--allow-no-cgroups", "/"])
+                .unwrap()
+                .allow_no_cgroups
+        );
+        for bad in [&["/"][..], &["--cgroup-fd", "6", "--allow-no-cgroups", "/"]] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 100, "{bad:?}: {e}");
+            assert!(e.to_string().contains("--allow-no-cgroups"), "{e}");
+        }
     }
 }

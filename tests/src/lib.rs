@@ -344,3 +344,15 @@ impl Drop for StateDir {
         let _ = std::fs::remove_dir_all(top);
     }
 }
+
+/// vm-init's opt-out where the host has no cgroup v2 with the memory, pids
+/// and cpu controllers (this CI host's cgroups are v1): the tests' VMs then
+/// run without bounds, as vm-init says in one line. Nothing where the host
+/// has them (the kernel matrix's 6.12 guest): the tests' VMs then run in
+/// their cgroups, as a user's do.
+pub fn no_cgroups() -> &'static [&'static str] {
+    match sandbox_core::cgroup::check_parent(None) {
+        Ok(Ok(_)) => &[],
+        _ => &["--allow-no-cgroups"],
+    }
+}

@@ -23,6 +23,9 @@ pub const STANDINS: &[&str] = &[
     "virtiofsd-crash",
     "virtiofsd-flood",
     "virtiofsd-meddle",
+    "virtiofsd-hog",
+    "virtiofsd-forkbomb",
+    "virtiofsd-cgroup",
 ];
 
 impl StateDir {
@@ -81,7 +84,8 @@ impl StateDir {
         extra: &[impl AsRef<OsStr>],
     ) -> Command {
         let mut cmd = Command::new(self.bin().join("vm-init"));
-        cmd.args(["--parent-pid", &std::process::id().to_string()])
+        cmd.args(crate::no_cgroups())
+            .args(["--parent-pid", &std::process::id().to_string()])
             .args(["--state-dir", self.0.to_str().unwrap()])
             .arg("--vmm")
             .arg(vmm)
@@ -299,8 +303,9 @@ impl S6 {
         std::fs::write(
             dir.join("vm.conf"),
             format!(
-                "VM_NAME={name}\nVM_STATE_DIR={}\nVM_INIT_ARGS={extra}\n",
-                state.0.display()
+                "VM_NAME={name}\nVM_STATE_DIR={}\nVM_INIT_ARGS={extra} {}\n",
+                state.0.display(),
+                crate::no_cgroups().join(" ")
             ),
         )
         .unwrap();

@@ -97,6 +97,7 @@ fn a_vm_that_needs_kvm_is_refused_in_one_line_when_the_vmm_could_not_open_it() {
     std::fs::write(vm.join("config/vmlinux"), "").unwrap();
     let refused = || {
         let out = Command::new(state.bin().join("vm-init"))
+            .args(tests::no_cgroups())
             .args(["--parent-pid", &std::process::id().to_string()])
             .arg("--state-dir")
             .arg(&state.0)

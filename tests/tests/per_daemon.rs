@@ -82,7 +82,11 @@ fn vm_instance(s6: &S6, state: &StateDir, name: &str, extra: &str) -> PathBuf {
     }
     std::fs::write(
         template.join("vm.conf"),
-        format!("VM_STATE_DIR={}\nVM_INIT_ARGS={extra}\n", state.0.display()),
+        format!(
+            "VM_STATE_DIR={}\nVM_INIT_ARGS={extra} {}\n",
+            state.0.display(),
+            tests::no_cgroups().join(" ")
+        ),
     )
     .unwrap();
     let service = s6.scan.join("vm");

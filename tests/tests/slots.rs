@@ -92,6 +92,7 @@ fn every_slot_taken_refuses_a_new_vm_and_creates_nothing() {
     }
     let bin = state.standins();
     let out = Command::new(state.bin().join("vm-init"))
+        .args(tests::no_cgroups())
         .args(["--parent-pid", &std::process::id().to_string()])
         .arg("--state-dir")
         .arg(&state.0)

@@ -192,17 +192,18 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     storage_for_the_probe(&vm);
     let bin = state.standins();
     let mut cmd = Command::new(state.bin().join("vm-init"));
-    cmd.args([
-        "--parent-pid",
-        &std::process::id().to_string(),
-        "--state-dir",
-        state.0.to_str().unwrap(),
-    ])
-    .arg("--vmm")
-    .arg(bin.join("vmm-cooperative"))
-    .arg("--virtiofsd")
-    .arg(bin.join("probe"))
-    .arg("p");
+    cmd.args(tests::no_cgroups())
+        .args([
+            "--parent-pid",
+            &std::process::id().to_string(),
+            "--state-dir",
+            state.0.to_str().unwrap(),
+        ])
+        .arg("--vmm")
+        .arg(bin.join("vmm-cooperative"))
+        .arg("--virtiofsd")
+        .arg(bin.join("probe"))
+        .arg("p");
     // The VMM stand-in boots, the probe runs; stop the VM once it has.
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());

@@ -28,6 +28,7 @@ fn the_probe_in_cloud_hypervisors_place() {
     std::fs::write(vm.join("config/blk/root.img"), "").unwrap();
     let bin = state.standins();
     let mut child = Command::new(state.bin().join("vm-init"))
+        .args(tests::no_cgroups())
         .args([
             "--parent-pid",
             &std::process::id().to_string(),

@@ -9,7 +9,7 @@ use sandbox_core::{Error, VmName};
 
 pub const USAGE: &str = "usage: vm-init [--state-dir DIR] [--parent-pid PID] [--notify-fd FD] \
 [--shutdown-timeout SECS] [--virtiofsd PATH] [--vmm PATH] [--gpu PATH] \
-[--services DIR] [--allow-weaker-landlock] NAME";
+[--services DIR] [--cgroup-parent DIR] [--allow-no-cgroups] [--allow-weaker-landlock] NAME";
 
 pub const HELP: &str = "\
 vm-init: run one VM, sandboxed, under s6.
@@ -27,6 +27,15 @@ vm-init: run one VM, sandboxed, under s6.
                           DIR's service directories (s6/vm-services: virtiofsd,
                           vmm, gpu, and any of your own), whose run scripts
                           chain-load the wrappers with the fds vm-init parked
+  --cgroup-parent DIR     the VM's cgroup is DIR/vm-NAME, with a child per
+                          daemon holding its bounds (memory, pids, CPU) and
+                          one for vm-init; DIR must be a cgroup v2 directory
+                          with the memory, pids and cpu controllers (default:
+                          vm-sandbox at the cgroup2 root, made if missing;
+                          Spectrum: /sys/fs/cgroup/vm-services.slice)
+  --allow-no-cgroups      on a host without cgroup v2 or those controllers,
+                          run the VM without bounds (said in one line)
+                          instead of refusing; never the default
   --allow-weaker-landlock on a kernel below Landlock ABI 6, run every daemon
                           with what the kernel has (said in one line) instead
                           of refusing; never the default
@@ -36,7 +45,9 @@ exit codes: 0 the VMM exited 0 (guest powered off, or shut down on request);
 2 the guest did not power off within the shutdown timeout;
 100 usage (bad name, unknown VM, missing config, path too long);
 111 a system call failed, or the parent check, a lock or a slot was refused,
-    or the kernel's Landlock is below ABI 6 (without --allow-weaker-landlock).
+    or the kernel's Landlock is below ABI 6 (without --allow-weaker-landlock),
+    or the host has no cgroup v2 with those controllers (without
+    --allow-no-cgroups).
 ";
 
 #[derive(Debug)]
@@ -50,6 +61,8 @@ pub struct Args {
     pub gpu: Option<PathBuf>,
     pub services: Option<PathBuf>,
     pub allow_weaker_landlock: bool,
+    pub cgroup_parent: Option<PathBuf>,
+    pub allow_no_cgroups: bool,
     pub name: VmName,
 }
 
@@ -60,7 +73,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
     let (mut state_dir, mut parent, mut notify_fd, mut timeout) =
         (PathBuf::from("/run/vm"), None, None, 30u64);
     let (mut virtiofsd, mut vmm, mut gpu, mut name) = (None, None, None, None);
-    let mut allow_weaker_landlock = false;
+    let (mut allow_weaker_landlock, mut allow_no_cgroups) = (false, false);
+    let mut cgroup_parent = None;
     let mut services = None;
     while let Some(a) = it.next() {
         let flag = a.to_str().unwrap_or("");
@@ -101,6 +115,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
                 services = Some(dir);
             }
             "--allow-weaker-landlock" => allow_weaker_landlock = true,
+            "--allow-no-cgroups" => allow_no_cgroups = true,
+            "--cgroup-parent" => cgroup_parent = Some(PathBuf::from(value()?)),
             f if f.starts_with('-') => {
                 return Err(Error::Usage(format!("unknown option {f:?}; {USAGE}")))
             }
@@ -124,6 +140,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
         gpu,
         services,
         allow_weaker_landlock,
+        cgroup_parent,
+        allow_no_cgroups,
         name: name.ok_or_else(usage)?,
     }))
 }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod cgroups;
 mod outer;
 mod output;
 mod pid1;

@@ -10,6 +10,7 @@ use std::os::unix::fs::{chown, DirBuilderExt, FileTypeExt, OpenOptionsExt, Permi
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use sandbox_core::cgroup::VmCgroup;
 use sandbox_core::event;
 use sandbox_core::fds::take_fd;
 use sandbox_core::ids::{self, Slot, VMM_UID};
@@ -51,6 +52,8 @@ pub struct Vm {
     pub allow_weaker_landlock: bool,
     /// --services: the service directories PID 1's s6-svscan runs.
     pub services: Option<crate::services::Templates>,
+    /// The VM's cgroup; what the host lacks only with --allow-no-cgroups.
+    pub cgroups: Result<crate::cgroups::Plan, String>,
 }
 
 /// The mounts the outer makes as host root and hands PID 1 with the
@@ -163,6 +166,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
         .as_deref()
         .map(crate::services::read)
         .transpose()?;
+    let cgroups = crate::cgroups::check(args, &config, &dir)?;
     Ok(Vm {
         dir,
         kind: config.vmm,
@@ -171,6 +175,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
         host_groups,
         allow_weaker_landlock: args.allow_weaker_landlock,
         services,
+        cgroups,
     })
 }
 
@@ -344,6 +349,23 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     let slot = slots.lock_lowest_free()?;
     let mut created = Created::default();
     let listeners = create_files(&vm, slot, &mut created)?;
+    // The VM's cgroup: removed (its processes killed first) when `made`
+    // drops, whatever escaped the VM's PID namespace.
+    let (made, cgroup) = match &vm.cgroups {
+        Ok(plan) => {
+            let (made, cgroup) = VmCgroup::create(
+                &plan.parent,
+                args.name.as_str(),
+                slot.index(),
+                &plan.daemons,
+            )?;
+            (Some(made), Some(cgroup))
+        }
+        Err(missing) => {
+            crate::cgroups::say_unbounded(args, missing);
+            (None, None)
+        }
+    };
     // Hard limits only host root can raise; each wrapper lowers them to its
     // daemon's values. Open files: virtiofsd's 65536. Locked memory: the
     // VMM's guest RAM, whose size only wrap-vmm reads.
@@ -366,7 +388,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     match clone_vm()? {
         Cloned::Child(pending) => {
             // PID 1. The outer cleans up what it created, not us.
-            std::mem::forget(created);
+            std::mem::forget((created, made));
             let started = pending.wait_for_id_maps().and_then(|fds| {
                 watch.arm_and_check()?;
                 let [vm_dir, storage] = <[_; 2]>::try_from(fds).map_err(|_| {
@@ -375,7 +397,9 @@ pub fn run(args: &Args) -> Result<u8, Error> {
                 Ok(HandedMounts { vm_dir, storage })
             });
             let code = match started {
-                Ok(mounts) => pid1::run(args, &vm, slot, listeners, mounts, watch, notify),
+                Ok(mounts) => {
+                    pid1::run(args, &vm, slot, (listeners, cgroup), mounts, watch, notify)
+                }
                 Err(e) => {
                     sandbox_core::say!("vm-init: {}: PID 1: {e}", args.name);
                     e.exit_code()
@@ -396,7 +420,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
             let running = child.release(&[vm_dir.as_fd(), storage.as_fd()])?;
             drop((vm_dir, storage));
             // PID 1 holds the only copies that matter now.
-            drop((notify, listeners, watch, vm.gpu.take()));
+            drop((notify, listeners, watch, vm.gpu.take(), cgroup));
             loop {
                 let ready = event::wait_readable(&[sigfd.as_fd(), running.pidfd.as_fd()])?;
                 if ready[0] {
@@ -412,7 +436,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
                 }
             }
             let status = spawn::wait(running.pid)?;
-            drop((created, vm_lock, slots));
+            drop((made, created, vm_lock, slots));
             Ok(status.relay_code())
         }
     }

@@ -7,7 +7,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use sandbox_core::event::{self, Timer};
+use sandbox_core::cgroup::VmCgroup;
+use sandbox_core::event::{self, Timer, Wait};
 use sandbox_core::fds::{self, notify_ready};
 use sandbox_core::ids::Slot;
 use sandbox_core::parent::ParentWatch;
@@ -18,6 +19,7 @@ use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
+use crate::cgroups;
 use crate::outer::{HandedMounts, Listeners, Vm, SIGNALS};
 use crate::output::OutputRelay;
 use crate::serial::SerialRelay;
@@ -34,12 +36,12 @@ pub fn run(
     args: &Args,
     vm: &Vm,
     slot: Slot,
-    listeners: Listeners,
+    handed: (Listeners, Option<VmCgroup>),
     mounts: HandedMounts,
     watch: ParentWatch,
     notify: Option<OwnedFd>,
 ) -> u8 {
-    match run_vm(args, vm, slot, listeners, mounts, &watch, notify) {
+    match run_vm(args, vm, slot, handed, mounts, &watch, notify) {
         Ok(code) => code,
         Err(e) => {
             sandbox_core::say!("vm-init: {}: {e}", args.name);
@@ -55,10 +57,11 @@ struct Daemon {
     output: OutputRelay,
 }
 
-/// Starts `wrapper` for daemon `name` (`tag` in front of its lines) with
-/// `fds`, its stdout and stderr through us.
+/// Starts `wrapper` for daemon `name` (`tag` in front of its lines, and
+/// its cgroup leaf's name) with `fds`, its stdout and stderr through us.
 fn daemon(
     vm: &Vm,
+    cgroup: Option<&VmCgroup>,
     (name, tag): (&'static str, &str),
     wrapper: &str,
     program: Option<&Path>,
@@ -69,7 +72,17 @@ fn daemon(
     let mut fds = fds.to_vec();
     fds.push((out.as_fd(), 1));
     fds.push((err.as_fd(), 2));
-    let child = spawn(&command(vm, wrapper, program, &fds)?)?;
+    let leaf = match cgroup {
+        Some(c) => {
+            let leaf = c
+                .leaf(tag)
+                .ok_or_else(|| Error::Refused(format!("the VM's cgroup has no leaf for {tag}")))?;
+            fds.push((leaf.procs.as_fd(), fd::CGROUP));
+            true
+        }
+        None => false,
+    };
+    let child = spawn(&command(vm, wrapper, program, leaf, &fds)?)?;
     Ok(Daemon {
         name,
         child,
@@ -81,11 +94,17 @@ fn command(
     vm: &Vm,
     wrapper: &str,
     program: Option<&Path>,
+    cgroup: bool,
     fds: &[(BorrowedFd<'_>, i32)],
 ) -> Result<Command, Error> {
     let mut cmd = Command::new(&vm.bin_dir.join(wrapper))?;
     if let Some(p) = program {
         cmd.arg("--program")?.arg(p)?;
+    }
+    if cgroup {
+        cmd.arg("--cgroup-fd")?.arg(fd::CGROUP.to_string())?;
+    } else {
+        cmd.arg("--allow-no-cgroups")?;
     }
     if vm.allow_weaker_landlock {
         cmd.arg("--allow-weaker-landlock")?;
@@ -101,12 +120,18 @@ fn run_vm(
     args: &Args,
     vm: &Vm,
     slot: Slot,
-    listeners: Listeners,
+    (listeners, cgroup): (Listeners, Option<VmCgroup>),
     mounts: HandedMounts,
     watch: &ParentWatch,
     notify: Option<OwnedFd>,
 ) -> Result<u8, Error> {
     let name = &args.name;
+    // Into vm-init's leaf of the VM's cgroup, before anything is started:
+    // all we start is in the VM's cgroup (each wrapper then moves itself
+    // into its daemon's leaf).
+    if let Some(c) = &cgroup {
+        sandbox_core::cgroup::enter(c.vm_init.as_fd())?;
+    }
     // Non-dumpable first: virtiofsd shares our uid (root of the VM's user
     // namespace) and must not ptrace or read us. (Our session keyring is
     // the VM's, host root's and empty: the outer made it for the clone.)
@@ -144,7 +169,8 @@ fn run_vm(
         None => {
             let fs = daemon(
                 vm,
-                ("virtiofsd", "virtiofsd"),
+                cgroup.as_ref(),
+                ("virtiofsd", cgroups::VIRTIOFSD),
                 "wrap-virtiofsd",
                 args.virtiofsd.as_deref(),
                 &[
@@ -158,7 +184,8 @@ fn run_vm(
             }
             let vmm = daemon(
                 vm,
-                ("the VMM", "vmm"),
+                cgroup.as_ref(),
+                ("the VMM", cgroups::VMM),
                 "wrap-vmm",
                 args.vmm.as_deref(),
                 &fds,
@@ -188,6 +215,15 @@ fn run_vm(
             }
             if let Some(c) = &vm.gpu {
                 fds.push((c.tree.as_fd(), fd::parked::GPU_COMPOSITOR));
+            }
+            for (leaf, at) in [
+                (cgroups::VIRTIOFSD, fd::parked::VIRTIOFSD_CGROUP),
+                (cgroups::VMM, fd::parked::VMM_CGROUP),
+                (cgroups::GPU, fd::parked::GPU_CGROUP),
+            ] {
+                if let Some(l) = cgroup.as_ref().and_then(|c| c.leaf(leaf)) {
+                    fds.push((l.procs.as_fd(), at));
+                }
             }
             // Subscribed before the VMM's service can start.
             vmm_events = Some(VmmEvents::subscribe(&scan)?);
@@ -221,6 +257,7 @@ fn run_vm(
         daemons,
         vmm_pid,
         vmm_events,
+        cgroup,
         ready: false,
         scan,
         notify,
@@ -249,6 +286,8 @@ struct Ready {
     gpu_connection: bool,
     vmm: bool,
     vmm_service: bool,
+    /// A daemon's cgroup leaf changed.
+    bounds: bool,
     /// Daemons (indices into `VmLoop::daemons`) with output to relay.
     output: Vec<usize>,
 }
@@ -276,6 +315,8 @@ struct VmLoop<'a> {
     scan: Option<PathBuf>,
     /// --services: what the VMM's service says (ready, down).
     vmm_events: Option<VmmEvents>,
+    /// The VM's cgroup leaves: what a daemon met at its bounds.
+    cgroup: Option<VmCgroup>,
     /// The VM said it is ready (announce_ready).
     ready: bool,
     notify: Option<OwnedFd>,
@@ -294,6 +335,9 @@ impl VmLoop<'_> {
             let ready = self.wait()?;
             for i in ready.output {
                 self.daemons[i].output.pump();
+            }
+            if ready.bounds {
+                self.say_bounds()?;
             }
             if ready.serial {
                 self.serial.pump()?;
@@ -330,11 +374,11 @@ impl VmLoop<'_> {
 
     /// Polls every fd the loop watches; says which are readable by name.
     fn wait(&self) -> Result<Ready, Error> {
-        fn slot<'f>(fd: BorrowedFd<'f>, fds: &mut Vec<BorrowedFd<'f>>) -> usize {
-            fds.push(fd);
+        fn slot<'f>(fd: BorrowedFd<'f>, fds: &mut Vec<(BorrowedFd<'f>, Wait)>) -> usize {
+            fds.push((fd, Wait::Readable));
             fds.len() - 1
         }
-        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+        let mut fds: Vec<(BorrowedFd<'_>, Wait)> = Vec::new();
         let signals = slot(self.sigfd.as_fd(), &mut fds);
         let outer = slot(self.watch.fd(), &mut fds);
         let timer = slot(self.timer.as_fd(), &mut fds);
@@ -370,7 +414,12 @@ impl VmLoop<'_> {
         }
         // (Nothing to do when it fires: the next wait polls the relay.)
         slot(self.output_timer.as_fd(), &mut fds);
-        let r = event::wait_readable(&fds)?;
+        // A daemon's leaf says it met a bound (memory.events, pids.events).
+        let bounds = fds.len();
+        for leaf in self.cgroup.iter().flat_map(|c| &c.leaves) {
+            fds.extend(leaf.event_fds().map(|fd| (fd, Wait::Changed)));
+        }
+        let r = event::wait(&fds)?;
         Ok(Ready {
             signals: r[signals],
             outer_gone: r[outer],
@@ -379,6 +428,7 @@ impl VmLoop<'_> {
             gpu_connection: gpu.is_some_and(|i| r[i]),
             vmm: vmm.iter().any(|&i| r[i]),
             vmm_service: vmm_service.is_some_and(|i| r[i]),
+            bounds: r[bounds..].iter().any(|&b| b),
             output: output
                 .into_iter()
                 .filter(|&(_, at)| r[at])
@@ -415,7 +465,8 @@ impl VmLoop<'_> {
                 let compositor = &self.vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
                 self.daemons.push(daemon(
                     self.vm,
-                    ("the GPU daemon", "gpu"),
+                    self.cgroup.as_ref(),
+                    ("the GPU daemon", cgroups::GPU),
                     "wrap-gpu",
                     self.args.gpu.as_deref(),
                     &[
@@ -530,10 +581,25 @@ impl VmLoop<'_> {
         }
     }
 
+    /// One line per bound a daemon met since the last look: which daemon,
+    /// which bound (memory.max: the kernel killed its whole leaf; pids.max:
+    /// a fork was refused). Its death, if it died, is said as any other.
+    fn say_bounds(&mut self) -> Result<(), Error> {
+        let name = self.args.name.as_str();
+        for leaf in self.cgroup.iter_mut().flat_map(|c| &mut c.leaves) {
+            for bound in leaf.news()? {
+                sandbox_core::say!("vm-init: {name}: {} met its {bound}", leaf.name);
+            }
+        }
+        Ok(())
+    }
+
     /// Reaps everything that exited, ours or orphans reparented to us.
     /// Returns an exit code once the VMM is gone.
     fn reap(&mut self) -> Result<Option<u8>, Error> {
         let name = self.args.name.as_str();
+        // A daemon killed at its memory.max: the bound first, then its end.
+        self.say_bounds()?;
         while let Some((pid, status)) = reap_any()? {
             let Some(i) = self
                 .daemons

@@ -22,6 +22,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use sandbox_core::spawn::{self, spawn, Command};
+use sandbox_core::vmdir::fd;
 use sandbox_core::{mount, Error};
 
 use crate::args::Args;
@@ -164,15 +165,24 @@ impl Templates {
         .map_err(|_| Error::Usage("vm-init's directory contains ':'".into()))?;
         cmd.env("PATH", path)?;
         cmd.env("VM_DIR", vm.dir.path())?;
-        for (var, program) in [
-            ("VM_SANDBOX_VIRTIOFSD_ARGS", &args.virtiofsd),
-            ("VM_SANDBOX_VMM_ARGS", &args.vmm),
-            ("VM_SANDBOX_GPU_ARGS", &args.gpu),
+        for (var, program, cgroup_fd) in [
+            (
+                "VM_SANDBOX_VIRTIOFSD_ARGS",
+                &args.virtiofsd,
+                fd::parked::VIRTIOFSD_CGROUP,
+            ),
+            ("VM_SANDBOX_VMM_ARGS", &args.vmm, fd::parked::VMM_CGROUP),
+            ("VM_SANDBOX_GPU_ARGS", &args.gpu, fd::parked::GPU_CGROUP),
         ] {
             let mut words = Vec::new();
             if let Some(p) = program {
                 words.push(format!("--program {}", p.display()));
             }
+            // Its daemon's cgroup leaf, parked by PID 1 at `cgroup_fd`.
+            words.push(match vm.cgroups {
+                Ok(_) => format!("--cgroup-fd {cgroup_fd}"),
+                Err(_) => "--allow-no-cgroups".into(),
+            });
             if args.allow_weaker_landlock {
                 words.push("--allow-weaker-landlock".into());
             }

@@ -39,6 +39,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use sandbox_core::caps::CapabilitySet;
+use sandbox_core::cgroup::Limits;
 use sandbox_core::ids::GPU_UID;
 use sandbox_core::ids::{is_mapped, COMPOSITOR_GID};
 use sandbox_core::landlock::{Access, FsRule};
@@ -72,6 +73,19 @@ pub const TMP_SIZE: &str = "64m";
 pub const TMP_INODES: u32 = 256;
 pub const SHM_SIZE: &str = "512m";
 pub const SHM_INODES: u32 = 1024;
+/// Its cgroup's bounds, which the outer vm-init writes as host root (see
+/// sandbox-core's cgroup.rs). Memory: its /dev/shm and /tmp above (576
+/// MiB together: the display buffers it shares with the compositor) are
+/// charged to it, with its own heap beside them; crosvm idles in one
+/// thread with a few MiB resident (not measured under a real guest
+/// driver: no GPU here). No swap. Tasks: its NPROC, the wrapper and its
+/// reaper. CPU: the kernel's default weight, as every daemon of a VM.
+pub const LIMITS: Limits = Limits {
+    memory_max: 1 << 30,
+    swap_max: 0,
+    pids_max: NPROC + 2,
+    cpu_weight: 100,
+};
 
 pub const TABLE: &[(&str, Access, bool)] = &[
     ("/proc", Access::Read, false),

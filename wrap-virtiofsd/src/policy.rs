@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use sandbox_core::caps::CapabilitySet;
+use sandbox_core::cgroup::Limits;
 use sandbox_core::ids::VIRTIOFSD_UID;
 use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
@@ -29,6 +30,19 @@ pub const USERNS_FD: i32 = fd::VIRTIOFSD_USERNS;
 /// Processes and threads of virtiofsd's uid (its own in its user
 /// namespace): 3 measured while serving; room for a few more.
 pub const NPROC: u64 = 32;
+/// Its cgroup's bounds, which the outer vm-init writes as host root (see
+/// sandbox-core's cgroup.rs). Memory: 4.4 MiB resident measured serving
+/// the demo guest; the guest's files it reads and writes are page cache
+/// charged to it, which the kernel reclaims at the bound before it kills:
+/// 256 MiB is room for a working set of them. No swap. Tasks: its NPROC,
+/// the wrapper and its reaper. CPU: the kernel's default weight, as every
+/// daemon of a VM: under contention each gets an equal share of its VM's.
+pub const LIMITS: Limits = Limits {
+    memory_max: 256 << 20,
+    swap_max: 0,
+    pids_max: NPROC + 2,
+    cpu_weight: 100,
+};
 /// Open files: virtiofsd keeps one O_PATH fd per inode the guest has
 /// looked up. 65536 is generous for a desktop VM and far below the host's
 /// nr_open; virtiofsd is told to leave it as it is (`--rlimit-nofile 0`).

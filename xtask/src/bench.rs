@@ -96,6 +96,7 @@ fn standin_vm(state: &Path, name: &str) -> Result {
 
 fn start_vm(bin: &Path, state: &Path, name: &str) -> Result<Child> {
     Command::new(bin.join("vm-init"))
+        .args(tests::no_cgroups())
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -673,6 +674,7 @@ fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
     let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
     if sandboxed {
         let status = Command::new(bin.join("vm-init"))
+            .args(tests::no_cgroups())
             .args([
                 "--parent-pid",
                 &std::process::id().to_string(),

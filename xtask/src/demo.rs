@@ -248,6 +248,7 @@ fn probe_vm(
         .arg(vm.join("fs/host-device"))
         .args(["c", "1", "3"]))?;
     let mut child = Command::new(bin.join("vm-init"))
+        .args(tests::no_cgroups())
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -450,6 +451,15 @@ fn demo_vm(
         vmm.display(),
         tools::virtiofsd().display()
     );
+    // Each daemon is bounded in its own cgroup (v2); a host without it
+    // gets the explicit opt-out, and the demo says so.
+    for flag in tests::no_cgroups() {
+        println!(
+            "   this host has no cgroup v2 with the memory, pids and cpu controllers: \
+             the demo VM runs without those bounds ({flag})"
+        );
+        vm_init_args.push_str(&format!(" {flag}"));
+    }
     if let Some(crosvm) = crosvm {
         // The compositor's socket: the user's, or Spectrum's path.
         let socket = std::env::var("VM_SANDBOX_WAYLAND_SOCKET").unwrap_or_default();

@@ -26,6 +26,13 @@
 //!                    its listener (`setsid -f tail -f /dev/null`)
 //!   virtiofsd-flood  accepts the VMM, writes a line as vm-init's own to
 //!                    stdout and stderr, then newlines to stderr without end
+//!   virtiofsd-hog    accepts the VMM, then allocates and touches memory,
+//!                    1 MiB at a time, up to 4 GiB (says so if it gets there)
+//!   virtiofsd-forkbomb  accepts the VMM, then starts `sleep` until a fork
+//!                    fails, says how many and why, and serves
+//!   virtiofsd-cgroup says what a daemon sees of cgroups (its
+//!                    /proc/self/cgroup, opening /sys/fs/cgroup, mounting
+//!                    cgroup2), then serves
 //!
 //! Every request the VMM stand-in gets is appended to VMDIR/serial.log.
 
@@ -186,8 +193,69 @@ fn virtiofsd(name: &str) {
             let _ = std::io::stderr().write_all(&lines);
         }
     }
+    match name {
+        "virtiofsd-hog" => hog(),
+        "virtiofsd-forkbomb" => fork_bomb(),
+        "virtiofsd-cgroup" => cgroup_view(),
+        _ => {}
+    }
     let mut buf = [0u8; 64];
     while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+}
+
+/// Memory past any bound a daemon should have: its cgroup's memory.max
+/// should kill it long before the end.
+fn hog() {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..4096 {
+        // Touched page by page: resident, not merely reserved.
+        kept.push(vec![1u8; 1 << 20]);
+    }
+    eprintln!("standin: 4 GiB allocated and not killed");
+}
+
+/// Processes until the kernel says no.
+fn fork_bomb() {
+    let mut children = Vec::new();
+    let err = loop {
+        match std::process::Command::new("/usr/bin/sleep")
+            .arg("600")
+            .spawn()
+        {
+            Ok(c) if children.len() < 1000 => children.push(c),
+            Ok(_) => break "1000 started, none refused".to_string(),
+            Err(e) => break format!("{e}"),
+        }
+    };
+    eprintln!("standin: forked {}, then: {err}", children.len());
+    std::mem::forget(children);
+}
+
+/// What of cgroups a daemon can see or reach, one `standin: cgroup ...`
+/// line each.
+fn cgroup_view() {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_else(|e| e.to_string());
+    eprintln!("standin: cgroup self {:?}", own.trim());
+    let open = std::fs::File::open("/sys/fs/cgroup").map(drop);
+    eprintln!("standin: cgroup open-sysfs {}", errno_of(open));
+    let mounted = rustix::mount::mount(
+        "none",
+        "/tmp",
+        "cgroup2",
+        rustix::mount::MountFlags::empty(),
+        None,
+    );
+    eprintln!(
+        "standin: cgroup mount {}",
+        errno_of(mounted.map_err(Into::into))
+    );
+}
+
+fn errno_of(r: Result<(), std::io::Error>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => sandbox_core::Errno::from(e).name(),
+    }
 }
 
 /// What a compromised daemon may try on the processes around it: their
