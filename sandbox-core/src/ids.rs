@@ -1,4 +1,4 @@
-//! The id plan (DESIGN.md, "Namespaces and ids").
+//! The id plan (docs/DESIGN.md, "Ids").
 //!
 //! Each VM owns a block of 2^17 host ids starting at `FIRST_ID + slot * 2^17`.
 //! Inside the VM's user namespace, 0..65535 is the guest's file-ownership

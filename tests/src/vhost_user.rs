@@ -1,7 +1,8 @@
 //! The vhost-user exchange that starts a GPU backend's queue 0, as
-//! facts/crosvm.md measured it between a VMM and `crosvm device gpu`: the
-//! VMM side (the VMM stand-in sends it) and the backend side (the probe in
-//! crosvm's place answers it, making the calls crosvm makes on that path).
+//! measured between a VMM and `crosvm device gpu` (docs/DESIGN.md,
+//! "Measured: crosvm device gpu"): the VMM side (the VMM stand-in sends
+//! it) and the backend side (the probe in crosvm's place answers it,
+//! making the calls crosvm makes on that path).
 //!
 //! Messages: a 12-byte header (request, flags, payload size, native
 //! endian), the payload, and fds as SCM_RIGHTS.
@@ -109,7 +110,8 @@ fn vring_state(index: u32, num: u32) -> Vec<u8> {
 }
 
 /// The VMM's side: the messages that start queue 0, in the order
-/// facts/crosvm.md gives. Returns the backend's features.
+/// docs/DESIGN.md gives ("Measured: crosvm device gpu"). Returns the
+/// backend's features.
 pub fn start_queue_0(s: &UnixStream) -> std::io::Result<u64> {
     send(s, GET_FEATURES, 0, &[], &[])?;
     let reply = recv(s)?.ok_or_else(|| std::io::Error::other("backend closed"))?;

@@ -36,8 +36,8 @@ fn compositor(l: UnixListener, command: &str) {
 }
 
 /// vm-init of VM `g` with the cooperative VMM stand-in (which starts the
-/// GPU backend's queue 0 as facts/crosvm.md measured it) and the probe in
-/// crosvm's place; its compositor says `command`.
+/// GPU backend's queue 0 as docs/DESIGN.md, "Measured: crosvm device gpu",
+/// gives) and the probe in crosvm's place; its compositor says `command`.
 fn gpu_vm(state: &StateDir, command: &str) -> (std::process::Child, Stdout, String) {
     let vm = state.0.join("g");
     let wayland = PathBuf::from(std::fs::read_to_string(vm.join("config/gpu")).unwrap());

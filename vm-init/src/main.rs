@@ -1,5 +1,5 @@
-//! vm-init: one VM under s6. See `vm-init --help` and DESIGN.md
-//! ("Processes, per VM", "Shutdown", "s6").
+//! vm-init: one VM under s6. See `vm-init --help` and docs/DESIGN.md
+//! ("The processes of a VM", "Life and death of a VM", "s6, in both modes").
 
 #![forbid(unsafe_code)]
 

@@ -9,14 +9,15 @@
 //! chain-loads its wrapper, which applies exactly the policy it applies
 //! when PID 1 starts it.
 //!
-//! Why this way (the "(b)") and not the wrappers joining the VM's
-//! namespaces from the host's s6 tree ("(a)"): nothing has to find the
-//! VM's PID 1 from outside and race its death or a recycled PID; the
-//! sockets vm-init bound as host root reach the run scripts by plain fd
-//! inheritance through s6-svscan and s6-supervise, with no writable path
-//! in the host-root-owned VM directory and no fd holder; and when the VM
-//! goes down its services go with it (its PID namespace), so none restarts
-//! against a VM that is gone, and the next start brings them back.
+//! Why this way, and not wrappers in the host's s6 tree that join the VM's
+//! namespaces (docs/DESIGN.md, "Why the services live inside the VM"):
+//! nothing has to find the VM's PID 1 from outside and race its death or a
+//! recycled PID; the sockets vm-init bound as host root reach the run
+//! scripts by plain fd inheritance through s6-svscan and s6-supervise,
+//! with no writable path in the host-root-owned VM directory and no fd
+//! holder; and when the VM goes down its services go with it (its PID
+//! namespace), so none restarts against a VM that is gone, and the next
+//! start brings them back.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};

@@ -60,15 +60,17 @@ pub const SOCKET_FD: i32 = fd::GPU_CONNECTION;
 /// The compositor's socket, a detached mount vm-init passes.
 pub const COMPOSITOR_FD: i32 = fd::GPU_COMPOSITOR;
 /// Processes and threads of the GPU daemon's uid: one thread idle
-/// (facts/crosvm.md); Mesa starts worker threads when it renders.
+/// (docs/DESIGN.md, "Measured: crosvm device gpu"); Mesa starts worker
+/// threads when it renders.
 pub const NPROC: u64 = 64;
 
 /// Its private /tmp and /dev/shm, each bounded in bytes and inodes (a
 /// size alone leaves empty files unbounded). crosvm touched neither from
-/// start to queue start (facts/crosvm.md); the path not measured here
-/// (cross-domain contexts) shares guest memory through memfds, which live
-/// on no mount. /dev/shm keeps room for a file per shared buffer should a
-/// library put them there, and its size for their contents.
+/// start to queue start (docs/DESIGN.md, "Measured: crosvm device gpu");
+/// the path not measured there (cross-domain contexts) shares guest
+/// memory through memfds, which live on no mount. /dev/shm keeps room for
+/// a file per shared buffer should a library put them there, and its size
+/// for their contents.
 pub const TMP_SIZE: &str = "64m";
 pub const TMP_INODES: u32 = 256;
 pub const SHM_SIZE: &str = "512m";
@@ -138,10 +140,11 @@ const IOCTL_TYPE: u64 = 0xff00;
 const DRM_IOCTL_TYPE: u64 = 0x6400;
 
 /// crosvm `device gpu`'s system calls (x86_64). Derived from two sources:
-/// every call measured on the real daemon's path (facts/crosvm.md: start,
-/// vhost-user handshake, queue start, compositor connect, exit) and
-/// crosvm's own policy for its jailed GPU device (jail/seccomp/x86_64/
-/// gpu_device.policy and gpu_common.policy at f1e797a6), which is kept
+/// every call measured on the real daemon's path (docs/DESIGN.md,
+/// "Measured: crosvm device gpu": start, vhost-user handshake, queue
+/// start, compositor connect, exit) and crosvm's own policy for its jailed
+/// GPU device (in crosvm's source at f1e797a6, jail/seccomp/x86_64/
+/// gpu_device.policy and gpu_common.policy), which is kept
 /// against real rendering. Never narrower than that policy for rendering;
 /// what it has that is left out, and what is here beyond both, say why.
 ///
@@ -653,7 +656,8 @@ mod tests {
 
     #[test]
     fn the_measured_path_passes() {
-        // facts/crosvm.md: every call seen from start to exit.
+        // docs/DESIGN.md, "Measured: crosvm device gpu": every call seen
+        // from start to exit.
         let measured = "access arch_prctl brk close connect epoll_create1 epoll_ctl \
             epoll_wait eventfd2 execve exit_group fcntl getrandom gettid madvise mmap \
             mprotect munmap newfstatat openat poll prctl pread64 prlimit64 read recvmsg \

@@ -35,10 +35,10 @@ pub const NPROC: u64 = 128;
 pub const EVENT_FD: i32 = fd::VMM_EVENTS;
 /// Its private /tmp and /dev/shm, each bounded in bytes and inodes (a
 /// size alone leaves empty files and sockets unbounded). cloud-hypervisor
-/// uses neither (facts/cloud-hypervisor.md: guest RAM is a memfd, which
-/// lives on no mount); QEMU (TCG, memory-backend-memfd) was measured to
-/// leave both empty for a whole guest run. Room for a few temporary
-/// files, not for filling the host's memory with inodes.
+/// uses neither (docs/DESIGN.md, "Measured: cloud-hypervisor": guest RAM
+/// is a memfd, which lives on no mount); QEMU (TCG, memory-backend-memfd)
+/// was measured to leave both empty for a whole guest run. Room for a few
+/// temporary files, not for filling the host's memory with inodes.
 pub const TMP_SIZE: &str = "16m";
 pub const TMP_INODES: u32 = 256;
 pub const SHM_SIZE: &str = "64m";

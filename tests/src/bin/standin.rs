@@ -103,7 +103,7 @@ fn vmm(name: &str, args: &[String], api: &str) {
         .expect("--fs socket=");
     let _fs = UnixStream::connect(fs_sock).expect("connect to virtiofsd");
     // ... and to the GPU daemon's socket, when the VM has one, starting
-    // its queue 0 the way facts/crosvm.md measured it.
+    // its queue 0 as measured (docs/DESIGN.md, "Measured: crosvm device gpu").
     let _gpu = arg_after(args, "--gpu")
         .and_then(|s| s.strip_prefix("socket="))
         .map(|p| {

@@ -65,7 +65,8 @@ pub(crate) fn as_gpu(argv: &[String]) -> ! {
     std::process::exit(i32::from(p.failed > 0));
 }
 
-/// The backend's side of facts/crosvm.md's exchange, making the calls
+/// The backend's side of the exchange measured between a VMM and crosvm
+/// (docs/DESIGN.md, "Measured: crosvm device gpu"), making the calls
 /// crosvm makes on it: recvmsg with fds, the guest memory mapped shared,
 /// epoll on the kick eventfd, then the compositor's socket.
 pub(crate) fn serve_until_queue_0_starts(

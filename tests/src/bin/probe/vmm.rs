@@ -311,7 +311,7 @@ fn as_vmm_over_api() -> ! {
             failed = p.failed;
             println!("probe: {} attempts, {} failed", p.attempts, p.failed);
         }
-        // As cloud-hypervisor answers (facts/cloud-hypervisor.md): the
+        // As cloud-hypervisor answers (docs/DESIGN.md, "Measured: cloud-hypervisor"): the
         // power button of a VM that is not running is refused; the guest
         // powering off, or vmm.shutdown, ends the process.
         let power_button = line.starts_with("PUT /api/v1/vm.power-button ");
