@@ -2,7 +2,8 @@
 //!
 //!   cargo xtask ci        install what the tests need, then fmt, clippy, build, every test,
 //!                         and the kernel matrix
-//!   cargo xtask test      every test (privileged ones need root)
+//!   cargo xtask test      every test binary, each under a time limit, and their times
+//!                         (privileged tests need root)
 //!   cargo xtask lint      fmt --check and clippy -D warnings
 //!   cargo xtask demo      boot a real VM fully sandboxed under s6 and show what each daemon reaches
 //!   cargo xtask bench     setup cost, memory and scale against bubblewrap (target/bench.json)
@@ -23,6 +24,7 @@ mod demo;
 mod host;
 mod kernels;
 mod matrix;
+mod testrun;
 mod tools;
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
@@ -175,10 +177,43 @@ fn lint() -> Result {
 }
 
 fn test() -> Result {
+    test_timed(&mut Vec::new())
+}
+
+/// Every test binary of the workspace (and the doc tests), each under
+/// [`testrun::LIMIT`], all of them run even when one fails; `timings`
+/// gets each one's time and result, also printed at the end.
+fn test_timed(timings: &mut Vec<testrun::Timing>) -> Result {
     // Build every binary first: the integration tests run them.
     sh(cargo().args(["build", "--workspace", "--bins"]))?;
-    // --show-output: the escape table of each matrix test lands in the log.
-    sh(cargo().args(["test", "--workspace", "--", "--show-output"]))
+    let mut failed = Vec::new();
+    for t in testrun::test_executables(&["--workspace"])? {
+        let (timing, result) = testrun::run(&t);
+        timings.push(timing);
+        failed.extend(result.err());
+    }
+    // No crate has a doc test today; run so that one added is run.
+    let mut doc = cargo();
+    doc.args(["test", "--workspace", "--doc"])
+        .current_dir(root());
+    let (timing, result) = testrun::run_limited("doc tests", doc, &[], testrun::LIMIT);
+    timings.push(timing);
+    failed.extend(result.err());
+    eprintln!(
+        "\nxtask test: each test binary's time (limit {} s each)",
+        testrun::LIMIT.as_secs()
+    );
+    testrun::print_table(timings, "  ");
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} test binaries failed:\n{}",
+            failed.len(),
+            timings.len(),
+            failed.join("\n")
+        ))
+    }
 }
 
 fn ci() -> Result {
@@ -191,18 +226,22 @@ fn ci() -> Result {
         took.push((name, start.elapsed()));
         r
     };
+    let tests = std::cell::RefCell::new(Vec::new());
     let result = stage("deps, tools, guest", &|| {
         deps()?;
         tools::tools()?;
         tools::guest()
     })
     .and_then(|()| stage("lint (fmt, clippy)", &lint))
-    .and_then(|()| stage("tests", &test))
+    .and_then(|()| stage("tests", &|| test_timed(&mut tests.borrow_mut())))
     // The same tests on Debian's 6.12 (Landlock ABI 6), and 6.1's refusals.
     .and_then(|()| stage("kernel matrix", &|| kernels::run(None)));
     eprintln!("\nxtask ci: stage times");
     for (name, t) in &took {
         eprintln!("  {name:<24} {:>7.1} s", t.as_secs_f64());
+        if *name == "tests" {
+            testrun::print_table(&tests.borrow(), "    ");
+        }
     }
     result
 }
