@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what the sandbox costs the host, each figure
 //! measured in the same run as its reference, median and spread (p10-p90)
-//! over repeated runs. Prints a table and writes target/bench.json.
+//! over repeated runs. Prints a table and writes bench.json in cargo's
+//! target directory.
 //!
 //! 1. service setup: a wrapper's whole policy up to the exec of the daemon
 //!    (/bin/true), against bubblewrap doing the equivalent and against

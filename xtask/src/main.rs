@@ -6,7 +6,8 @@
 //!                         (privileged tests need root)
 //!   cargo xtask lint      fmt --check and clippy -D warnings
 //!   cargo xtask demo      boot a real VM fully sandboxed under s6 and show what each daemon reaches
-//!   cargo xtask bench     setup cost, memory and scale against bubblewrap (target/bench.json)
+//!   cargo xtask bench     setup cost, memory and scale against bubblewrap (bench.json in
+//!                         cargo's target directory)
 //!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
 //!   cargo xtask kernels   the tests on Debian's 6.12 (Landlock ABI 6) and 6.1 kernels, under QEMU
 //!   cargo xtask deps      install the Debian packages the tests need
@@ -88,13 +89,8 @@ pub fn root() -> PathBuf {
 /// `cargo metadata` says (a `build.target-dir` of a config), else the
 /// workspace's own `target`.
 pub fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        return if dir.is_absolute() {
-            dir
-        } else {
-            std::env::current_dir().unwrap_or_else(|_| root()).join(dir)
-        };
+    if let Some(dir) = target_dir_from_env() {
+        return dir;
     }
     let metadata = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
@@ -139,8 +135,25 @@ pub fn link(from: &Path, to: &Path) -> Result {
     Ok(())
 }
 
+/// CARGO_TARGET_DIR, made absolute as cargo reads it: relative to where
+/// xtask was started.
+fn target_dir_from_env() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty())?);
+    Some(if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| root()).join(dir)
+    })
+}
+
 pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // xtask runs cargo in the workspace root: a relative CARGO_TARGET_DIR
+    // would name another directory there than where xtask looks.
+    if let Some(dir) = target_dir_from_env() {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
+    cmd
 }
 
 pub fn deps() -> Result {

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use crate::{cargo, root, Result};
 
-/// One test binary's limit. The slowest measured on 2 cores shared with
-/// other builds took 17 s (vm_init.rs; first_run.rs, which runs `cargo
-/// xtask demo`, 7 s): ten minutes lets a far slower machine, or a cold
-/// build beside the tests, pass, and still ends a hang.
+/// One test binary's limit. The slowest measured on 2 cores: fresh_clone.rs
+/// (a release build from nothing), 65 s idle and 2 min with other builds
+/// beside it; the others 17 s at most (vm_init.rs). Ten minutes lets a far
+/// slower machine pass, and still ends a hang.
 pub const LIMIT: Duration = Duration::from_secs(10 * 60);
 
 /// A test harness cargo built: unit tests of a crate's target, or an
