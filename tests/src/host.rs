@@ -4,20 +4,33 @@
 //! group, so the cloud-hypervisor profile (every stand-in VM) needs one
 //! made, as udev would; the first-run test needs the fresh state back.
 //!
-//! Every test of a process that needs /dev/kvm usable shares one change
-//! ([`kvm_usable`]); the last one out restores it. A test that needs the
-//! pristine state ([`kvm_pristine`]) waits until no other test of its
-//! process uses /dev/kvm, and holds off the others until it is done.
+//! The tests that use /dev/kvm meet at one lock file, [`KVM_LOCK`], each
+//! guard with a lock of its own on it (`flock`, which the kernel lets go
+//! of when the guard is dropped, its test panics or its process dies: no
+//! panic or ordering leaves a test waiting for a guard nobody holds):
+//! shared while a test uses /dev/kvm usable ([`kvm_usable`]), exclusive
+//! while one changes it or needs it pristine ([`kvm_pristine`]). What was
+//! found is written in the file before a change and emptied once it is
+//! put back, so a change left behind (a process killed, a put-back that
+//! failed) is put back by the next guard, which says so in one line.
+//! A test holds one kvm guard at a time: a second might wait for the first.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
+use rustix::fs::{flock, FlockOperation};
 use sandbox_core::host::{kvm_group, KVM_DEVICE};
 
+/// The kvm guards' lock file, shared by every test process of the host
+/// (not under [`TESTS_TOP`], which a test may mount and unmount).
+pub const KVM_LOCK: &str = "/run/vm-sandbox-tests-kvm";
+
 /// /dev/kvm and the kvm group as found.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KvmState {
     uid: u32,
     gid: u32,
@@ -26,18 +39,29 @@ struct KvmState {
     group: Option<u32>,
 }
 
-fn run(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd)
+/// Runs a command, failing with its command line and what it said.
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
         .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(status.success(), "{cmd} {args:?}: {status}");
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    Err(format!(
+        "{cmd} {}: {}: {}",
+        args.join(" "),
+        out.status,
+        said.trim()
+    ))
 }
 
-fn set_owner_and_mode(uid: u32, gid: u32, mode: u32) {
-    std::os::unix::fs::chown(KVM_DEVICE, Some(uid), Some(gid)).expect("chown /dev/kvm");
+fn set_owner_and_mode(uid: u32, gid: u32, mode: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(KVM_DEVICE, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {uid}:{gid} {KVM_DEVICE}: {e}"))?;
     std::fs::set_permissions(KVM_DEVICE, std::fs::Permissions::from_mode(mode))
-        .expect("chmod /dev/kvm");
+        .map_err(|e| format!("chmod {mode:04o} {KVM_DEVICE}: {e}"))
 }
 
 impl KvmState {
@@ -52,70 +76,207 @@ impl KvmState {
         })
     }
 
-    fn restore(&self) {
+    /// As udev leaves a normal host: root:kvm, mode 0660.
+    fn is_usable(&self) -> bool {
+        (self.uid, self.mode, self.group) == (0, 0o660, Some(self.gid))
+    }
+
+    /// As a fresh machine of this kind has it: root:root, 0600, no group.
+    fn is_pristine(&self) -> bool {
+        (self.uid, self.gid, self.mode, self.group) == (0, 0, 0o600, None)
+    }
+
+    fn make_usable() -> Result<(), String> {
+        if kvm_group().is_none() {
+            run("groupadd", &["--system", "kvm"])?;
+        }
+        let gid = kvm_group().ok_or("no kvm group after groupadd")?;
+        set_owner_and_mode(0, gid, 0o660)
+    }
+
+    fn make_pristine() -> Result<(), String> {
+        if kvm_group().is_some() {
+            run("groupdel", &["kvm"])?;
+        }
+        set_owner_and_mode(0, 0, 0o600)
+    }
+
+    fn restore(&self) -> Result<(), String> {
         let now = kvm_group();
         if now.is_some() && now != self.group {
-            run("groupdel", &["kvm"]);
+            run("groupdel", &["kvm"])?;
         }
         if let Some(g) = self.group.filter(|&g| kvm_group() != Some(g)) {
-            run("groupadd", &["--system", "--gid", &g.to_string(), "kvm"]);
+            run("groupadd", &["--system", "--gid", &g.to_string(), "kvm"])?;
         }
-        set_owner_and_mode(self.uid, self.gid, self.mode);
+        set_owner_and_mode(self.uid, self.gid, self.mode)
+    }
+
+    /// `UID GID MODE GROUP|-`, as written in [`KVM_LOCK`].
+    fn parse(line: &str) -> Option<KvmState> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [uid, gid, mode, group] = f[..] else {
+            return None;
+        };
+        Some(KvmState {
+            uid: uid.parse().ok()?,
+            gid: gid.parse().ok()?,
+            mode: u32::from_str_radix(mode, 8).ok()?,
+            group: match group {
+                "-" => None,
+                g => Some(g.parse().ok()?),
+            },
+        })
     }
 }
 
-#[derive(Debug)]
-struct Users {
-    usable: usize,
-    pristine: bool,
-    found: Option<KvmState>,
+impl fmt::Display for KvmState {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "uid {} gid {} mode {:04o}, ",
+            self.uid, self.gid, self.mode
+        )?;
+        match self.group {
+            Some(g) => write!(f, "kvm group {g}"),
+            None => write!(f, "no kvm group"),
+        }
+    }
 }
 
-static USERS: Mutex<Users> = Mutex::new(Users {
-    usable: 0,
-    pristine: false,
-    found: None,
-});
-static CHANGED: Condvar = Condvar::new();
+/// The lock file, opened for one guard: a lock of its own.
+fn open_lock() -> File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(KVM_LOCK)
+        .unwrap_or_else(|e| panic!("open {KVM_LOCK}: {e}"))
+}
 
-fn users() -> std::sync::MutexGuard<'static, Users> {
-    // A test that panicked while holding the lock left consistent data.
-    USERS.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(file: &File, op: FlockOperation) {
+    loop {
+        match flock(file, op) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.unwrap_or_else(|e| panic!("flock {KVM_LOCK} {op:?}: {e}")),
+        }
+    }
+}
+
+/// Writes what was found before a change: `PID UID GID MODE GROUP|-`.
+fn write_found(file: &File, found: &KvmState) -> Result<(), String> {
+    let line = format!(
+        "{} {} {} {:o} {}\n",
+        std::process::id(),
+        found.uid,
+        found.gid,
+        found.mode,
+        found.group.map_or("-".into(), |g| g.to_string())
+    );
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(line.as_bytes(), 0))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| format!("write {KVM_LOCK}: {e}"))
+}
+
+/// Puts /dev/kvm and the kvm group back as written in the lock file, if
+/// anything is, and empties it. Only with the lock held exclusively:
+/// then no test uses the change any longer. Returns the writer's pid
+/// and what was put back.
+fn put_back(file: &File) -> Result<Option<(String, KvmState)>, String> {
+    let text = std::fs::read_to_string(KVM_LOCK).map_err(|e| format!("read {KVM_LOCK}: {e}"))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let (pid, rest) = text.trim().split_once(' ').unwrap_or(("?", ""));
+    let found = KvmState::parse(rest)
+        .ok_or_else(|| format!("{KVM_LOCK} holds {text:?}, not PID UID GID MODE GROUP"))?;
+    found.restore().map_err(|e| {
+        format!(
+            "could not put /dev/kvm and the kvm group back as test process {pid} found them \
+             ({found}; kept in {KVM_LOCK} for the next run): {e}"
+        )
+    })?;
+    file.set_len(0)
+        .map_err(|e| format!("empty {KVM_LOCK}: {e}"))?;
+    Ok(Some((pid.to_owned(), found)))
+}
+
+/// The one line said when a guard puts back what another left changed
+/// (its process killed, its put-back failed).
+fn say_put_back(pid: &str, found: &KvmState) {
+    eprintln!(
+        "tests: put /dev/kvm and the kvm group back as test process {pid} found them \
+         ({found}): it changed them and did not put them back"
+    );
+}
+
+/// With the lock held exclusively, before a change: what an earlier
+/// guard left changed, put back.
+fn put_back_left_over(file: &File) {
+    match put_back(file) {
+        Ok(Some((pid, found))) => say_put_back(&pid, &found),
+        Ok(None) => {}
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A guard's own change: what was found is written first, so a process
+/// killed midway is put back by the next; a change that fails is put
+/// back at once.
+fn change(file: &File, found: &KvmState, what: &str, make: fn() -> Result<(), String>) {
+    let changed = write_found(file, found).and_then(|()| make());
+    if let Err(e) = changed {
+        let back = put_back(file).err().map(|b| format!("; {b}"));
+        panic!("make /dev/kvm {what}: {e}{}", back.unwrap_or_default());
+    }
+}
+
+/// A guard's put-back as it is dropped: said in one line if the change
+/// was another process's; if it failed, its test fails, unless it fails
+/// already (a panic while panicking would abort every test).
+fn report(put: Result<Option<(String, KvmState)>, String>) {
+    match put {
+        Ok(Some((pid, found))) if pid != std::process::id().to_string() => {
+            say_put_back(&pid, &found)
+        }
+        Ok(_) => {}
+        Err(e) if std::thread::panicking() => eprintln!("tests: {e}"),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// /dev/kvm usable by the VMM, as udev sets it up: a kvm group owning it,
-/// mode 0660. Put back as found when the last holder drops.
+/// mode 0660. Put back as found when the last test using it is done.
 #[derive(Debug)]
-pub struct KvmUsable(());
+pub struct KvmUsable(File);
 
 pub fn kvm_usable() -> KvmUsable {
-    let mut u = users();
-    while u.pristine {
-        u = CHANGED.wait(u).unwrap_or_else(|e| e.into_inner());
-    }
-    if u.usable == 0 {
-        u.found = KvmState::record();
-        if u.found.is_some() {
-            if kvm_group().is_none() {
-                run("groupadd", &["--system", "kvm"]);
-            }
-            let gid = kvm_group().expect("the kvm group was just made");
-            set_owner_and_mode(0, gid, 0o660);
+    let file = open_lock();
+    loop {
+        // Shared with the other tests that use it, once it is usable.
+        lock(&file, FlockOperation::LockShared);
+        if KvmState::record().is_none_or(|s| s.is_usable()) {
+            return KvmUsable(file);
+        }
+        // Changed with every other guard out. (Linux does not promise
+        // that a lock changes type at once: another guard may come
+        // between, so what it leaves is looked at again.)
+        lock(&file, FlockOperation::LockExclusive);
+        put_back_left_over(&file);
+        if let Some(found) = KvmState::record().filter(|s| !s.is_usable()) {
+            change(&file, &found, "usable", KvmState::make_usable);
         }
     }
-    u.usable += 1;
-    KvmUsable(())
 }
 
 impl Drop for KvmUsable {
     fn drop(&mut self) {
-        let mut u = users();
-        u.usable -= 1;
-        if u.usable == 0 {
-            if let Some(found) = u.found.take() {
-                found.restore();
-            }
-            CHANGED.notify_all();
+        // The last test out puts back: no other holds a lock then. (Two
+        // dropping at once: the second to try gets it.)
+        if flock(&self.0, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            report(put_back(&self.0));
         }
     }
 }
@@ -123,32 +284,21 @@ impl Drop for KvmUsable {
 /// /dev/kvm as on a fresh machine of this kind: `crw------- root:root`,
 /// and no kvm group. Put back as found when dropped.
 #[derive(Debug)]
-pub struct KvmPristine(Option<KvmState>);
+pub struct KvmPristine(File);
 
 pub fn kvm_pristine() -> KvmPristine {
-    let mut u = users();
-    while u.pristine || u.usable > 0 {
-        u = CHANGED.wait(u).unwrap_or_else(|e| e.into_inner());
+    let file = open_lock();
+    lock(&file, FlockOperation::LockExclusive);
+    put_back_left_over(&file);
+    if let Some(found) = KvmState::record().filter(|s| !s.is_pristine()) {
+        change(&file, &found, "pristine", KvmState::make_pristine);
     }
-    u.pristine = true;
-    let found = KvmState::record();
-    if found.is_some() {
-        if kvm_group().is_some() {
-            run("groupdel", &["kvm"]);
-        }
-        set_owner_and_mode(0, 0, 0o600);
-    }
-    KvmPristine(found)
+    KvmPristine(file)
 }
 
 impl Drop for KvmPristine {
     fn drop(&mut self) {
-        let mut u = users();
-        if let Some(found) = self.0.take() {
-            found.restore();
-        }
-        u.pristine = false;
-        CHANGED.notify_all();
+        report(put_back(&self.0));
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what the sandbox costs the host, each figure
 //! measured in the same run as its reference, median and spread (p10-p90)
-//! over repeated runs. Prints a table and writes target/bench.json.
+//! over repeated runs. Prints a table and writes bench.json in cargo's
+//! target directory.
 //!
 //! 1. service setup: a wrapper's whole policy up to the exec of the daemon
 //!    (/bin/true), against bubblewrap doing the equivalent and against
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, link, sh, target_dir, tools, Result};
+use crate::{cargo, link, root, sh, target_dir, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-bench";
 
@@ -95,8 +96,19 @@ fn standin_vm(state: &Path, name: &str) -> Result {
 }
 
 fn start_vm(bin: &Path, state: &Path, name: &str) -> Result<Child> {
+    start_vm_with(bin, state, name, tests::no_cgroups())
+}
+
+/// [`start_vm`] with vm-init's options `extra` (the cgroup opt-out, when
+/// the host needs it, is the caller's to give).
+fn start_vm_with(
+    bin: &Path,
+    state: &Path,
+    name: &str,
+    extra: &[impl AsRef<std::ffi::OsStr>],
+) -> Result<Child> {
     Command::new(bin.join("vm-init"))
-        .args(tests::no_cgroups())
+        .args(extra)
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -234,6 +246,8 @@ fn measure(bin: &Path, state: &Path) -> Result<Report> {
     let memory = vm_cycle(&mut r, bin, state)?;
     memory_and_sizes(&mut r, bin, memory)?;
     scale(&mut r, bin, state)?;
+    cgroup_cost(&mut r, bin, state)?;
+    services_mode(&mut r, bin, state)?;
     guest_files(&mut r, bin, state)?;
     Ok(r)
 }
@@ -621,6 +635,152 @@ fn scale(r: &mut Report, bin: &Path, state: &Path) -> Result {
             host_mounts() as i64 - mounts_before as i64
         ),
         "all 0".into(),
+    );
+    Ok(())
+}
+
+/// Section 6: what the VM's cgroup costs a start, side by side with the
+/// same start without one (a parent without controllers and the opt-out).
+/// Needs cgroup v2 with memory, pids and cpu: a host without says so.
+fn cgroup_cost(r: &mut Report, bin: &Path, state: &Path) -> Result {
+    if !tests::no_cgroups().is_empty() {
+        r.row(
+            "6. VM start with its cgroups / without",
+            "not measured".into(),
+            "this host has no cgroup v2 with memory, pids, cpu".into(),
+        );
+        r.json("cgroup_start_ratio", "null".into());
+        return Ok(());
+    }
+    // A parent whose own parent turns no controller on for it.
+    let bare = Path::new("/sys/fs/cgroup/vm-sandbox-bench-bare");
+    std::fs::create_dir_all(bare.join("parent")).map_err(|e| e.to_string())?;
+    let without = [
+        "--allow-no-cgroups".to_string(),
+        "--cgroup-parent".to_string(),
+        bare.join("parent").display().to_string(),
+    ];
+    standin_vm(state, "cg")?;
+    let (mut with, mut none) = (vec![], vec![]);
+    let once = |extra: &[String]| -> Result<f64> {
+        let start = Instant::now();
+        let mut child = start_vm_with(bin, state, "cg", extra)?;
+        wait_ready(&mut child)?;
+        let up = start.elapsed().as_secs_f64() * 1000.0;
+        stop_vm(child)?;
+        Ok(up)
+    };
+    for _ in 0..20 {
+        with.push(once(&[])?);
+        none.push(once(&without)?);
+    }
+    let _ = std::fs::remove_dir(bare.join("parent"));
+    let _ = std::fs::remove_dir(bare);
+    let (w, n) = (stats(with), stats(none));
+    r.row(
+        "6. VM start with its cgroups / without",
+        format!("{} / {}", ms(w), ms(n)),
+        format!("ratio {:.2}", w.0 / n.0),
+    );
+    r.json("cgroup_start_ratio", format!("{:.3}", w.0 / n.0));
+    Ok(())
+}
+
+/// The sum of Pss over vm-init's processes and the VM's s6 processes
+/// (s6-svscan, s6-supervise, s6-ipcserverd, ...) below `outer`: what a VM
+/// of the `--services` mode adds, its daemons (stand-ins) left out.
+fn sandbox_pss_kib(outer: u32) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![outer];
+    while let Some(pid) = todo.pop() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.starts_with("vm-init") || comm.starts_with("s6-") {
+            total += pss_kib(pid);
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        todo.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    total
+}
+
+/// Section 7: `--services` (each daemon an s6 service of the VM's own
+/// s6-svscan) measured as the one-service mode is: start to ready, stop,
+/// memory per VM, 100 VMs at once.
+fn services_mode(r: &mut Report, bin: &Path, state: &Path) -> Result {
+    let dir = state.parent().ok_or("state dir at /")?.join("vm-services");
+    for service in ["virtiofsd", "vmm", "gpu"] {
+        std::fs::create_dir_all(dir.join(service)).map_err(|e| e.to_string())?;
+        for f in ["run", "notification-fd"] {
+            let from = root().join("s6/vm-services").join(service).join(f);
+            if from.exists() {
+                std::fs::copy(&from, dir.join(service).join(f)).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let mut extra: Vec<std::ffi::OsString> = vec!["--services".into(), dir.into_os_string()];
+    extra.extend(tests::no_cgroups().iter().map(Into::into));
+    standin_vm(state, "svc")?;
+    let (mut starts, mut stops, mut pss) = (vec![], vec![], 0);
+    for i in 0..10 {
+        let start = Instant::now();
+        let mut child = start_vm_with(bin, state, "svc", &extra)?;
+        wait_ready(&mut child)?;
+        starts.push(start.elapsed().as_secs_f64() * 1000.0);
+        if i == 0 {
+            pss = sandbox_pss_kib(child.id());
+        }
+        stops.push(stop_vm(child)?);
+    }
+    r.row(
+        "7. --services: VM start, vm-init to ready",
+        ms(stats(starts.clone())),
+        "each daemon a service of the VM's s6".into(),
+    );
+    r.row(
+        "   --services: VM stop, SIGTERM to exit",
+        ms(stats(stops.clone())),
+        String::new(),
+    );
+    r.row(
+        "   --services: Pss of vm-init and the VM's s6",
+        format!("{pss} KiB"),
+        "per VM, its daemons left out".into(),
+    );
+    let n = 100;
+    for i in 0..n {
+        standin_vm(state, &format!("v{i}"))?;
+    }
+    let start = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    for i in 0..n {
+        children.push(start_vm_with(bin, state, &format!("v{i}"), &extra)?);
+    }
+    for c in &mut children {
+        wait_ready(c)?;
+    }
+    let up = start.elapsed().as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    for c in children {
+        stop_vm(c)?;
+    }
+    let down = start.elapsed().as_secs_f64() * 1000.0;
+    r.row(
+        "   --services: 100 VMs at once: ready / stopped",
+        format!("{up:.0} ms / {down:.0} ms"),
+        format!("{:.2} ms per VM", up / n as f64),
+    );
+    r.json(
+        "services",
+        format!(
+            "{{\"start_ms\": {:.3}, \"stop_ms\": {:.3}, \"pss_kib\": {pss}, \"ready_100_ms\": {up:.1}, \"stopped_100_ms\": {down:.1}}}",
+            stats(starts).0,
+            stats(stops).0
+        ),
     );
     Ok(())
 }

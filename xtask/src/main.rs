@@ -2,10 +2,12 @@
 //!
 //!   cargo xtask ci        install what the tests need, then fmt, clippy, build, every test,
 //!                         and the kernel matrix
-//!   cargo xtask test      every test (privileged ones need root)
+//!   cargo xtask test      every test binary, each under a time limit, and their times
+//!                         (privileged tests need root)
 //!   cargo xtask lint      fmt --check and clippy -D warnings
 //!   cargo xtask demo      boot a real VM fully sandboxed under s6 and show what each daemon reaches
-//!   cargo xtask bench     setup cost, memory and scale against bubblewrap (target/bench.json)
+//!   cargo xtask bench     setup cost, memory and scale against bubblewrap (bench.json in
+//!                         cargo's target directory)
 //!   cargo xtask matrix    run the probe in a sandboxed VM and print the escape table
 //!   cargo xtask kernels   the tests on Debian's 6.12 (Landlock ABI 6) and 6.1 kernels, under QEMU
 //!   cargo xtask deps      install the Debian packages the tests need
@@ -23,6 +25,7 @@ mod demo;
 mod host;
 mod kernels;
 mod matrix;
+mod testrun;
 mod tools;
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
@@ -86,13 +89,8 @@ pub fn root() -> PathBuf {
 /// `cargo metadata` says (a `build.target-dir` of a config), else the
 /// workspace's own `target`.
 pub fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        return if dir.is_absolute() {
-            dir
-        } else {
-            std::env::current_dir().unwrap_or_else(|_| root()).join(dir)
-        };
+    if let Some(dir) = target_dir_from_env() {
+        return dir;
     }
     let metadata = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
@@ -137,8 +135,25 @@ pub fn link(from: &Path, to: &Path) -> Result {
     Ok(())
 }
 
+/// CARGO_TARGET_DIR, made absolute as cargo reads it: relative to where
+/// xtask was started.
+fn target_dir_from_env() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty())?);
+    Some(if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| root()).join(dir)
+    })
+}
+
 pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // xtask runs cargo in the workspace root: a relative CARGO_TARGET_DIR
+    // would name another directory there than where xtask looks.
+    if let Some(dir) = target_dir_from_env() {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
+    cmd
 }
 
 pub fn deps() -> Result {
@@ -175,46 +190,55 @@ fn lint() -> Result {
 }
 
 fn test() -> Result {
+    test_timed(&mut Vec::new())
+}
+
+/// Every test binary of the workspace (and the doc tests), each under
+/// [`testrun::LIMIT`], all of them run even when one fails; `timings`
+/// gets each one's time and result, also printed at the end.
+fn test_timed(timings: &mut Vec<testrun::Timing>) -> Result {
     // Build every binary first: the integration tests run them.
     sh(cargo().args(["build", "--workspace", "--bins"]))?;
-    // --show-output: the escape table of each matrix test lands in the log.
-    if !tests::no_cgroups().is_empty() {
-        // The cgroup tests need cgroup v2 with memory, pids and cpu: on a
-        // host without them they run in the kernel matrix's 6.12 guest.
-        eprintln!(
-            "xtask: this host has no cgroup v2 with the memory, pids and cpu controllers: \
-             the cgroups tests run in the kernel matrix (cargo xtask kernels 6.12)"
-        );
-        sh(cargo().args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "tests",
-            "--",
-            "--show-output",
-        ]))?;
-        let mut cmd = cargo();
-        cmd.args(["test", "--package", "tests", "--lib", "--bins"]);
-        let dir = root().join("tests/tests");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| format!("read {}: {e}", dir.display()))?
-            .filter_map(|e| {
-                let name = e
-                    .ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".rs")?
-                    .to_owned();
-                (name != "cgroups").then_some(name)
-            })
-            .collect();
-        names.sort();
-        for n in &names {
-            cmd.args(["--test", n]);
+    let mut failed = Vec::new();
+    // The cgroup tests need cgroup v2 with memory, pids and cpu: on a host
+    // without them (this CI machine kind) the kernel matrix's 6.12 guest
+    // runs them, and the table says so.
+    let no_cgroup_v2 = !tests::no_cgroups().is_empty();
+    for t in testrun::test_executables(&["--workspace"])? {
+        if no_cgroup_v2 && t.src.ends_with("tests/cgroups.rs") {
+            timings.push(testrun::Timing {
+                what: t.src.clone(),
+                took: std::time::Duration::ZERO,
+                result: "in the kernel matrix (no cgroup v2 here)".into(),
+            });
+            continue;
         }
-        return sh(cmd.args(["--", "--show-output"]));
+        let (timing, result) = testrun::run(&t);
+        timings.push(timing);
+        failed.extend(result.err());
     }
-    sh(cargo().args(["test", "--workspace", "--", "--show-output"]))
+    // No crate has a doc test today; run so that one added is run.
+    let mut doc = cargo();
+    doc.args(["test", "--workspace", "--doc"])
+        .current_dir(root());
+    let (timing, result) = testrun::run_limited("doc tests", doc, &[], testrun::LIMIT);
+    timings.push(timing);
+    failed.extend(result.err());
+    eprintln!(
+        "\nxtask test: each test binary's time (limit {} s each)",
+        testrun::LIMIT.as_secs()
+    );
+    testrun::print_table(timings, "  ");
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} test binaries failed:\n{}",
+            failed.len(),
+            timings.len(),
+            failed.join("\n")
+        ))
+    }
 }
 
 fn ci() -> Result {
@@ -227,18 +251,22 @@ fn ci() -> Result {
         took.push((name, start.elapsed()));
         r
     };
+    let tests = std::cell::RefCell::new(Vec::new());
     let result = stage("deps, tools, guest", &|| {
         deps()?;
         tools::tools()?;
         tools::guest()
     })
     .and_then(|()| stage("lint (fmt, clippy)", &lint))
-    .and_then(|()| stage("tests", &test))
+    .and_then(|()| stage("tests", &|| test_timed(&mut tests.borrow_mut())))
     // The same tests on Debian's 6.12 (Landlock ABI 6), and 6.1's refusals.
     .and_then(|()| stage("kernel matrix", &|| kernels::run(None)));
     eprintln!("\nxtask ci: stage times");
     for (name, t) in &took {
         eprintln!("  {name:<24} {:>7.1} s", t.as_secs_f64());
+        if *name == "tests" {
+            testrun::print_table(&tests.borrow(), "    ");
+        }
     }
     result
 }
