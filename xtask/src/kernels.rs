@@ -364,6 +364,22 @@ pub fn run(only: Option<&str>) -> Result {
     }
 }
 
+/// The bench's section 6 (a VM start with its cgroups against one
+/// without) in the 6.12 guest, for a host without cgroup v2: its
+/// `BENCH-CGROUPS` line, after the key.
+pub fn bench_cgroups_in_guest() -> Result<String> {
+    let k612 = newest_6_12()?;
+    let script = format!(
+        "CARGO_TARGET_DIR={} {} bench-cgroups\n",
+        target_dir().display(),
+        target_dir().join("debug/xtask").display()
+    );
+    let console = boot("6.12", &k612, &script, None)?;
+    line(&console, "BENCH-CGROUPS")
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no BENCH-CGROUPS line from the 6.12 guest:\n{console}"))
+}
+
 /// The 6.1 guest's checks, each one `KERNEL-CHECK NAME ok|failed` line.
 fn weak_kernel_script(bin: &Path) -> String {
     let b = bin.display();

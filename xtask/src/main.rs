@@ -56,6 +56,8 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("kernels") => kernels::run(args.get(1).map(String::as_str)),
         Some("bench") => bench::run(),
+        // Run by the bench in the kernel matrix's 6.12 guest, not by hand.
+        Some("bench-cgroups") => bench::cgroups_only(),
         Some("install") => install(&args[1..]),
         Some("tools") => deps().and_then(|()| tools::tools()),
         Some("guest") => deps().and_then(|()| tools::guest()),
