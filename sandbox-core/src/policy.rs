@@ -8,11 +8,12 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use crate::caps::{self, CapabilitySet};
+use crate::contract::NOFILE_CEILING;
 use crate::error::{Error, Result};
 use crate::landlock::{self, Access, FsRule, Scope};
 use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
-use crate::rlimits::{self, Limit};
+use crate::rlimits::{self, Limit, Resource};
 use crate::seccomp;
 use crate::{creds, fds, keyring, prctl, reaper};
 
@@ -21,7 +22,7 @@ pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
 
 /// RLIMIT_MEMLOCK of a daemon that pins no memory: the kernel's default
 /// (8 MiB since Linux 5.16). The outer vm-init raises the VM's hard limit
-/// for the VMM alone, which pins guest RAM for vhost-user.
+/// to the VMM's, which pins guest RAM for vhost-user (its policy's).
 pub const DEFAULT_MEMLOCK: u64 = 8 << 20;
 
 /// Read-and-execute rows every dynamically linked daemon needs: the
@@ -171,6 +172,16 @@ impl Policy {
         }
         if !self.vm_dir.is_absolute() || !self.cwd.is_absolute() {
             return bad("the VM directory and the cwd must be absolute".into());
+        }
+        // A wrapper cannot raise a hard limit: more open files than the
+        // outer vm-init allows would be cut silently.
+        for l in &self.rlimits {
+            if l.resource == Resource::Nofile && l.value.is_none_or(|v| v > NOFILE_CEILING) {
+                return bad(format!(
+                    "RLIMIT_NOFILE {:?} is above the VM's ceiling {NOFILE_CEILING}",
+                    l.value
+                ));
+            }
         }
         Ok(())
     }
@@ -408,6 +419,15 @@ mod tests {
                 Box::new(|p| p.landlock[3].path = "/run/vm/a/kvm".into()),
             ),
             ("relative cwd", Box::new(|p| p.cwd = "x".into())),
+            (
+                "more open files than the VM allows",
+                Box::new(|p| {
+                    p.rlimits.push(Limit {
+                        resource: Resource::Nofile,
+                        value: Some(NOFILE_CEILING + 1),
+                    })
+                }),
+            ),
             (
                 "tmpfs without an inode bound",
                 Box::new(|p| {

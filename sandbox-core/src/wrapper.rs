@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::contract::bin;
 use crate::error::{Error, Result};
 use crate::fds::take_fd;
 use crate::parent::ExpectedParent;
@@ -30,7 +31,7 @@ pub struct WrapArgs {
 
 impl WrapArgs {
     pub fn parse(prog: &str, args: impl IntoIterator<Item = OsString>) -> Result<WrapArgs> {
-        let api_only_flag = if prog == "wrap-vmm" {
+        let api_only_flag = if prog == bin::WRAP_VMM {
             " [--api-only]"
         } else {
             ""
@@ -60,7 +61,7 @@ impl WrapArgs {
                     }
                 }
                 Some("--allow-weaker-landlock") => weaker = true,
-                Some("--api-only") if prog == "wrap-vmm" => api_only = true,
+                Some("--api-only") if prog == bin::WRAP_VMM => api_only = true,
                 Some(s) if s.starts_with('-') => return Err(usage()),
                 _ if vm_dir.is_none() => vm_dir = Some(PathBuf::from(a)),
                 _ => return Err(usage()),
@@ -151,7 +152,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<WrapArgs> {
-        WrapArgs::parse("wrap-virtiofsd", args.iter().map(OsString::from))
+        WrapArgs::parse(bin::WRAP_VIRTIOFSD, args.iter().map(OsString::from))
     }
 
     #[test]

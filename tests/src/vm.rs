@@ -412,7 +412,7 @@ pub fn read_report(out: &mut impl BufRead) -> String {
         if out.read_line(&mut line).unwrap() == 0 {
             break;
         }
-        report.push_str(sandbox_core::vmdir::unmarked(&line));
+        report.push_str(sandbox_core::contract::unmarked(&line));
     }
     report
 }

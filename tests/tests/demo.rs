@@ -43,7 +43,7 @@ fn s6_up_guest_writes_s6_down_powers_off() {
         "{}",
         S6::log(&state)
     );
-    let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+    let serial = sandbox_core::contract::VmDir::new(&vm).serial_log();
     assert!(within(Duration::from_secs(30), || {
         std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"))
     }));

@@ -303,7 +303,7 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         // s6-svc -d on the VM: the guest powers off, every daemon service
         // goes with the VM, nothing is left.
         // The guest listens for the power button once it says so.
-        let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+        let serial = sandbox_core::contract::VmDir::new(&vm).serial_log();
         assert!(within(Duration::from_secs(30), || {
             std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"))
         }));
@@ -730,7 +730,7 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     );
     assert!(report.contains("api: PUT /api/v1/vm.create HTTP/1.1"));
     let v = vm.display();
-    let d = sandbox_core::vmdir::VmDir::new(&vm);
+    let d = sandbox_core::contract::VmDir::new(&vm);
     for field in [
         format!("\"kernel\":\"{v}/config/vmlinux\""),
         format!("\"socket\":\"{}\"", d.virtiofsd_socket().display()),
@@ -764,7 +764,7 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     );
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let unmarked = sandbox_core::vmdir::unmarked;
+    let unmarked = sandbox_core::contract::unmarked;
     assert_eq!(unmarked(line.trim()), "api: PUT /api/v1/vm.boot HTTP/1.1");
     assert_eq!(tests::vm::stop(&mut child), Some(0));
     let mut rest = String::new();

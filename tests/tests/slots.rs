@@ -107,7 +107,9 @@ fn every_slot_taken_refuses_a_new_vm_and_creates_nothing() {
         (Some(111), true),
         "{err}"
     );
-    assert!(!sandbox_core::vmdir::VmDir::new(&vm).api_socket().exists());
+    assert!(!sandbox_core::contract::VmDir::new(&vm)
+        .api_socket()
+        .exists());
     drop(slots);
     // Given back, the same VM runs.
     let mut child = direct(&state, "full");

@@ -90,7 +90,7 @@ fn the_vm_directory_and_the_fds_are_named_only_in_vmdir() {
         let mut files = Vec::new();
         rust_files(&root.join(krate), &mut files);
         for f in files.into_iter().filter(|f| {
-            !f.ends_with("sandbox-core/src/vmdir.rs") && !f.ends_with("tests/tests/tidy.rs")
+            !f.ends_with("sandbox-core/src/contract.rs") && !f.ends_with("tests/tests/tidy.rs")
         }) {
             let text = std::fs::read_to_string(&f).unwrap();
             // Unit tests may spell what they check.
@@ -98,7 +98,7 @@ fn the_vm_directory_and_the_fds_are_named_only_in_vmdir() {
             for word in forbidden {
                 assert!(
                     !code.contains(word),
-                    "{} spells {word}: use sandbox_core::vmdir",
+                    "{} spells {word}: use sandbox_core::contract",
                     f.display()
                 );
             }
@@ -111,7 +111,7 @@ fn the_vm_directory_and_the_fds_are_named_only_in_vmdir() {
 /// execline cannot import the constants, so this checks every `fdmove`.
 #[test]
 fn the_service_run_scripts_move_the_parked_fds_to_the_contracts_numbers() {
-    use sandbox_core::vmdir::fd::{self, parked};
+    use sandbox_core::contract::fd::{self, parked};
     let dir = workspace().join("s6");
     let want: &[(&str, &[(i32, i32)])] = &[
         // Spectrum's cloud-hypervisor flow: the API listener only.

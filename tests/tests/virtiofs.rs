@@ -23,9 +23,10 @@ fn boot(state: &StateDir, tools: &Tools, name: &str) -> (String, String) {
     let mut child = state.vm_init(name, &tools.qemu, &tools.virtiofsd, &[]);
     let log = wait_line(&mut child, "\u{0}");
     let status = wait_at_most(&mut child, BOOT_LIMIT).expect("the guest did not power off in time");
-    let serial =
-        std::fs::read_to_string(sandbox_core::vmdir::VmDir::new(state.0.join(name)).serial_log())
-            .unwrap();
+    let serial = std::fs::read_to_string(
+        sandbox_core::contract::VmDir::new(state.0.join(name)).serial_log(),
+    )
+    .unwrap();
     eprintln!(
         "guest run: {:?} from vm-init start to exit\n{log}",
         start.elapsed()

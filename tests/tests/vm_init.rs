@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::VmDir;
 use sandbox_core::ids::{BLOCK, FIRST_ID, VMM_UID};
 use sandbox_core::locks::lock_vm_dir;
-use sandbox_core::vmdir::VmDir;
 use tests::vm::{
     children, comm, daemon_of, pidns, ppid, procs_in_pidns, status, stop, wait_line, within, S6,
 };
@@ -880,7 +880,7 @@ fn marked_bytes(text: &str, mark: &str) -> usize {
 /// marked, at most the bound of each daemon, and one line saying how much
 /// was dropped; nothing of it reads as vm-init's own.
 fn assert_flood_bounded(vm: &str, daemon: &str, err: &str, out: &str) {
-    let mark = sandbox_core::vmdir::output_mark(vm, daemon);
+    let mark = sandbox_core::contract::output_mark(vm, daemon);
     let mark = mark.as_str();
     let passed = marked_bytes(err, mark) + marked_bytes(out, mark);
     assert!(passed > 0, "nothing of {daemon} came through:\n{err}");

@@ -7,7 +7,7 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sandbox_core::vmdir::{fd, VmDir};
+use sandbox_core::contract::{fd, VmDir};
 use tests::vm::{assert_report_holds, read_report, stop, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 

@@ -26,13 +26,11 @@ use crate::args::Args;
 use crate::pid1;
 use crate::serial::SerialRelay;
 use crate::vmm::Vmm;
+use sandbox_core::contract::{bin, VmDir, NOFILE_CEILING, VSOCK_DIR_INODES, VSOCK_DIR_SIZE};
 use sandbox_core::vmconfig::VmConfig;
-use sandbox_core::vmdir::{VmDir, VSOCK_DIR_INODES, VSOCK_DIR_SIZE};
 
 /// The signals vm-init reads from a signalfd (outer and PID 1 alike).
 pub const SIGNALS: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGCHLD];
-/// The highest open-file limit of any daemon of a VM (virtiofsd's).
-const VM_MAX_NOFILE: u64 = 65536;
 /// sun_path is 108 bytes with its NUL.
 const SUN_PATH_MAX: usize = 107;
 
@@ -51,6 +49,8 @@ pub struct Vm {
     pub allow_weaker_landlock: bool,
     /// --services: the service directories PID 1's s6-svscan runs.
     pub services: Option<crate::services::Templates>,
+    /// The VMM's locked-memory limit, from its policy (it pins guest RAM).
+    pub vmm_memlock: u64,
 }
 
 /// The mounts the outer makes as host root and hands PID 1 with the
@@ -149,7 +149,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::path("find own executable", "/proc/self/exe", e))?;
     let bin_dir = exe.parent().map(Path::to_owned).unwrap_or_default();
-    for wrapper in ["wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+    for wrapper in bin::WRAPPERS {
         if !bin_dir.join(wrapper).is_file() {
             return Err(Error::path(
                 "find wrapper",
@@ -171,6 +171,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
         host_groups,
         allow_weaker_landlock: args.allow_weaker_landlock,
         services,
+        vmm_memlock: wrap_vmm::policy::memlock(&config),
     })
 }
 
@@ -287,7 +288,7 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     // Opened for reading now, without blocking: the VMM's open for
     // writing then never waits for a reader.
     let fifo_read = fds::open_fifo_reader(&fifo)?;
-    // The VMM's sockets: a small tmpfs of their own (see vmdir.rs), so that
+    // The VMM's sockets: a small tmpfs of their own (see contract.rs), so that
     // binding sockets until ENOSPC fills that and not the file system of
     // the state dir (the host's /run). Its root is the VMM's, 0700.
     let vsock = vm.dir.vsock_dir();
@@ -345,12 +346,13 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     let mut created = Created::default();
     let listeners = create_files(&vm, slot, &mut created)?;
     // Hard limits only host root can raise; each wrapper lowers them to its
-    // daemon's values. Open files: virtiofsd's 65536. Locked memory: the
-    // VMM's guest RAM, whose size only wrap-vmm reads.
+    // daemon's values. Open files: the highest of any daemon's. Locked
+    // memory: the VMM's, which pins guest RAM (the others keep the
+    // kernel's default).
     // Without CAP_SYS_RESOURCE (some containers) the host's limits stay the
     // ceiling: each daemon then gets the lower of the two.
-    rlimits::raise_hard(Resource::Nofile, Some(VM_MAX_NOFILE))?;
-    rlimits::raise_hard(Resource::Memlock, None)?;
+    rlimits::raise_hard(Resource::Nofile, Some(NOFILE_CEILING))?;
+    rlimits::raise_hard(Resource::Memlock, Some(vm.vmm_memlock))?;
     // The VM's session keyring, new, empty and host root's, in place of the
     // launcher's (a login's holds its secrets): PID 1 and every s6 process
     // of the VM inherit it, and it goes when they and we are gone. Root's,

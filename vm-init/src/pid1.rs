@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use sandbox_core::contract::{bin, daemon, fd, VmDir};
 use sandbox_core::event::{self, Timer};
 use sandbox_core::fds::{self, notify_ready};
 use sandbox_core::ids::Slot;
@@ -14,7 +15,6 @@ use sandbox_core::parent::ParentWatch;
 use sandbox_core::signals::{SignalFd, SIGCHLD};
 use sandbox_core::spawn::reap_any;
 use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
-use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
@@ -144,8 +144,8 @@ fn run_vm(
         None => {
             let fs = daemon(
                 vm,
-                ("virtiofsd", "virtiofsd"),
-                "wrap-virtiofsd",
+                ("virtiofsd", daemon::VIRTIOFSD),
+                bin::WRAP_VIRTIOFSD,
                 args.virtiofsd.as_deref(),
                 &[
                     (virtiofsd.as_fd(), fd::VIRTIOFSD_LISTENER),
@@ -158,8 +158,8 @@ fn run_vm(
             }
             let vmm = daemon(
                 vm,
-                ("the VMM", "vmm"),
-                "wrap-vmm",
+                ("the VMM", daemon::VMM),
+                bin::WRAP_VMM,
                 args.vmm.as_deref(),
                 &fds,
             )?;
@@ -173,7 +173,7 @@ fn run_vm(
         }
         Some(templates) => {
             // Every fd parked for the VM's own s6-svscan; each run script
-            // moves its own into place (vmdir::fd::parked).
+            // moves its own into place (contract::fd::parked).
             let scan = templates.install(&args.state_dir)?;
             let mut fds = vec![
                 (virtiofsd.as_fd(), fd::parked::VIRTIOFSD_LISTENER),
@@ -415,8 +415,8 @@ impl VmLoop<'_> {
                 let compositor = &self.vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
                 self.daemons.push(daemon(
                     self.vm,
-                    ("the GPU daemon", "gpu"),
-                    "wrap-gpu",
+                    ("the GPU daemon", daemon::GPU),
+                    bin::WRAP_GPU,
                     self.args.gpu.as_deref(),
                     &[
                         (conn.as_fd(), fd::GPU_CONNECTION),
@@ -490,7 +490,7 @@ impl VmLoop<'_> {
             if let Some(scan) = &self.scan {
                 // The VMM's supervise must not start it again when the
                 // guest powers off.
-                services::run_once(scan, "vmm")?;
+                services::run_once(scan, daemon::VMM)?;
             }
             sandbox_core::say!("vm-init: {name}: signal {sig}: asking the guest to power off");
             if let Err(e) = self.control.request_powerdown() {

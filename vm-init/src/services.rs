@@ -5,7 +5,7 @@
 //! a host adds its own, a dbus or a portal). Each s6-supervise and each
 //! run script is then already a process of the VM: its user, PID, mount,
 //! network, IPC and UTS namespaces, killed with it. A run script moves the
-//! fds vm-init parked for it into place (`vmdir::fd::parked`) and
+//! fds vm-init parked for it into place (`contract::fd::parked`) and
 //! chain-loads its wrapper, which applies exactly the policy it applies
 //! when PID 1 starts it.
 //!
@@ -21,6 +21,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use sandbox_core::contract::{daemon, env, SCAN_DIR};
 use sandbox_core::spawn::{self, spawn, Command};
 use sandbox_core::{mount, Error};
 
@@ -31,9 +32,6 @@ use crate::outer::Vm;
 /// directories, not a file tree.
 const MAX_ENTRIES: usize = 256;
 const MAX_BYTES: usize = 1 << 20;
-/// Where PID 1 puts the scan directory, below the state dir's tmpfs of the
-/// VM's mount namespace (which holds only this VM's directory otherwise).
-const SCAN_DIR: &str = ".services";
 
 #[derive(Debug)]
 enum Entry {
@@ -109,7 +107,9 @@ pub fn read(dir: &Path) -> Result<Templates, Error> {
 }
 
 impl Templates {
-    /// PID 1: a fresh tmpfs below the state dir, holding the copy.
+    /// PID 1: a fresh tmpfs below the state dir's tmpfs of the VM's mount
+    /// namespace (which holds only this VM's directory otherwise), holding
+    /// the copy.
     pub fn install(&self, state_dir: &Path) -> Result<PathBuf, Error> {
         let scan = state_dir.join(SCAN_DIR);
         std::fs::create_dir(&scan).map_err(|e| Error::path("mkdir", &scan, e))?;
@@ -131,8 +131,8 @@ impl Templates {
         }
         // The VMM service's event fifodir, made before its supervisor
         // runs, so that PID 1 can wait on the service from the start.
-        let event = scan.join(VMM).join("event");
-        if scan.join(VMM).is_dir() && !event.exists() {
+        let event = scan.join(daemon::VMM).join("event");
+        if scan.join(daemon::VMM).is_dir() && !event.exists() {
             use std::os::unix::fs::PermissionsExt;
             std::fs::create_dir(&event).map_err(|e| Error::path("mkdir", &event, e))?;
             std::fs::set_permissions(&event, std::fs::Permissions::from_mode(0o1733))
@@ -163,11 +163,11 @@ impl Templates {
         ])
         .map_err(|_| Error::Usage("vm-init's directory contains ':'".into()))?;
         cmd.env("PATH", path)?;
-        cmd.env("VM_DIR", vm.dir.path())?;
+        cmd.env(env::VM_DIR, vm.dir.path())?;
         for (var, program) in [
-            ("VM_SANDBOX_VIRTIOFSD_ARGS", &args.virtiofsd),
-            ("VM_SANDBOX_VMM_ARGS", &args.vmm),
-            ("VM_SANDBOX_GPU_ARGS", &args.gpu),
+            (env::VIRTIOFSD_ARGS, &args.virtiofsd),
+            (env::VMM_ARGS, &args.vmm),
+            (env::GPU_ARGS, &args.gpu),
         ] {
             let mut words = Vec::new();
             if let Some(p) = program {
@@ -186,10 +186,6 @@ impl Templates {
         spawn(&cmd)
     }
 }
-
-/// The VMM's service: the VM is ready when it is, and over when it goes
-/// down.
-pub const VMM: &str = "vmm";
 
 /// PID 1's subscription to the VMM service's events: a FIFO in the
 /// service's fifodir (`event/`), named as s6's own listeners name theirs
@@ -218,7 +214,7 @@ pub enum VmmEvent {
 
 impl VmmEvents {
     pub fn subscribe(scan: &Path) -> Result<VmmEvents, Error> {
-        let service = scan.join(VMM);
+        let service = scan.join(daemon::VMM);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();

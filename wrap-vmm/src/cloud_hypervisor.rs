@@ -2,13 +2,14 @@
 //! bound (fd 3), its events on a pipe PID 1 reads (fd 4), the VM on its
 //! command line. Its own seccomp filters and Landlock stay on.
 
+use sandbox_core::contract::config;
 use sandbox_core::landlock::Access;
 
 use crate::policy::{arg, Specifics, VmConfig, API_FD, EVENT_FD, FS_TAG};
 
 pub fn specifics(c: &VmConfig) -> Specifics {
     let d = c.dir();
-    let p = |rel: &str| arg(c.path(rel));
+    let p = |name: &str| arg(d.config_file(name));
     let mut s = Specifics {
         keep_fds: vec![API_FD, EVENT_FD],
         ..Specifics::default()
@@ -19,9 +20,9 @@ pub fn specifics(c: &VmConfig) -> Specifics {
         "--event-monitor",
         &format!("fd={EVENT_FD}"),
     ]);
-    s.args(&["--kernel", &p("config/vmlinux")]);
+    s.args(&["--kernel", &p(config::KERNEL)]);
     if c.initramfs {
-        s.args(&["--initramfs", &p("config/initramfs")]);
+        s.args(&["--initramfs", &p(config::INITRAMFS)]);
     }
     if let Some(cmdline) = &c.cmdline {
         s.args(&["--cmdline", cmdline]);
@@ -88,11 +89,14 @@ fn json_string(s: &str) -> String {
 pub fn vm_config_json(c: &VmConfig) -> String {
     let d = c.dir();
     let path = |p: std::path::PathBuf| json_string(&arg(p));
-    let mut payload = vec![format!("\"kernel\":{}", path(c.path("config/vmlinux")))];
+    let mut payload = vec![format!(
+        "\"kernel\":{}",
+        path(d.config_file(config::KERNEL))
+    )];
     if c.initramfs {
         payload.push(format!(
             "\"initramfs\":{}",
-            path(c.path("config/initramfs"))
+            path(d.config_file(config::INITRAMFS))
         ));
     }
     if let Some(cmdline) = &c.cmdline {

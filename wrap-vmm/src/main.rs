@@ -8,10 +8,11 @@
 
 #![forbid(unsafe_code)]
 
+use sandbox_core::contract::bin;
 use wrap_vmm::policy;
 
 fn main() {
-    sandbox_core::wrapper::main("wrap-vmm", |args| {
+    sandbox_core::wrapper::main(bin::WRAP_VMM, |args| {
         let config = policy::VmConfig::read(&args.vm_dir)?;
         let program = args.program_or(config.vmm.default_program());
         let kvm = sandbox_core::ids::mapped_host_group("kvm");

@@ -17,12 +17,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use sandbox_core::caps::CapabilitySet;
+use sandbox_core::contract::fd;
 use sandbox_core::ids::VMM_UID;
 use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
-use sandbox_core::vmdir::fd;
 
 use crate::{cloud_hypervisor, qemu};
 
@@ -85,6 +85,13 @@ fn specifics(c: &VmConfig, program: &Path) -> Specifics {
         Vmm::CloudHypervisor => cloud_hypervisor::specifics(c),
         Vmm::Qemu => qemu::specifics(c, program),
     }
+}
+
+/// Its locked-memory limit: vhost-user and VFIO pin guest memory. Above
+/// the kernel's default, so the outer vm-init raises the VM's hard limit
+/// to it (only host root can).
+pub fn memlock(c: &VmConfig) -> u64 {
+    (c.memory_mib << 20) + (64 << 20)
 }
 
 /// `kvm`: the inside gid of the host's kvm group, when it is mapped.
@@ -151,10 +158,9 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
                 resource: Resource::Fsize,
                 value: Some(memory + (256 << 20)),
             },
-            // vhost-user and VFIO pin guest memory.
             Limit {
                 resource: Resource::Memlock,
-                value: Some(memory + (64 << 20)),
+                value: Some(memlock(c)),
             },
             Limit {
                 resource: Resource::Nofile,

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sandbox_core::contract::config;
 use sandbox_core::landlock::Access;
 
 use crate::policy::{arg, Specifics, VmConfig, API_FD, FS_TAG};
@@ -20,7 +21,7 @@ pub fn prefix(program: &Path) -> PathBuf {
 
 pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
     let d = c.dir();
-    let p = |rel: &str| arg(c.path(rel));
+    let p = |name: &str| arg(d.config_file(name));
     let mut s = Specifics {
         keep_fds: vec![API_FD],
         ..Specifics::default()
@@ -67,9 +68,9 @@ pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
         ),
     ]);
     s.args(&["-m", &format!("{}M", c.memory_mib)]);
-    s.args(&["-kernel", &p("config/vmlinux")]);
+    s.args(&["-kernel", &p(config::KERNEL)]);
     if c.initramfs {
-        s.args(&["-initrd", &p("config/initramfs")]);
+        s.args(&["-initrd", &p(config::INITRAMFS)]);
     }
     if let Some(cmdline) = &c.cmdline {
         s.args(&["-append", cmdline]);

@@ -670,7 +670,7 @@ fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
     ] {
         std::fs::write(vm.join("config").join(f), t).map_err(|e| e.to_string())?;
     }
-    let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+    let serial = sandbox_core::contract::VmDir::new(&vm).serial_log();
     if sandboxed {
         let status = Command::new(bin.join("vm-init"))
             .args([

@@ -276,7 +276,7 @@ fn probe_vm(
         if out.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
-        let line = sandbox_core::vmdir::unmarked(&line);
+        let line = sandbox_core::contract::unmarked(&line);
         if !line.starts_with("argv:") && !line.starts_with("api:") {
             print!("     {line}");
         }
@@ -537,7 +537,7 @@ fn show_boot_and_storage(vm: &Path) -> Result<PathBuf> {
     println!("\n3. The guest booting (serial.log, excerpts)");
     let t = Instant::now();
     let hello = vm.join("fs/hello-from-guest.txt");
-    let serial = sandbox_core::vmdir::VmDir::new(vm).serial_log();
+    let serial = sandbox_core::contract::VmDir::new(vm).serial_log();
     let waiting = || std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"));
     if !within(Duration::from_secs(60), waiting) {
         return Err("the guest did not reach its power-button wait".into());

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, Pid, Signal};
 use sandbox_core::attempts;
+use sandbox_core::contract::fd;
 use sandbox_core::policy::DEFAULT_MEMLOCK;
-use sandbox_core::vmdir::fd;
 use sandbox_core::Errno;
 use syscalls::Sysno;
 use tests::vhost_user;

@@ -6,8 +6,8 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use sandbox_core::contract::{fd, VmDir};
 use sandbox_core::policy::DEFAULT_MEMLOCK;
-use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::Errno;
 
 use crate::escapes::*;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, Pid, Signal};
 use sandbox_core::attempts;
-use sandbox_core::vmdir::{fd, VmDir};
+use sandbox_core::contract::{fd, VmDir};
 use sandbox_core::Errno;
 
 use crate::escapes::*;
@@ -134,7 +134,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         p,
         "its vsock directory with sockets",
         &d.vsock_dir(),
-        sandbox_core::vmdir::VSOCK_DIR_INODES,
+        sandbox_core::contract::VSOCK_DIR_INODES,
         |s| std::os::unix::net::UnixListener::bind(s).map(drop),
     );
     fill_private_tmpfs(

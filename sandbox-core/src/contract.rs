@@ -1,11 +1,15 @@
-//! The contract between the processes of a VM: the VM directory's entries
-//! and the fds each wrapper is given. The outer vm-init creates the
-//! entries, PID 1 passes the fds, each wrapper builds its daemon's table
-//! and argv from them; every one of them names them through this module,
-//! and a tidy test keeps the names from being spelled anywhere else.
+//! The contract between the processes of a VM, and between them and the
+//! run scripts of s6/, the tests and xtask: every name, path, fd number,
+//! environment variable and limit two of them must agree on. The outer
+//! vm-init creates the VM directory's entries, PID 1 passes the fds and
+//! sets the run scripts' environment, each wrapper builds its daemon's
+//! table and argv from them; every one of them names them through this
+//! module, and the tidy test (tests/tests/tidy.rs) keeps them from being
+//! spelled anywhere else, and the run scripts' numbers and names equal to
+//! these.
 //!
 //! ```text
-//! VMDIR/config/        read-only input (kernel, initramfs, cmdline, blk/, vmm, gpu, ...)
+//! VMDIR/config/        read-only input (see [`config`])
 //! VMDIR/fs/            the VM's storage (virtiofsd's, idmapped)
 //! VMDIR/virtiofsd.sock vhost-user listener (outer binds; PID 1 -> wrap-virtiofsd fd 3)
 //! VMDIR/api.sock       the VMM's API or QMP (outer binds; PID 1 -> wrap-vmm fd 3)
@@ -51,6 +55,73 @@ pub fn unmarked(line: &str) -> &str {
 pub const VSOCK_DIR_SIZE: &str = "64k";
 pub const VSOCK_DIR_INODES: u32 = 64;
 
+/// The highest open-file limit of any daemon of a VM (virtiofsd's, see
+/// its policy). Raising a hard limit takes host root: the outer vm-init
+/// raises the VM's to this, each wrapper lowers its daemon's to its
+/// policy's value, and `Policy::check` refuses a policy above it.
+pub const NOFILE_CEILING: u64 = 65536;
+
+/// Where PID 1 puts the scan directory of the VM's own s6-svscan
+/// (--services), below the state dir as the VM's mount namespace shows
+/// it.
+pub const SCAN_DIR: &str = ".services";
+
+/// The VM's configuration: the entries of `VMDIR/config` that vmconfig
+/// reads (a missing one takes its default there).
+pub mod config {
+    /// The guest kernel (required).
+    pub const KERNEL: &str = "vmlinux";
+    pub const INITRAMFS: &str = "initramfs";
+    /// The kernel's command line, one line.
+    pub const CMDLINE: &str = "cmdline";
+    /// A directory: each `*.img` in it is a read-only disk.
+    pub const DISKS: &str = "blk";
+    /// `cloud-hypervisor` or `qemu`.
+    pub const VMM: &str = "vmm";
+    /// Present: a GPU, through the compositor's socket it names.
+    pub const GPU: &str = "gpu";
+    /// Guest RAM in MiB.
+    pub const MEMORY: &str = "memory";
+    /// QEMU's accelerator: `kvm` or `tcg`.
+    pub const ACCEL: &str = "accel";
+}
+
+/// Each daemon's name: its service directory under `vm-init --services`
+/// (s6/vm-services), and the mark PID 1 puts on its output lines.
+pub mod daemon {
+    pub const VIRTIOFSD: &str = "virtiofsd";
+    pub const VMM: &str = "vmm";
+    pub const GPU: &str = "gpu";
+}
+
+/// The project's programs, by the names the run scripts and vm-init (which
+/// starts the wrappers from its own directory) call them.
+pub mod bin {
+    pub const VM_INIT: &str = "vm-init";
+    pub const WRAP_VIRTIOFSD: &str = "wrap-virtiofsd";
+    pub const WRAP_VMM: &str = "wrap-vmm";
+    pub const WRAP_GPU: &str = "wrap-gpu";
+    /// cloud-hypervisor's API helper (s6/vm-services-api).
+    pub const VMM_API: &str = "vmm-api";
+    /// What vm-init starts, each from its own directory.
+    pub const WRAPPERS: [&str; 3] = [WRAP_VIRTIOFSD, WRAP_VMM, WRAP_GPU];
+}
+
+/// The environment the run scripts read.
+pub mod env {
+    /// vm-init --services sets these for its s6-svscan: the VM directory,
+    /// and for each wrapper the arguments vm-init was given for it.
+    pub const VM_DIR: &str = "VM_DIR";
+    pub const VIRTIOFSD_ARGS: &str = "VM_SANDBOX_VIRTIOFSD_ARGS";
+    pub const VMM_ARGS: &str = "VM_SANDBOX_VMM_ARGS";
+    pub const GPU_ARGS: &str = "VM_SANDBOX_GPU_ARGS";
+    /// A VM service's `vm.conf` (s6/vm, s6/vm-instance): the VM's name,
+    /// the state dir (/run/vm by default) and more arguments of vm-init.
+    pub const VM_NAME: &str = "VM_NAME";
+    pub const VM_STATE_DIR: &str = "VM_STATE_DIR";
+    pub const VM_INIT_ARGS: &str = "VM_INIT_ARGS";
+}
+
 /// The fds PID 1 passes to each wrapper, which passes them on to its
 /// daemon under the same numbers.
 pub mod fd {
@@ -69,6 +140,10 @@ pub mod fd {
     /// as host root (attached in the daemon's view, closed before exec).
     pub const GPU_COMPOSITOR: i32 = 4;
 
+    /// s6/vm, s6/vm-instance: vm-init's `--notify-fd`, their
+    /// notification-fd.
+    pub const VM_NOTIFY: i32 = 3;
+
     /// vm-init --services: where PID 1 parks each of the fds above for its
     /// s6-svscan, whose run scripts inherit them all and each move its own
     /// to the number above (`fdmove 3 10`). Every wrapper closes all but
@@ -82,6 +157,20 @@ pub mod fd {
         /// (s6-ipcserverd), one connection, one crosvm.
         pub const GPU_LISTENER: i32 = 14;
         pub const GPU_COMPOSITOR: i32 = 15;
+    }
+
+    /// The other fds of the run scripts of s6/vm-services and
+    /// s6/vm-services-api.
+    pub mod service {
+        /// A wrapper's `--notify-fd`, the service's notification-fd: past
+        /// the wrappers' own fds.
+        pub const NOTIFY: i32 = 5;
+        /// vm-services-api/vmm: vmm-api's `--notify-fd` (the VM exists),
+        /// the service's notification-fd.
+        pub const API_NOTIFY: i32 = 7;
+        /// vm-services/gpu: the service's stdout, kept past s6-ipcserverd
+        /// (which gives each child the connection as stdin and stdout).
+        pub const GPU_STDOUT: i32 = 5;
     }
 }
 
@@ -100,6 +189,11 @@ impl VmDir {
 
     pub fn config(&self) -> PathBuf {
         self.0.join(CONFIG)
+    }
+
+    /// `VMDIR/config/NAME`, NAME one of [`config`]'s.
+    pub fn config_file(&self, name: &str) -> PathBuf {
+        self.config().join(name)
     }
 
     pub fn storage(&self) -> PathBuf {
