@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::new_vm::NewVm;
 use crate::StateDir;
 
 /// Names the standin binary answers to (see tests/src/bin/standin.rs).
@@ -29,11 +30,16 @@ impl StateDir {
     /// A VM directory with a config (a kernel file the stand-in never
     /// reads) and an empty fs/.
     pub fn add_standin_vm(&self, name: &str) -> PathBuf {
-        let vm = self.0.join(name);
-        std::fs::create_dir_all(vm.join("config")).unwrap();
-        std::fs::create_dir_all(vm.join("fs")).unwrap();
-        std::fs::write(vm.join("config/vmlinux"), b"").unwrap();
-        vm
+        NewVm::create(self.0.join(name)).unwrap().into_path()
+    }
+
+    /// [`StateDir::add_standin_vm`], with what the probe in virtiofsd's
+    /// place expects in fs/ ([`NewVm::storage_for_the_probe`]).
+    pub fn add_probe_vm(&self, name: &str) -> PathBuf {
+        NewVm::create(self.0.join(name))
+            .and_then(NewVm::storage_for_the_probe)
+            .unwrap()
+            .into_path()
     }
 
     /// The stand-ins, linked under [`StateDir::bin`] by the names that

@@ -91,10 +91,7 @@ fn a_vm_that_needs_kvm_is_refused_in_one_line_when_the_vmm_could_not_open_it() {
     let found = kvm_snapshot();
     let pristine = kvm_pristine();
     let state = StateDir::bare("kvm_refused");
-    let vm = state.0.join("ch");
-    std::fs::create_dir_all(vm.join("config")).unwrap();
-    std::fs::create_dir_all(vm.join("fs")).unwrap();
-    std::fs::write(vm.join("config/vmlinux"), "").unwrap();
+    let vm = state.add_standin_vm("ch");
     let refused = || {
         let out = Command::new(state.bin().join("vm-init"))
             .args(["--parent-pid", &std::process::id().to_string()])

@@ -9,9 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sandbox_core::contract::{config, VmDir};
 use sandbox_core::ids::Slot;
 use tests::guest::Tools;
 use tests::matrix::{OtherVm, Outcome};
+use tests::new_vm::NewVm;
 use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, supervisor_of, within, S6};
 use tests::{privileged_with, StateDir, UID_A, UID_B};
 
@@ -200,7 +202,7 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         return;
     };
     let state = StateDir::new("per_daemon");
-    let vm = state.add_guest_vm("pd", &tools, "wait");
+    let vm = state.add_guest_vm("pd", "wait");
     std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
     let dir = services(&state.top());
     // virtiofsd's service a second slower to get ready than the project's
@@ -217,7 +219,7 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         dir.display()
     );
     let svc = vm_instance(&s6, &state, "pd", &extra);
-    let hello = vm.join("fs/hello-from-guest.txt");
+    let hello = VmDir::new(&vm).storage().join(tests::guest::HELLO);
     for round in 0..2 {
         let _ = std::fs::remove_file(&hello);
         if round == 1 {
@@ -363,20 +365,15 @@ fn the_probes_in_each_daemons_place_as_services() {
         ("as-vmm", &probe, &fs_standin, None, 28),
         ("as-gpu", &vmm_standin, &fs_standin, Some(&probe), 30),
     ] {
-        let vm = state.add_standin_vm(name);
+        let vm = state.add_probe_vm(name);
         std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
-        std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
-        // A device node the host left in the storage (1:3 is /dev/null's).
-        assert!(std::process::Command::new("mknod")
-            .args(["-m", "0666"])
-            .arg(vm.join("fs/host-device"))
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap()
-            .success());
         let mut extra = vec!["--services".as_ref(), dir.as_os_str()];
         if let Some(g) = gpu {
-            std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+            std::fs::write(
+                VmDir::new(&vm).config_file(config::GPU),
+                wayland.to_str().unwrap(),
+            )
+            .unwrap();
             extra.extend(["--gpu".as_ref(), g.as_os_str()]);
         }
         let mut child = state.vm_init_reporting(name, vmm, fs, &extra);
@@ -506,8 +503,10 @@ fn the_escape_matrix_with_the_siblings_as_services() {
         let top = state.top().join(profile);
         let dir = services(&top);
         matrix_services(&dir, &state, &vm1, profile, &vm2, port);
-        let vm = state.add_standin_vm(&vm1);
-        std::fs::write(vm.join("config/marker"), "config\n").unwrap();
+        let vm = NewVm::create(state.0.join(&vm1))
+            .and_then(|v| v.set(tests::new_vm::MARKER, "config\n"))
+            .unwrap()
+            .into_path();
         for d in ["out-a", "out-b", "out-dbus"] {
             std::fs::create_dir_all(vm.join(d)).unwrap();
         }

@@ -61,7 +61,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
     // That denials are logged at all is shown by the probe test below.
     let _audit = enable_kernel_audit().expect("turn the kernel's audit on");
     let state = StateDir::new("virtiofs_ops");
-    let vm = state.add_guest_vm("guest", &tools, "ops");
+    let vm = state.add_guest_vm("guest", "ops");
     let fs = vm.join("fs");
     let secret = format!("from the host {}", std::process::id());
     std::fs::write(fs.join("from-host.txt"), &secret).unwrap();
@@ -107,7 +107,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
         tests::vm::within(Duration::from_secs(30), || slots.try_lock(held).unwrap()),
         "slot {first} stayed taken"
     );
-    set_guest_mode(&vm, "check");
+    set_guest_mode(&vm, "check").unwrap();
     let (log, serial) = boot(&state, &tools, "guest");
     assert_ne!(slot_of(&log), first, "{log}");
     assert!(serial.contains("GUEST-OWNER 1000:1000"), "{serial}");
@@ -138,7 +138,7 @@ fn the_guest_cannot_walk_out_of_its_storage() {
         return;
     };
     let state = StateDir::new("virtiofs_escape");
-    let vm = state.add_guest_vm("guest", &tools, "escape");
+    let vm = state.add_guest_vm("guest", "escape");
     let secret = format!("host secret {}", std::process::id());
     std::fs::write(vm.join("secret"), &secret).unwrap();
     std::fs::write(state.0.join("secret"), &secret).unwrap();
@@ -166,20 +166,6 @@ fn the_guest_cannot_walk_out_of_its_storage() {
     );
 }
 
-/// What the probe in virtiofsd's place expects in fs/: a file of the
-/// host's, and a device node the host left there (1:3 is /dev/null's).
-fn storage_for_the_probe(vm: &Path) {
-    std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        vm.join("fs/host-device"),
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::from_raw_mode(0o666),
-        rustix::fs::makedev(1, 3),
-    )
-    .unwrap();
-}
-
 #[test]
 fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     if !privileged("virtiofs_probe") {
@@ -188,9 +174,8 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     let _audit = enable_kernel_audit().expect("turn the kernel's audit on");
     let state = StateDir::new("virtiofs_probe");
     let bait = tests::bait::hold();
-    let vm = state.add_standin_vm("p");
+    let vm = state.add_probe_vm("p");
     state.add_standin_vm("other");
-    storage_for_the_probe(&vm);
     let bin = state.standins();
     let mut cmd = Command::new(state.bin().join("vm-init"));
     cmd.args([
@@ -265,8 +250,7 @@ fn a_setuid_program_the_guests_root_leaves_reaches_no_host_user() {
     let chmod = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
     let state = StateDir::new("virtiofs_setuid");
     let _suid = SetuidTmpfs::over(&state.0);
-    let vm = state.add_standin_vm("p");
-    storage_for_the_probe(&vm);
+    let vm = state.add_probe_vm("p");
     let copy = vm.join("fs").join(tests::SETUID_COPY);
     let bin = state.standins();
     let vm_init = |state_dir_mode| {

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use sandbox_core::contract::VmDir;
+use sandbox_core::contract::{config, VmDir};
 use sandbox_core::ids::{BLOCK, FIRST_ID, VMM_UID};
 use sandbox_core::locks::lock_vm_dir;
+use tests::new_vm::NewVm;
 use tests::vm::{
     children, comm, daemon_of, pidns, ppid, procs_in_pidns, status, stop, wait_line, within, S6,
 };
@@ -416,9 +417,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     }
     // A state dir deep enough that DIR/NAME/vsock.d/vsock overflows sun_path.
     let deep = state.top().join("d".repeat(90));
-    std::fs::create_dir_all(deep.join("long/config")).unwrap();
-    std::fs::create_dir_all(deep.join("long/fs")).unwrap();
-    std::fs::write(deep.join("long/config/vmlinux"), "").unwrap();
+    NewVm::create(deep.join("long")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = Command::new(state.bin().join("vm-init"))
@@ -440,24 +439,23 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     assert!(!VmDir::new(deep.join("long")).api_socket().exists());
     // Bad VM configs: refused before anything is created.
     let bad = state.add_standin_vm("badconf");
-    std::fs::remove_file(bad.join("config/vmlinux")).unwrap();
+    let input = |name| VmDir::new(&bad).config_file(name);
+    std::fs::remove_file(input(config::KERNEL)).unwrap();
     let (code, err) = refused(&state, "badconf", &[]);
     assert_eq!(
         (code, err.contains("missing kernel")),
         (Some(100), true),
         "{err}"
     );
-    std::fs::write(bad.join("config/vmlinux"), "").unwrap();
-    std::fs::create_dir_all(bad.join("config/blk")).unwrap();
-    std::fs::write(bad.join("config/blk/a,b.img"), "").unwrap();
+    let with_disk = NewVm::create(&bad).and_then(|v| v.disk("a,b.img")).unwrap();
     let (code, err) = refused(&state, "badconf", &[]);
     assert_eq!(
         (code, err.contains("contains ','")),
         (Some(100), true),
         "{err}"
     );
-    std::fs::remove_file(bad.join("config/blk/a,b.img")).unwrap();
-    std::fs::write(bad.join("config/vmm"), "firecracker\n").unwrap();
+    std::fs::remove_file(input(config::DISKS).join("a,b.img")).unwrap();
+    with_disk.set(config::VMM, "firecracker\n").unwrap();
     let (code, err) = refused(&state, "badconf", &[]);
     assert_eq!(
         (code, err.contains("not cloud-hypervisor or qemu")),
@@ -534,9 +532,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     // directory would not exist for any of them.
     let tmp = Path::new("/tmp").join(format!("vm-sandbox-host-setup-{}", std::process::id()));
     let tmp_state = tmp.join("state");
-    std::fs::create_dir_all(tmp_state.join("t/config")).unwrap();
-    std::fs::create_dir_all(tmp_state.join("t/fs")).unwrap();
-    std::fs::write(tmp_state.join("t/config/vmlinux"), "").unwrap();
+    NewVm::create(tmp_state.join("t")).unwrap();
     let err = refused_by_host_setup(&bin, &tmp_state, "t", &tmp_state);
     assert!(err.contains("private tmpfs"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
@@ -604,9 +600,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     let _gone = Gone(out.clone());
     // The VM directory a symlink out of the state dir.
     let elsewhere = out.join("vm");
-    std::fs::create_dir_all(elsewhere.join("config")).unwrap();
-    std::fs::create_dir_all(elsewhere.join("fs")).unwrap();
-    std::fs::write(elsewhere.join("config/vmlinux"), "").unwrap();
+    NewVm::create(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, state.0.join("l")).unwrap();
     let err = refused_by_host_setup(&bin, &state.0, "l", &state.0.join("l"));
     assert!(err.contains("a symlink"), "{err}");
@@ -1128,19 +1122,8 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
         line.split(',').map(str::to_owned).collect()
     };
     let bin = state.standins();
-    let a = state.add_standin_vm("a");
+    let a = state.add_probe_vm("a");
     let b = state.add_standin_vm("b");
-    // What the probe in virtiofsd's place finds in fs/ besides (see
-    // virtiofs.rs): a file to read, a device node it must not open.
-    std::fs::write(a.join("fs/from-host.txt"), "x").unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        a.join("fs/host-device"),
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::from_raw_mode(0o666),
-        rustix::fs::makedev(1, 3),
-    )
-    .unwrap();
     // Each probe is told the serials to try: the launcher's key, and the
     // keys the other VM's probe added.
     std::fs::write(

@@ -7,7 +7,8 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sandbox_core::contract::{fd, VmDir};
+use sandbox_core::contract::{config, fd, VmDir};
+use tests::new_vm::NewVm;
 use tests::vm::{assert_report_holds, read_report, stop, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
@@ -20,12 +21,13 @@ fn the_probe_in_cloud_hypervisors_place() {
     // it back as it found it when the test ends.
     let state = StateDir::new("vmm_probe");
     let bait = tests::bait::hold();
-    let vm = state.add_standin_vm("ch");
-    std::fs::write(vm.join("config/initramfs"), "").unwrap();
-    std::fs::write(vm.join("config/cmdline"), "console=hvc0 quiet\n").unwrap();
-    std::fs::write(vm.join("config/memory"), "128\n").unwrap();
-    std::fs::create_dir_all(vm.join("config/blk")).unwrap();
-    std::fs::write(vm.join("config/blk/root.img"), "").unwrap();
+    let vm = NewVm::create(state.0.join("ch"))
+        .and_then(|v| v.set(config::INITRAMFS, ""))
+        .and_then(|v| v.set(config::CMDLINE, "console=hvc0 quiet\n"))
+        .and_then(|v| v.set(config::MEMORY, "128\n"))
+        .and_then(|v| v.disk("root.img"))
+        .unwrap()
+        .into_path();
     let bin = state.standins();
     let mut child = Command::new(state.bin().join("vm-init"))
         .args([

@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::{config, VmDir};
+use tests::new_vm::NewVm;
+
 use crate::{cargo, link, sh, target_dir, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-bench";
@@ -88,10 +91,9 @@ fn link_binaries(bin: &Path) -> Result {
 }
 
 fn standin_vm(state: &Path, name: &str) -> Result {
-    let vm = state.join(name);
-    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    std::fs::write(vm.join("config/vmlinux"), "").map_err(|e| e.to_string())
+    NewVm::create(state.join(name))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn start_vm(bin: &Path, state: &Path, name: &str) -> Result<Child> {
@@ -656,21 +658,11 @@ fn guest_files(r: &mut Report, bin: &Path, state: &Path) -> Result {
 fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
     let vm = state.join("guest");
     let _ = std::fs::remove_dir_all(&vm);
-    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    let g = tools::guest_dir();
-    std::fs::copy(g.join("vmlinuz"), vm.join("config/vmlinux")).map_err(|e| e.to_string())?;
-    std::fs::copy(g.join("initramfs"), vm.join("config/initramfs")).map_err(|e| e.to_string())?;
-    let cmdline = "console=ttyS0 panic=-1 vmsandbox.mode=bench";
-    for (f, t) in [
-        ("cmdline", cmdline),
-        ("vmm", "qemu"),
-        ("accel", "tcg"),
-        ("memory", "256"),
-    ] {
-        std::fs::write(vm.join("config").join(f), t).map_err(|e| e.to_string())?;
-    }
-    let serial = sandbox_core::contract::VmDir::new(&vm).serial_log();
+    tests::guest::guest_vm(&vm, "bench").map_err(|e| e.to_string())?;
+    let d = VmDir::new(&vm);
+    let cmdline =
+        std::fs::read_to_string(d.config_file(config::CMDLINE)).map_err(|e| e.to_string())?;
+    let serial = d.serial_log();
     if sandboxed {
         let status = Command::new(bin.join("vm-init"))
             .args([
@@ -697,7 +689,7 @@ fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
             .arg("--socket-path")
             .arg(&sock)
             .arg("--shared-dir")
-            .arg(vm.join("fs"))
+            .arg(d.storage())
             .args(["--sandbox", "none", "--inode-file-handles=never"])
             .stderr(Stdio::null())
             .spawn()
@@ -715,10 +707,10 @@ fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
                 "256M",
                 "-kernel",
             ])
-            .arg(vm.join("config/vmlinux"))
+            .arg(d.config_file(config::KERNEL))
             .arg("-initrd")
-            .arg(vm.join("config/initramfs"))
-            .args(["-append", cmdline, "-chardev"])
+            .arg(d.config_file(config::INITRAMFS))
+            .args(["-append", &cmdline, "-chardev"])
             .arg(format!("socket,id=vfs,path={}", sock.display()))
             .args([
                 "-device",

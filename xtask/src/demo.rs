@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::{config, VmDir};
+use sandbox_core::vmconfig::Vmm;
+use tests::new_vm::NewVm;
+
 use crate::{cargo, link, root, sh, target_dir, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-demo";
@@ -234,19 +238,11 @@ fn probe_vm(
     (vmm, virtiofsd): (&str, &str),
     gpu: Option<(&str, &Path)>,
 ) -> Result<bool> {
-    let vm = state.join(name);
-    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
+    let mut vm = NewVm::create(state.join(name)).and_then(NewVm::storage_for_the_probe);
     if let Some((_, socket)) = gpu {
-        write(&vm.join("config/gpu"), &socket.display().to_string())?;
+        vm = vm.and_then(|v| v.set(config::GPU, &socket.display().to_string()));
     }
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    write(&vm.join("config/vmlinux"), "")?;
-    write(&vm.join("fs/from-host.txt"), "x")?;
-    // A device node the host left in the storage (1:3 is /dev/null's).
-    sh(Command::new("mknod")
-        .args(["-m", "0666"])
-        .arg(vm.join("fs/host-device"))
-        .args(["c", "1", "3"]))?;
+    vm.map_err(|e| e.to_string())?;
     let mut child = Command::new(bin.join("vm-init"))
         .args([
             "--parent-pid",
@@ -422,40 +418,31 @@ fn demo_vm(
     cloud_hypervisor: Option<&Path>,
     crosvm: Option<&Path>,
 ) -> Result<(PathBuf, String)> {
-    let vm = state.join("demo");
-    let config = vm.join("config");
-    std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    let guest = tools::guest_dir();
-    link(&guest.join("vmlinuz"), &config.join("vmlinux"))?;
-    link(&guest.join("initramfs"), &config.join("initramfs"))?;
-    write(
-        &config.join("cmdline"),
-        "console=ttyS0 panic=-1 vmsandbox.mode=wait",
-    )?;
-    let vmm = match cloud_hypervisor {
-        Some(path) => {
-            write(&config.join("vmm"), "cloud-hypervisor")?;
-            path.to_owned()
-        }
-        None => {
-            write(&config.join("vmm"), "qemu")?;
-            // /dev/kvm here is PVM: stock guest kernels hang under it.
-            write(&config.join("accel"), "tcg")?;
-            tools::qemu()
-        }
+    let new = NewVm::create(state.join("demo"))
+        .and_then(|v| v.test_guest("wait"))
+        .and_then(|v| v.set(config::MEMORY, "256"));
+    let (new, vmm) = match cloud_hypervisor {
+        Some(path) => (
+            new.and_then(|v| v.set(config::VMM, Vmm::CloudHypervisor.config_name())),
+            path.to_owned(),
+        ),
+        None => (new.and_then(NewVm::qemu_tcg), tools::qemu()),
     };
     let mut vm_init_args = format!(
         "--vmm {} --virtiofsd {}",
         vmm.display(),
         tools::virtiofsd().display()
     );
-    if let Some(crosvm) = crosvm {
-        // The compositor's socket: the user's, or Spectrum's path.
-        let socket = std::env::var("VM_SANDBOX_WAYLAND_SOCKET").unwrap_or_default();
-        write(&config.join("gpu"), &socket)?;
-        vm_init_args.push_str(&format!(" --gpu {}", crosvm.display()));
-    }
+    let new = match crosvm {
+        Some(crosvm) => {
+            vm_init_args.push_str(&format!(" --gpu {}", crosvm.display()));
+            // The compositor's socket: the user's, or Spectrum's path.
+            let socket = std::env::var("VM_SANDBOX_WAYLAND_SOCKET").unwrap_or_default();
+            new.and_then(|v| v.set(config::GPU, &socket))
+        }
+        None => new,
+    };
+    let vm = new.map_err(|e| e.to_string())?.into_path();
     println!(
         "   the VMM: {}; virtiofsd {} ({}); the GPU daemon: {}",
         match cloud_hypervisor {
@@ -469,9 +456,8 @@ fn demo_vm(
             None => "none in this VM (the probe shows its policy below)".into(),
         }
     );
-    write(&config.join("memory"), "256")?;
     write(
-        &vm.join("fs/README"),
+        &VmDir::new(&vm).storage().join("README"),
         "the VM's private storage, shared by virtiofsd\n",
     )?;
 
@@ -536,7 +522,7 @@ fn start_under_s6(
 fn show_boot_and_storage(vm: &Path) -> Result<PathBuf> {
     println!("\n3. The guest booting (serial.log, excerpts)");
     let t = Instant::now();
-    let hello = vm.join("fs/hello-from-guest.txt");
+    let hello = VmDir::new(vm).storage().join(tests::guest::HELLO);
     let serial = sandbox_core::contract::VmDir::new(vm).serial_log();
     let waiting = || std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"));
     if !within(Duration::from_secs(60), waiting) {

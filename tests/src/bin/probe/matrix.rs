@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use sandbox_core::attempts;
+use sandbox_core::contract::VmDir;
 use sandbox_core::Errno;
 use tests::Privilege;
 
@@ -279,7 +280,7 @@ fn files(p: &mut Probe, a: &Args) {
     p.check(
         "create VM/config/evil",
         EROFS,
-        create(&vm_dir.join("config/evil")),
+        create(&VmDir::new(&vm_dir).config_file("evil")),
     );
     p.check(
         "create VM/evil (outside own paths)",
@@ -356,7 +357,9 @@ fn granted(p: &mut Probe, a: &Args) {
     p.check(
         "read VM/config/marker",
         Want::Ok,
-        io(fs::read(vm_dir.join("config/marker"))),
+        io(fs::read(
+            VmDir::new(&vm_dir).config_file(tests::new_vm::MARKER),
+        )),
     );
     p.check(
         "create /tmp/probe-marker",

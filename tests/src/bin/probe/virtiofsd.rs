@@ -33,7 +33,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
     p.check(
         "read fs/from-host.txt",
         Want::Ok,
-        io(fs::read(shared.join("from-host.txt"))),
+        io(fs::read(shared.join(tests::new_vm::FROM_HOST))),
     );
     // The guest's root owns fs/ through the idmap: it may open fs/ to
     // everyone and leave a setuid-root program there. Allowed here; the
@@ -155,7 +155,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         io(fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(shared.join("host-device"))),
+            .open(shared.join(tests::new_vm::HOST_DEVICE))),
     );
     let named = named_keys(&fs::read_to_string(shared.join("vm-sandbox-keys")).unwrap_or_default());
     keyrings(&mut p, "virtiofsd", &named);
