@@ -21,7 +21,6 @@
 
 use std::path::{Path, PathBuf};
 
-const CONFIG: &str = "config";
 const STORAGE: &str = "fs";
 const VIRTIOFSD_SOCKET: &str = "virtiofsd.sock";
 const API_SOCKET: &str = "api.sock";
@@ -61,6 +60,14 @@ pub const VSOCK_DIR_INODES: u32 = 64;
 /// policy's value, and `Policy::check` refuses a policy above it.
 pub const NOFILE_CEILING: u64 = 65536;
 
+/// vm-init's state dir when it is given none; the run scripts of s6/vm
+/// and s6/vm-instance name it too (`importas -D`).
+pub const DEFAULT_STATE_DIR: &str = "/run/vm";
+
+/// The mark PID 1 puts on the output of the VM's own s6 tree
+/// (`--services`), which holds every daemon's (see [`output_mark`]).
+pub const SERVICES_MARK: &str = "s6";
+
 /// Where PID 1 puts the scan directory of the VM's own s6-svscan
 /// (--services), below the state dir as the VM's mount namespace shows
 /// it.
@@ -69,6 +76,8 @@ pub const SCAN_DIR: &str = ".services";
 /// The VM's configuration: the entries of `VMDIR/config` that vmconfig
 /// reads (a missing one takes its default there).
 pub mod config {
+    /// The directory, `VMDIR/config`.
+    pub const DIR: &str = "config";
     /// The guest kernel (required).
     pub const KERNEL: &str = "vmlinux";
     pub const INITRAMFS: &str = "initramfs";
@@ -92,6 +101,7 @@ pub mod daemon {
     pub const VIRTIOFSD: &str = "virtiofsd";
     pub const VMM: &str = "vmm";
     pub const GPU: &str = "gpu";
+    pub const ALL: [&str; 3] = [VIRTIOFSD, VMM, GPU];
 }
 
 /// The project's programs, by the names the run scripts and vm-init (which
@@ -105,6 +115,10 @@ pub mod bin {
     pub const VMM_API: &str = "vmm-api";
     /// What vm-init starts, each from its own directory.
     pub const WRAPPERS: [&str; 3] = [WRAP_VIRTIOFSD, WRAP_VMM, WRAP_GPU];
+    /// vm-init and the wrappers: what runs a VM.
+    pub const VM: [&str; 4] = [VM_INIT, WRAP_VIRTIOFSD, WRAP_VMM, WRAP_GPU];
+    /// What a host installs, all in one directory.
+    pub const INSTALLED: [&str; 5] = [VM_INIT, WRAP_VIRTIOFSD, WRAP_VMM, WRAP_GPU, VMM_API];
 }
 
 /// The environment the run scripts read.
@@ -117,6 +131,7 @@ pub mod env {
     pub const GPU_ARGS: &str = "VM_SANDBOX_GPU_ARGS";
     /// A VM service's `vm.conf` (s6/vm, s6/vm-instance): the VM's name,
     /// the state dir (/run/vm by default) and more arguments of vm-init.
+    pub const VM_CONF: &str = "vm.conf";
     pub const VM_NAME: &str = "VM_NAME";
     pub const VM_STATE_DIR: &str = "VM_STATE_DIR";
     pub const VM_INIT_ARGS: &str = "VM_INIT_ARGS";
@@ -188,7 +203,7 @@ impl VmDir {
     }
 
     pub fn config(&self) -> PathBuf {
-        self.0.join(CONFIG)
+        self.0.join(config::DIR)
     }
 
     /// `VMDIR/config/NAME`, NAME one of [`config`]'s.
@@ -228,6 +243,21 @@ impl VmDir {
         self.vsock_dir().join(VSOCK_SOCKET)
     }
 
+    /// Every entry named here, the vsock socket (in `vsock.d/`) last.
+    pub fn entries(&self) -> [PathBuf; 9] {
+        [
+            self.config(),
+            self.storage(),
+            self.virtiofsd_socket(),
+            self.api_socket(),
+            self.gpu_socket(),
+            self.serial_fifo(),
+            self.serial_log(),
+            self.vsock_dir(),
+            self.vsock_socket(),
+        ]
+    }
+
     /// Every path a socket (or FIFO) is bound or made at: each must fit
     /// in sun_path.
     pub fn socket_paths(&self) -> [PathBuf; 5] {
@@ -248,18 +278,11 @@ mod tests {
     #[test]
     fn entries_are_direct_children_but_the_vsock_socket() {
         let d = VmDir::new("/run/vm/a");
-        for p in [
-            d.config(),
-            d.storage(),
-            d.virtiofsd_socket(),
-            d.api_socket(),
-            d.gpu_socket(),
-            d.serial_fifo(),
-            d.serial_log(),
-            d.vsock_dir(),
-        ] {
+        let [entries @ .., socket] = d.entries();
+        for p in entries {
             assert_eq!(p.parent(), Some(Path::new("/run/vm/a")), "{}", p.display());
         }
+        assert_eq!(socket, d.vsock_socket());
         assert_eq!(d.vsock_socket().parent(), Some(d.vsock_dir().as_path()));
     }
 }

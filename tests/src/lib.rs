@@ -201,25 +201,24 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Binaries the tests run, linked (or copied) from the build tree.
-pub const BINARIES: &[&str] = &[
-    "vm-init",
-    "wrap-virtiofsd",
-    "wrap-vmm",
-    "wrap-gpu",
+/// The tests' own binaries; they run the project's too
+/// (sandbox_core::contract::bin::INSTALLED).
+pub const TEST_BINARIES: &[&str] = &[
     "probe",
     "target",
     "test-wrap",
     "vm-harness",
     "standin",
     "seccomp-exec",
-    "vmm-api",
 ];
 
-/// Hard-links (or copies) [`BINARIES`] from `from` into `to`.
+/// Hard-links (or copies) the binaries the tests run from `from` into `to`.
 pub fn link_binaries(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create bin dir");
-    for b in BINARIES {
+    for b in sandbox_core::contract::bin::INSTALLED
+        .iter()
+        .chain(TEST_BINARIES)
+    {
         let (src, dst) = (from.join(b), to.join(b));
         if std::fs::hard_link(&src, &dst).is_err() {
             std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));

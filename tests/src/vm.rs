@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::VM_INIT;
+use sandbox_core::contract::env;
+
 use crate::new_vm::NewVm;
 use crate::StateDir;
 
@@ -86,7 +89,7 @@ impl StateDir {
         virtiofsd: &Path,
         extra: &[impl AsRef<OsStr>],
     ) -> Command {
-        let mut cmd = Command::new(self.bin().join("vm-init"));
+        let mut cmd = Command::new(self.bin().join(VM_INIT));
         cmd.args(["--parent-pid", &std::process::id().to_string()])
             .args(["--state-dir", self.0.to_str().unwrap()])
             .arg("--vmm")
@@ -98,6 +101,19 @@ impl StateDir {
             .stderr(Stdio::piped());
         cmd
     }
+}
+
+/// The `vm.conf` of a VM's service (s6/vm, s6/vm-instance): the VM's
+/// name (s6/vm's alone), its state dir, more arguments of vm-init.
+pub fn vm_conf(name: Option<&str>, state_dir: &Path, vm_init_args: &str) -> String {
+    let name = name.map(|n| format!("{}={n}\n", env::VM_NAME));
+    format!(
+        "{}{}={}\n{}={vm_init_args}\n",
+        name.unwrap_or_default(),
+        env::VM_STATE_DIR,
+        state_dir.display(),
+        env::VM_INIT_ARGS
+    )
 }
 
 /// SIGTERM to a vm-init started by the test, and its exit code.
@@ -302,14 +318,7 @@ impl S6 {
         std::fs::write(dir.join("run"), run).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            dir.join("vm.conf"),
-            format!(
-                "VM_NAME={name}\nVM_STATE_DIR={}\nVM_INIT_ARGS={extra}\n",
-                state.0.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.join(env::VM_CONF), vm_conf(Some(name), &state.0, extra)).unwrap();
         // s6-svscan may not listen on its control fifo yet: retry a while.
         let rescan = || {
             Command::new("s6-svscanctl")

@@ -427,11 +427,12 @@ fn a_compositor_socket_it_cannot_use_is_refused_before_anything_starts() {
             "{err}"
         );
         assert_eq!(status.code(), Some(code), "{err}");
-        let mut left: Vec<String> = std::fs::read_dir(&vm)
+        let mut left: Vec<_> = std::fs::read_dir(&vm)
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap().path())
             .collect();
         left.sort();
-        assert_eq!(left, ["config", "fs"], "nothing created");
+        let d = VmDir::new(&vm);
+        assert_eq!(left, [d.config(), d.storage()], "nothing created");
     }
 }

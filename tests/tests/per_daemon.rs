@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sandbox_core::contract::{config, VmDir};
+use sandbox_core::contract::bin::VMM_API;
+use sandbox_core::contract::{config, daemon, env, fd, VmDir, SCAN_DIR};
 use sandbox_core::ids::Slot;
 use tests::guest::Tools;
 use tests::matrix::{OtherVm, Outcome};
@@ -83,8 +84,8 @@ fn vm_instance(s6: &S6, state: &StateDir, name: &str, extra: &str) -> PathBuf {
         std::fs::copy(project.join(f), template.join(f)).unwrap();
     }
     std::fs::write(
-        template.join("vm.conf"),
-        format!("VM_STATE_DIR={}\nVM_INIT_ARGS={extra}\n", state.0.display()),
+        template.join(env::VM_CONF),
+        tests::vm::vm_conf(None, &state.0, extra),
     )
     .unwrap();
     let service = s6.scan.join("vm");
@@ -137,7 +138,7 @@ fn services(top: &Path) -> PathBuf {
         .parent()
         .unwrap()
         .join("s6/vm-services");
-    for service in ["virtiofsd", "vmm", "gpu"] {
+    for service in daemon::ALL {
         std::fs::create_dir_all(dir.join(service)).unwrap();
         for f in ["run", "notification-fd"] {
             let from = project.join(service).join(f);
@@ -151,9 +152,10 @@ fn services(top: &Path) -> PathBuf {
         dir.join("dbus/run"),
         format!(
             "#!/usr/bin/execlineb -P\n\
-             importas -i vm VM_DIR\n\
+             importas -i vm {}\n\
              test-wrap --profile user --uid {DBUS_UID} --vm-dir $vm --own-dir ${{vm}}/out-dbus \
-             -- /usr/bin/sleep 100000\n"
+             -- /usr/bin/sleep 100000\n",
+            env::VM_DIR
         ),
     )
     .unwrap();
@@ -185,7 +187,8 @@ fn vmm_start(state: &StateDir, svc: &Path) -> (i32, bool) {
         if let Some((qemu, pid1)) = found {
             let virtiofsd = PathBuf::from(format!("/proc/{pid1}/root"))
                 .join(state.0.strip_prefix("/").unwrap())
-                .join(".services/virtiofsd");
+                .join(SCAN_DIR)
+                .join(daemon::VIRTIOFSD);
             return (qemu, S6::svstat(&virtiofsd, "ready") == "true");
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -448,12 +451,14 @@ fn matrix_services(dir: &Path, state: &StateDir, vm: &str, profile: &str, vm2: &
             format!(
                 "#!/usr/bin/execlineb -P\n\
                  # target says it is ready on stdout: the notification fd.\n\
-                 fdmove 1 5\n\
-                 importas -i vm VM_DIR\n\
+                 fdmove 1 {notify}\n\
+                 importas -i vm {vm_dir}\n\
                  test-wrap --profile user --uid {UID_B} --vm-dir $vm --own-dir ${{vm}}/out-b \
                  -- {target} {name}\n",
                 target = bin.join("target").display(),
                 name = tests::abstract_name(vm, UID_B),
+                notify = fd::service::NOTIFY,
+                vm_dir = env::VM_DIR,
             ),
         ),
         (
@@ -463,13 +468,14 @@ fn matrix_services(dir: &Path, state: &StateDir, vm: &str, profile: &str, vm2: &
                  s6-svwait -U ../b || exit 111\n\
                  b=$(s6-svstat -o pid ../b)\n\
                  scan=$(cut -d' ' -f4 /proc/$PPID/stat)\n\
-                 exec test-wrap --profile {profile} --uid {uid} --vm-dir \"$VM_DIR\" \
-                 --own-dir \"$VM_DIR/out-a\" -- {probe} --profile {profile} \
-                 --state-dir {state} --vm {vm} --own-dir \"$VM_DIR/out-a\" \
+                 exec test-wrap --profile {profile} --uid {uid} --vm-dir \"${vm_dir}\" \
+                 --own-dir \"${vm_dir}/out-a\" -- {probe} --profile {profile} \
+                 --state-dir {state} --vm {vm} --own-dir \"${vm_dir}/out-a\" \
                  --pid 1 --pid \"$scan\" --pid $PPID --pid \"$b\" --abstract {name} \
                  --tcp-port {port} --other-vm {vm2}\n",
                 probe = bin.join("probe").display(),
                 state = state.0.display(),
+                vm_dir = env::VM_DIR,
                 name = tests::abstract_name(vm, UID_B),
             ),
         ),
@@ -479,7 +485,11 @@ fn matrix_services(dir: &Path, state: &StateDir, vm: &str, profile: &str, vm2: &
         std::fs::write(d.join("run"), run).unwrap();
         std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::write(dir.join("b/notification-fd"), "5\n").unwrap();
+    std::fs::write(
+        dir.join("b/notification-fd"),
+        format!("{}\n", fd::service::NOTIFY),
+    )
+    .unwrap();
     std::fs::write(dir.join("a/down"), "").unwrap();
 }
 
@@ -532,7 +542,8 @@ fn the_escape_matrix_with_the_siblings_as_services() {
         let pid1 = children(child.id() as i32)[0];
         let a = PathBuf::from(format!("/proc/{pid1}/root"))
             .join(state.0.strip_prefix("/").unwrap())
-            .join(".services/a");
+            .join(SCAN_DIR)
+            .join("a");
         assert!(
             S6::svc_within(&a, "-o", Duration::from_secs(5)),
             "{profile}: s6-svc -o a"
@@ -710,7 +721,7 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
         .unwrap()
         .join("s6/vm-services-api/vmm");
     for f in ["run", "notification-fd"] {
-        std::fs::copy(api.join(f), dir.join("vmm").join(f)).unwrap();
+        std::fs::copy(api.join(f), dir.join(daemon::VMM).join(f)).unwrap();
     }
     let bin = state.standins();
     let vm = state.add_standin_vm("ch");
@@ -724,14 +735,15 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     let (mut out, report) = report_of(&mut child);
     eprintln!("{report}");
     assert!(
-        report.lines().any(|l| l == "argv: --api-socket fd=3"),
+        report
+            .lines()
+            .any(|l| l == format!("argv: --api-socket fd={}", fd::VMM_API)),
         "{report}"
     );
     assert!(report.contains("api: PUT /api/v1/vm.create HTTP/1.1"));
-    let v = vm.display();
-    let d = sandbox_core::contract::VmDir::new(&vm);
+    let d = VmDir::new(&vm);
     for field in [
-        format!("\"kernel\":\"{v}/config/vmlinux\""),
+        format!("\"kernel\":\"{}\"", d.config_file(config::KERNEL).display()),
         format!("\"socket\":\"{}\"", d.virtiofsd_socket().display()),
         format!("\"file\":\"{}\"", d.serial_fifo().display()),
         format!(
@@ -751,7 +763,7 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     let log = tests::vm::wait_line(&mut child, ": ready");
     assert!(log.contains(": ready"), "{log}");
     // The separate command boots it.
-    let boot = std::process::Command::new(state.bin().join("vmm-api"))
+    let boot = std::process::Command::new(state.bin().join(VMM_API))
         .arg("boot")
         .arg(&vm)
         .output()

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::{VM_INIT, WRAP_VIRTIOFSD, WRAP_VMM};
+use sandbox_core::contract::VmDir;
 use sandbox_core::ids::Slot;
 use sandbox_core::locks::SlotFile;
 use tests::guest::{enable_kernel_audit, kernel_log, landlock_denials, set_guest_mode, Tools};
@@ -62,7 +64,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
     let _audit = enable_kernel_audit().expect("turn the kernel's audit on");
     let state = StateDir::new("virtiofs_ops");
     let vm = state.add_guest_vm("guest", "ops");
-    let fs = vm.join("fs");
+    let fs = VmDir::new(&vm).storage();
     let secret = format!("from the host {}", std::process::id());
     std::fs::write(fs.join("from-host.txt"), &secret).unwrap();
 
@@ -119,7 +121,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
     // Neither the real virtiofsd nor QEMU hit its Landlock table (the
     // kernel logs every denial of a domain made with log_new_exec).
     let log = kernel_log();
-    for wrapper in ["wrap-virtiofsd", "wrap-vmm"] {
+    for wrapper in [WRAP_VIRTIOFSD, WRAP_VMM] {
         let denials = landlock_denials(&log, &state.bin().join(wrapper));
         assert!(
             denials.is_empty(),
@@ -161,7 +163,7 @@ fn the_guest_cannot_walk_out_of_its_storage() {
     }
     // The guest's symlink is a symlink in its storage, nothing more.
     assert_eq!(
-        std::fs::read_link(vm.join("fs/etc-link")).unwrap(),
+        std::fs::read_link(VmDir::new(&vm).storage().join("etc-link")).unwrap(),
         Path::new("/etc")
     );
 }
@@ -177,7 +179,7 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     let vm = state.add_probe_vm("p");
     state.add_standin_vm("other");
     let bin = state.standins();
-    let mut cmd = Command::new(state.bin().join("vm-init"));
+    let mut cmd = Command::new(state.bin().join(VM_INIT));
     cmd.args([
         "--parent-pid",
         &std::process::id().to_string(),
@@ -201,10 +203,10 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     eprintln!("{report}");
     assert_report_holds(&report, 25);
     bait.assert_nothing_reached_the_host();
-    assert!(vm.join("fs/probe-out").exists());
+    assert!(VmDir::new(&vm).storage().join("probe-out").exists());
     // The positive control of the audit check of the real virtiofsd: the
     // same wrapper's domain logs each denied attempt of the probe.
-    let denials = landlock_denials(&kernel_log(), &state.bin().join("wrap-virtiofsd"));
+    let denials = landlock_denials(&kernel_log(), &state.bin().join(WRAP_VIRTIOFSD));
     assert!(
         denials.iter().any(|d| d.contains("probe-exec")),
         "no Landlock audit records: {denials:?}"
@@ -251,14 +253,14 @@ fn a_setuid_program_the_guests_root_leaves_reaches_no_host_user() {
     let state = StateDir::new("virtiofs_setuid");
     let _suid = SetuidTmpfs::over(&state.0);
     let vm = state.add_probe_vm("p");
-    let copy = vm.join("fs").join(tests::SETUID_COPY);
+    let copy = VmDir::new(&vm).storage().join(tests::SETUID_COPY);
     let bin = state.standins();
     let vm_init = |state_dir_mode| {
         chmod(&state.0, state_dir_mode).unwrap();
         state.vm_init_reporting("p", &bin.join("vmm-cooperative"), &bin.join("probe"), &[])
     };
     // fs/ 0700, as the refusal advised before: the guest's root owns it.
-    chmod(&vm.join("fs"), 0o700).unwrap();
+    chmod(&VmDir::new(&vm).storage(), 0o700).unwrap();
     // Searchable by host users: refused before anything runs.
     let out = vm_init(0o755).wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -277,7 +279,7 @@ fn a_setuid_program_the_guests_root_leaves_reaches_no_host_user() {
     let meta = std::fs::metadata(&copy).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o4755));
     assert_eq!(
-        std::fs::metadata(vm.join("fs")).unwrap().mode() & 0o777,
+        std::fs::metadata(VmDir::new(&vm).storage()).unwrap().mode() & 0o777,
         0o755
     );
     // A host user, while the VM runs and after it: out of reach.

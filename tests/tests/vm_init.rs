@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use sandbox_core::contract::{config, VmDir};
+use sandbox_core::contract::bin::{VMM_API, VM_INIT};
+use sandbox_core::contract::{config, daemon, VmDir, SERVICES_MARK};
 use sandbox_core::ids::{BLOCK, FIRST_ID, VMM_UID};
 use sandbox_core::locks::lock_vm_dir;
 use tests::new_vm::NewVm;
@@ -281,7 +282,7 @@ fn wrong_parent_starts_nothing() {
     let bin = state.standins();
     let vmm = bin.join("vmm-cooperative");
     // A wrong --parent-pid.
-    let out = Command::new(state.bin().join("vm-init"))
+    let out = Command::new(state.bin().join(VM_INIT))
         .args([
             "--parent-pid",
             "1",
@@ -301,7 +302,7 @@ fn wrong_parent_starts_nothing() {
     let code = state.top().join("code");
     let script = format!(
         "(sleep 0.2; {} --parent-pid $$ --state-dir {} --vmm {} p 2>{}; echo $? > {}) & exit 0",
-        state.bin().join("vm-init").display(),
+        state.bin().join(VM_INIT).display(),
         state.0.display(),
         vmm.display(),
         state.top().join("err").display(),
@@ -376,7 +377,7 @@ fn two_vms_get_different_slots_and_ids() {
 }
 
 fn refused(state: &StateDir, name: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(state.bin().join("vm-init"))
+    let out = Command::new(state.bin().join(VM_INIT))
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -420,7 +421,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     NewVm::create(deep.join("long")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let out = Command::new(state.bin().join("vm-init"))
+    let out = Command::new(state.bin().join(VM_INIT))
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -498,7 +499,7 @@ fn refused_by_host_setup(bin: &Path, state_dir: &Path, name: &str, path: &Path) 
         v
     };
     let (vm_before, state_before) = (before(&vm), before(state_dir));
-    let out = Command::new(bin.join("vm-init"))
+    let out = Command::new(bin.join(VM_INIT))
         .args(["--parent-pid", &std::process::id().to_string()])
         .arg("--state-dir")
         .arg(state_dir)
@@ -618,21 +619,22 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     rustix::mount::unmount(&bound, rustix::mount::UnmountFlags::DETACH).unwrap();
     // Storage a symlink there: a guest's root could leave a setuid-root
     // program where host users reach it.
-    let s = state.add_standin_vm("s");
+    let storage = VmDir::new(state.add_standin_vm("s")).storage();
+    let s = storage.as_path();
     let store = out.join("store");
     std::fs::create_dir_all(&store).unwrap();
-    std::fs::remove_dir(s.join("fs")).unwrap();
-    std::os::unix::fs::symlink(&store, s.join("fs")).unwrap();
-    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    std::fs::remove_dir(s).unwrap();
+    std::os::unix::fs::symlink(&store, s).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "s", s);
     assert!(
         err.contains("a symlink") && err.contains("nosuid,nodev"),
         "{err}"
     );
     // ... or a bind mount of it.
-    std::fs::remove_file(s.join("fs")).unwrap();
-    std::fs::create_dir(s.join("fs")).unwrap();
-    rustix::mount::mount_bind(&store, s.join("fs")).unwrap();
-    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    std::fs::remove_file(s).unwrap();
+    std::fs::create_dir(s).unwrap();
+    rustix::mount::mount_bind(&store, s).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "s", s);
     assert!(err.contains("a mount point"), "{err}");
     // Mounted nosuid,nodev there, but not where else it shows.
     let nosuid_nodev = |at: &Path| {
@@ -645,8 +647,8 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
         )
         .unwrap()
     };
-    nosuid_nodev(&s.join("fs"));
-    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    nosuid_nodev(s);
+    let err = refused_by_host_setup(&bin, &state.0, "s", s);
     assert!(
         err.contains(&format!("mounted at {} without", out.display())),
         "{err}"
@@ -656,7 +658,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     let mut child = direct(&state, "s", "vmm-cooperative", "virtiofsd-ok", &[]);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
     assert_eq!(stop(&mut child), Some(0));
-    rustix::mount::unmount(s.join("fs"), rustix::mount::UnmountFlags::DETACH).unwrap();
+    rustix::mount::unmount(s, rustix::mount::UnmountFlags::DETACH).unwrap();
     drop(_gone);
     assert!(!out.exists(), "{} is left", out.display());
 
@@ -772,7 +774,7 @@ fn a_run_script_whose_supervisor_died_first_starts_no_vm() {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&p: &i32| {
-            comm(p) == "vm-init"
+            comm(p) == VM_INIT
                 && std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c == svc)
         })
         .collect();
@@ -983,15 +985,15 @@ fn a_daemon_flooding_its_output_neither_holds_up_nor_floods_vm_init() {
             status.is_some(),
             "{name}: vm-init still ran {took:?} after the end; its lines:\n{}",
             err.lines()
-                .filter(|l| l.starts_with("vm-init"))
+                .filter(|l| l.starts_with(VM_INIT))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
         // With --services every service's output is the VM's s6-svscan's.
         let daemon = if mode == "services" {
-            "s6"
+            SERVICES_MARK
         } else {
-            "virtiofsd"
+            daemon::VIRTIOFSD
         };
         assert_flood_bounded(&name, daemon, &err, &out);
         if flood >= Duration::from_secs(10) {
@@ -1060,7 +1062,7 @@ fn vmm_api_gives_up_on_a_vmm_that_never_answers() {
     std::fs::create_dir_all(&dir).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(VmDir::new(&dir).api_socket()).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(tests::bin_dir().join("vmm-api"))
+    let mut child = Command::new(tests::bin_dir().join(VMM_API))
         .arg("boot")
         .arg(&dir)
         .args(["--timeout", "1"])
@@ -1127,7 +1129,7 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
     // Each probe is told the serials to try: the launcher's key, and the
     // keys the other VM's probe added.
     std::fs::write(
-        a.join("fs/vm-sandbox-keys"),
+        VmDir::new(&a).storage().join("vm-sandbox-keys"),
         format!("vm-sandbox-keys={secret}\n"),
     )
     .unwrap();
@@ -1138,7 +1140,7 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
     eprintln!("{report_a}");
     let keys_a = added(&report_a);
     std::fs::write(
-        b.join("config/cmdline"),
+        VmDir::new(&b).config_file(config::CMDLINE),
         format!("vm-sandbox-keys={secret},{}\n", keys_a.join(",")),
     )
     .unwrap();
@@ -1173,7 +1175,7 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
         secret,
         "the launcher's keyring after the VMs"
     );
-    for role in ["virtiofsd", "vmm"] {
+    for role in [daemon::VIRTIOFSD, daemon::VMM] {
         let description = format!("vm-sandbox-from-{role}");
         let found = Command::new("keyctl")
             .args(["search", "@u", "user", &description])

@@ -7,6 +7,7 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use sandbox_core::contract::bin::VM_INIT;
 use sandbox_core::contract::{config, fd, VmDir};
 use tests::new_vm::NewVm;
 use tests::vm::{assert_report_holds, read_report, stop, wait_at_most, wait_line};
@@ -29,7 +30,7 @@ fn the_probe_in_cloud_hypervisors_place() {
         .unwrap()
         .into_path();
     let bin = state.standins();
-    let mut child = Command::new(state.bin().join("vm-init"))
+    let mut child = Command::new(state.bin().join(VM_INIT))
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -48,15 +49,19 @@ fn the_probe_in_cloud_hypervisors_place() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let report = read_report(&mut out);
     eprintln!("{report}");
-    let (v, d) = (vm.display(), VmDir::new(&vm));
+    let d = VmDir::new(&vm);
+    let input = |name| d.config_file(name).display().to_string();
     let argv = format!(
-        "argv: --api-socket fd={} --event-monitor fd={} --kernel {v}/config/vmlinux \
-         --initramfs {v}/config/initramfs --cmdline console=hvc0 quiet \
-         --disk path={v}/config/blk/root.img,readonly=on --fs tag=virtiofs0,socket={} \
+        "argv: --api-socket fd={} --event-monitor fd={} --kernel {} \
+         --initramfs {} --cmdline console=hvc0 quiet \
+         --disk path={}/root.img,readonly=on --fs tag=virtiofs0,socket={} \
          --memory size=128M,shared=on --serial file={} --console off \
          --vsock cid=3,socket={}",
         fd::VMM_API,
         fd::VMM_EVENTS,
+        input(config::KERNEL),
+        input(config::INITRAMFS),
+        input(config::DISKS),
         d.virtiofsd_socket().display(),
         d.serial_fifo().display(),
         d.vsock_socket().display()

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use sandbox_core::contract::{bin, daemon, fd, VmDir};
+use sandbox_core::contract::{bin, daemon, fd, VmDir, SERVICES_MARK};
 use sandbox_core::event::{self, Timer};
 use sandbox_core::fds::{self, notify_ready};
 use sandbox_core::ids::Slot;
@@ -144,7 +144,7 @@ fn run_vm(
         None => {
             let fs = daemon(
                 vm,
-                ("virtiofsd", daemon::VIRTIOFSD),
+                (daemon::VIRTIOFSD, daemon::VIRTIOFSD),
                 bin::WRAP_VIRTIOFSD,
                 args.virtiofsd.as_deref(),
                 &[
@@ -191,7 +191,7 @@ fn run_vm(
             }
             // Subscribed before the VMM's service can start.
             vmm_events = Some(VmmEvents::subscribe(&scan)?);
-            let (output, out, err) = OutputRelay::new(args.name.as_str(), "s6")?;
+            let (output, out, err) = OutputRelay::new(args.name.as_str(), SERVICES_MARK)?;
             let child = templates.start(args, vm, &scan, &fds, (out.as_fd(), err.as_fd()))?;
             let svscan = Daemon {
                 name: "the VM's s6-svscan",

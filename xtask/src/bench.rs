@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::{VM, VM_INIT, WRAP_VIRTIOFSD};
 use sandbox_core::contract::{config, VmDir};
 use tests::new_vm::NewVm;
 
@@ -73,15 +74,13 @@ fn link_binaries(bin: &Path) -> Result {
     std::fs::create_dir_all(bin).map_err(|e| e.to_string())?;
     let release = target_dir().join("release");
     let debug = target_dir().join("debug");
-    for (dir, b) in [
-        (&release, "vm-init"),
-        (&release, "wrap-virtiofsd"),
-        (&release, "wrap-vmm"),
-        (&release, "wrap-gpu"),
+    let vm = VM.map(|b| (&release, b));
+    let test = [
         (&debug, "vm-harness"),
         (&debug, "standin"),
         (&release, "seccomp-exec"),
-    ] {
+    ];
+    for (dir, b) in vm.into_iter().chain(test) {
         link(&dir.join(b), &bin.join(b))?;
     }
     for s in ["vmm-cooperative", "virtiofsd-ok"] {
@@ -97,7 +96,7 @@ fn standin_vm(state: &Path, name: &str) -> Result {
 }
 
 fn start_vm(bin: &Path, state: &Path, name: &str) -> Result<Child> {
-    Command::new(bin.join("vm-init"))
+    Command::new(bin.join(VM_INIT))
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -188,7 +187,7 @@ pub fn run() -> Result {
     tools::guest()?;
     let mut release = cargo();
     release.args(["build", "--release"]);
-    for b in ["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+    for b in VM {
         release.args(["--package", b]);
     }
     sh(&mut release)?;
@@ -316,7 +315,7 @@ fn setup_costs(r: &mut Report, bin: &Path, state: &Path) -> Result {
                 "bench",
             ])
             .arg("--bench-wrapper")
-            .arg(bin.join("wrap-virtiofsd"))
+            .arg(bin.join(WRAP_VIRTIOFSD))
             .args(["--iterations", "20"])
             .output()
             .map_err(|e| e.to_string())?;
@@ -519,7 +518,7 @@ fn memory_and_sizes(r: &mut Report, bin: &Path, m: Memory) -> Result {
     );
     r.json("rss_kib", format!("{{\"outer\": {outer_rss}, \"pid1\": {pid1_rss}, \"outer_anon\": {outer_anon}, \"pid1_anon\": {pid1_anon}, \"pss_both\": {pss}}}"));
     let mut sizes = vec![];
-    for b in ["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+    for b in VM {
         let size = std::fs::metadata(bin.join(b))
             .map_err(|e| e.to_string())?
             .len();
@@ -664,7 +663,7 @@ fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
         std::fs::read_to_string(d.config_file(config::CMDLINE)).map_err(|e| e.to_string())?;
     let serial = d.serial_log();
     if sandboxed {
-        let status = Command::new(bin.join("vm-init"))
+        let status = Command::new(bin.join(VM_INIT))
             .args([
                 "--parent-pid",
                 &std::process::id().to_string(),

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sandbox_core::contract::{config, VmDir};
+use sandbox_core::contract::bin::{VM, VM_INIT};
+use sandbox_core::contract::{config, env, VmDir};
 use sandbox_core::vmconfig::Vmm;
 use tests::new_vm::NewVm;
 
@@ -243,7 +244,7 @@ fn probe_vm(
         vm = vm.and_then(|v| v.set(config::GPU, &socket.display().to_string()));
     }
     vm.map_err(|e| e.to_string())?;
-    let mut child = Command::new(bin.join("vm-init"))
+    let mut child = Command::new(bin.join(VM_INIT))
         .args([
             "--parent-pid",
             &std::process::id().to_string(),
@@ -396,14 +397,7 @@ fn lay_out(top: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     }
     crate::host::state_dir(&state)?;
     let build = target_dir().join("debug");
-    for b in [
-        "vm-init",
-        "wrap-virtiofsd",
-        "wrap-vmm",
-        "wrap-gpu",
-        "probe",
-        "standin",
-    ] {
+    for b in VM.into_iter().chain(["probe", "standin"]) {
         link(&build.join(b), &bin.join(b))?;
     }
     for s in ["vmm-cooperative", "virtiofsd-ok"] {
@@ -483,11 +477,8 @@ fn start_under_s6(
         std::fs::copy(root().join("s6/vm").join(f), service.join(f)).map_err(|e| e.to_string())?;
     }
     write(
-        &service.join("vm.conf"),
-        &format!(
-            "VM_NAME=demo\nVM_STATE_DIR={}\nVM_INIT_ARGS={vm_init_args}\n",
-            state.display(),
-        ),
+        &service.join(env::VM_CONF),
+        &tests::vm::vm_conf(Some("demo"), state, vm_init_args),
     )?;
     let log = std::fs::File::create(top.join("s6.log")).map_err(|e| e.to_string())?;
     let path = format!(

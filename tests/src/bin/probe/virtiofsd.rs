@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use sandbox_core::contract::{fd, VmDir};
+use sandbox_core::contract::{config, daemon, fd, VmDir};
 use sandbox_core::policy::DEFAULT_MEMLOCK;
 use sandbox_core::Errno;
 
@@ -17,7 +17,10 @@ use crate::report::*;
 /// fds and policy. Everything outside VMDIR/fs must be out of reach; then
 /// it holds the VMM's connection like virtiofsd until the VMM goes away.
 pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
-    let vm_dir = shared.parent().expect("fs/ has a parent").to_owned();
+    let vm_dir = shared
+        .parent()
+        .expect("the storage has a parent")
+        .to_owned();
     let state_dir = vm_dir.parent().expect("VM dir has a parent").to_owned();
     let mut p = Probe {
         attempts: 0,
@@ -58,8 +61,9 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
     // Not even listable (no rule), and holding nothing but fs/ anyway.
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
     let d = VmDir::new(&vm_dir);
+    let kernel = d.config_file(config::KERNEL);
     for path in [
-        d.config().join("vmlinux"),
+        kernel.clone(),
         d.api_socket(),
         d.virtiofsd_socket(),
         d.gpu_socket(),
@@ -78,10 +82,11 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         io(UnixStream::connect(d.api_socket())),
     );
     p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
+    let kernel = kernel.strip_prefix(&vm_dir).unwrap_or(&kernel);
     p.check(
-        "open fs/../config/vmlinux",
+        &format!("open fs/../{}", kernel.display()),
         ENOENT,
-        io(fs::File::open(shared.join("../config/vmlinux"))),
+        io(fs::File::open(shared.join("..").join(kernel))),
     );
     let link = shared.join("probe-link");
     let _ = fs::remove_file(&link);
@@ -158,7 +163,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
             .open(shared.join(tests::new_vm::HOST_DEVICE))),
     );
     let named = named_keys(&fs::read_to_string(shared.join("vm-sandbox-keys")).unwrap_or_default());
-    keyrings(&mut p, "virtiofsd", &named);
+    keyrings(&mut p, daemon::VIRTIOFSD, &named);
     // Last: were it allowed, it would change who the probe is.
     let vmm = rustix::process::Uid::from_raw(sandbox_core::ids::VMM_UID);
     p.check(

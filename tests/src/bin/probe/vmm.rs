@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, Pid, Signal};
 use sandbox_core::attempts;
-use sandbox_core::contract::{fd, VmDir};
+use sandbox_core::contract::{config, daemon, fd, VmDir};
 use sandbox_core::Errno;
 
 use crate::escapes::*;
@@ -20,7 +20,7 @@ use crate::report::*;
 /// (a booted event on fd 4, 204 to vm.power-button, then exit 0).
 pub(crate) fn as_vmm(argv: &[String]) -> ! {
     println!("argv: {}", argv[1..].join(" "));
-    if argv[1..] == ["--api-socket", "fd=3"] {
+    if argv[1..] == ["--api-socket", &format!("fd={}", fd::VMM_API)] {
         as_vmm_over_api();
     }
     let mut p = Probe {
@@ -50,6 +50,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         .find_map(|kv| kv.strip_prefix("socket="))
         .unwrap_or("")
         .to_owned();
+    let d = VmDir::new(&vm_dir);
     let me = std::process::id() as i32;
     // What the table grants.
     p.check(
@@ -85,14 +86,14 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         "chmod 0777 vsock.d",
         Want::Ok,
         io(fs::set_permissions(
-            VmDir::new(&vm_dir).vsock_dir(),
+            d.vsock_dir(),
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )),
     );
     p.check(
         "read config/vmlinux",
         Want::Ok,
-        io(fs::read(vm_dir.join("config/vmlinux"))),
+        io(fs::read(d.config_file(config::KERNEL))),
     );
     // ENODEV: the node opened, no KVM behind it (a guest under TCG, as in
     // the kernel matrix): the sandbox let it through all the same.
@@ -118,7 +119,6 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
             .map(drop)
             .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
     );
-    let d = VmDir::new(&vm_dir);
     let vsock = d.vsock_dir().join("probe.sock");
     let _ = fs::remove_file(&vsock);
     p.check(
@@ -150,17 +150,13 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         EACCES,
         create(&d.vsock_dir().join("file")),
     );
-    p.check(
-        "create config/evil",
-        EROFS,
-        create(&vm_dir.join("config/evil")),
-    );
+    p.check("create config/evil", EROFS, create(&d.config_file("evil")));
     p.check(
         "open config/vmlinux for writing",
         EACCES,
         io(fs::OpenOptions::new()
             .append(true)
-            .open(vm_dir.join("config/vmlinux"))),
+            .open(d.config_file(config::KERNEL))),
     );
     p.check(
         "open VMDIR/serial.log (PID 1's)",
@@ -216,7 +212,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     p.limit_is("Max processes", &wrap_vmm::policy::NPROC.to_string());
-    keyrings(p, "vmm", &named_keys(arg_after(argv, "--cmdline")));
+    keyrings(p, daemon::VMM, &named_keys(arg_after(argv, "--cmdline")));
     backend
 }
 
