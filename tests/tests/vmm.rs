@@ -119,6 +119,52 @@ fn the_probe_in_cloud_hypervisors_place() {
     bait.assert_nothing_reached_the_host();
 }
 
+/// The escape matrix's row for a VMM whose argv uses no GPU: a VM with one
+/// (config/gpu: PID 1 listens on gpu.sock) under QEMU, which has no GPU
+/// device. The probe in QEMU's place connects to virtiofsd's socket, and
+/// finds no gpu.sock in its view.
+#[test]
+fn qemu_without_a_gpu_sees_no_gpu_sock() {
+    if !privileged("vmm_qemu") {
+        return;
+    }
+    let state = StateDir::new("vmm_qemu");
+    let wayland = state.top().join("wayland/wayland-0");
+    std::fs::create_dir_all(wayland.parent().unwrap()).unwrap();
+    let _compositor = std::os::unix::net::UnixListener::bind(&wayland).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wayland, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let vm = NewVm::create(state.0.join("q"))
+        .and_then(NewVm::qemu_tcg)
+        .and_then(|v| v.set(config::GPU, wayland.to_str().unwrap()))
+        .unwrap()
+        .into_path();
+    let bin = state.standins();
+    let mut child =
+        state.vm_init_reporting("q", &bin.join("probe"), &bin.join("virtiofsd-ok"), &[]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let report = read_report(&mut out);
+    eprintln!("{report}");
+    if !report.contains("probe: ") {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+        panic!("no report; vm-init:\n{err}");
+    }
+    assert!(
+        VmDir::new(&vm).gpu_socket().exists(),
+        "the VM has no gpu.sock to hide"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("ok   connect VMDIR/gpu.sock (QEMU has no GPU)")),
+        "{report}"
+    );
+    assert_report_holds(&report, 6);
+    assert!(wait_line(&mut child, ": ready").contains("ready (slot"));
+    assert_eq!(stop(&mut child), Some(0));
+}
+
 /// Mounted on the host at this path, per /proc/self/mountinfo.
 fn mounted(path: &std::path::Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

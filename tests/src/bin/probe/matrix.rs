@@ -3,7 +3,6 @@
 //! the host.
 
 use std::fs;
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
@@ -76,19 +75,13 @@ fn parse() -> Args {
 
 pub(crate) fn run() {
     let a = parse();
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: None,
-    };
+    let mut p = Probe::new(None);
     processes(&mut p, &a);
     sockets(&mut p, &a);
     files(&mut p, &a);
     privilege(&mut p, a.profile);
     granted(&mut p, &a);
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
-    std::process::exit(i32::from(p.failed > 0));
+    std::process::exit(i32::from(p.close() > 0));
 }
 
 /// Other processes of the VM and every PID of its namespace.

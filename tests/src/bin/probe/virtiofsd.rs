@@ -1,7 +1,6 @@
 //! The probe in virtiofsd's place.
 
 use std::fs;
-use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -22,11 +21,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         .expect("the storage has a parent")
         .to_owned();
     let state_dir = vm_dir.parent().expect("VM dir has a parent").to_owned();
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: None,
-    };
+    let mut p = Probe::new(None);
     let me = std::process::id() as i32;
     p.check(
         "create fs/probe-out",
@@ -171,8 +166,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         Want::Err(Errno::EINVAL),
         rx(rustix::thread::set_thread_res_uid(vmm, vmm, vmm)),
     );
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
+    p.close();
     // Like virtiofsd: serve the VMM's connection until it goes away.
     if let Ok(fd) = sandbox_core::fds::take_fd(fd::VIRTIOFSD_LISTENER, "--fd") {
         let listener = std::os::unix::net::UnixListener::from(fd);

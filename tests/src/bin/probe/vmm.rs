@@ -23,15 +23,10 @@ pub(crate) fn as_vmm(argv: &[String]) -> ! {
     if argv[1..] == ["--api-socket", &format!("fd={}", fd::VMM_API)] {
         as_vmm_over_api();
     }
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: None,
-    };
+    let mut p = Probe::new(None);
     let backend = vmm_attempts(&mut p, argv);
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
-    serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
+    let failed = p.close();
+    serve_api_like_cloud_hypervisor(backend.ok(), failed);
 }
 
 /// What a compromised VMM would try, with the paths its argv (or, in
@@ -53,14 +48,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     let d = VmDir::new(&vm_dir);
     let me = std::process::id() as i32;
     // What the table grants.
-    p.check(
-        "write a line to its serial FIFO",
-        Want::Ok,
-        io(fs::OpenOptions::new()
-            .append(true)
-            .open(&serial)
-            .and_then(|mut f| f.write_all(b"probe: serial line\n"))),
-    );
+    let backend = console_and_backend(p, Path::new(&serial), &fs_sock);
     // Its own FIFO: allowed here, and worth nothing after the VM (the
     // outer removes it; the test checks from the host).
     p.check(
@@ -107,17 +95,6 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         "read /dev/urandom",
         Want::Ok,
         io(fs::File::open("/dev/urandom")),
-    );
-    // Held, like cloud-hypervisor's vhost-user connection: virtiofsd ends
-    // when its one client goes away.
-    let backend = UnixStream::connect(&fs_sock);
-    p.check(
-        "connect virtiofsd.sock",
-        Want::Ok,
-        backend
-            .as_ref()
-            .map(drop)
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
     );
     let vsock = d.vsock_dir().join("probe.sock");
     let _ = fs::remove_file(&vsock);
@@ -216,6 +193,35 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     backend
 }
 
+/// What every VMM's table grants for the serial FIFO and virtiofsd's
+/// socket its argv names: a console line, and the vhost-user connection,
+/// returned to be held like the VMM's (virtiofsd ends when its one client
+/// goes away).
+pub(crate) fn console_and_backend(
+    p: &mut Probe,
+    serial: &Path,
+    fs_sock: &str,
+) -> std::io::Result<UnixStream> {
+    p.check(
+        "write a line to its serial FIFO",
+        Want::Ok,
+        io(fs::OpenOptions::new()
+            .append(true)
+            .open(serial)
+            .and_then(|mut f| f.write_all(b"probe: serial line\n"))),
+    );
+    let backend = UnixStream::connect(fs_sock);
+    p.check(
+        "connect virtiofsd.sock",
+        Want::Ok,
+        backend
+            .as_ref()
+            .map(drop)
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
+    );
+    backend
+}
+
 /// The string value of `key` in the JSON object that follows `section`
 /// in `json` (enough for the vm.create body vmm-api sends).
 fn json_field(json: &str, section: &str, key: &str) -> Option<String> {
@@ -256,11 +262,7 @@ fn as_vmm_over_api() -> ! {
         println!("api: {line}");
         if line.starts_with("PUT /api/v1/vm.create ") {
             println!("vm.create: {body}");
-            let mut p = Probe {
-                attempts: 0,
-                failed: 0,
-                filter: None,
-            };
+            let mut p = Probe::new(None);
             for (what, found) in [
                 ("memory shared", body.contains("\"shared\":true")),
                 (
@@ -304,8 +306,7 @@ fn as_vmm_over_api() -> ! {
                 ]);
             }
             backend = vmm_attempts(&mut p, &argv).ok();
-            failed = p.failed;
-            println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+            failed = p.close();
         }
         // As cloud-hypervisor answers (facts/cloud-hypervisor.md): the
         // power button of a VM that is not running is refused; the guest
