@@ -118,11 +118,8 @@ fn run_vm(
     // virtiofsd's own user namespace, mapping the guest's ids alone: made
     // while user namespaces can still be made, through the VM's own /proc.
     let guest_ids = ns::guest_ids_user_namespace()?;
-    // No process of this VM may create a user namespace (and with it, the
-    // capabilities to mount and unshare): the limit applies to this user
-    // namespace and every one below it.
-    std::fs::write("/proc/sys/user/max_user_namespaces", "0")
-        .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
+    // No process of this VM may create a user namespace.
+    ns::forbid_user_namespaces()?;
     let sigfd = SignalFd::new(SIGNALS)?;
 
     let Listeners {

@@ -84,8 +84,7 @@ fn pid1(args: &Args, vm_tree: OwnedFd) -> Result<i32, Error> {
     drop(vm_tree);
     // As vm-init's PID 1 does for wrap-virtiofsd (its fd 4).
     let guest_ids = sandbox_core::ns::guest_ids_user_namespace()?;
-    std::fs::write("/proc/sys/user/max_user_namespaces", "0")
-        .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
+    sandbox_core::ns::forbid_user_namespaces()?;
     let name = args.name.as_str();
     if let Some(wrapper) = &args.bench_wrapper {
         return bench_wrapper(wrapper, &vm_dir, args.iterations, guest_ids.as_raw_fd());
