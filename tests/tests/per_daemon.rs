@@ -179,9 +179,12 @@ fn vmm_start(state: &StateDir, svc: &Path) -> (i32, bool) {
     let mut outer = None;
     while start.elapsed() < Duration::from_secs(60) {
         outer = outer.or_else(|| S6::pid(svc));
-        // PID 1 is the outer's child in a PID namespace of its own.
+        // PID 1 is the outer's child in a PID namespace of its own. (Until
+        // the run script execs vm-init, its child is ifelse's eltest, in
+        // the host's: whose QEMUs, a kernel matrix's say, are not this VM's.)
         let found = outer.into_iter().flat_map(children).find_map(|pid1| {
-            let qemu = named(pidns(pid1)?, "qemu-system-x86").first().copied()?;
+            let ns = pidns(pid1).filter(|&ns| Some(ns) != outer.and_then(pidns))?;
+            let qemu = named(ns, "qemu-system-x86").first().copied()?;
             Some((qemu, pid1))
         });
         if let Some((qemu, pid1)) = found {
