@@ -237,16 +237,7 @@ pub fn apply_then_notify(
     // 0. A policy that breaks an invariant is a bug: nothing is applied.
     //    Its syscall filter is compiled now, so that one the kernel or this
     //    architecture cannot take refuses before anything is changed.
-    policy.check()?;
-    if let Some(fd) = ready.as_ref().map(|fd| fd.as_raw_fd()) {
-        if policy.fds().contains(&fd) {
-            return Err(Error::Usage(format!(
-                "the notification fd {fd} is one of the daemon's own fds {:?}",
-                policy.fds()
-            )));
-        }
-    }
-    let filter = policy.syscalls.map(seccomp::compile).transpose()?;
+    let filter = checked_filter(policy, ready.as_ref())?;
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
     parent::arm_and_check(parent)?;
@@ -312,21 +303,46 @@ pub fn apply_then_notify(
     //     mount, capability or id change is possible anyway.
     prctl::no_new_privs()?;
     ruleset.restrict_self()?;
-    // 11. The syscall filter, last: it needs no_new_privs, and after it the
-    //     wrapper itself may only do what the daemon may (the command is
-    //     built before, so that exec is all that is left).
+    // 11. The syscall filter, last, then readiness and the daemon.
+    exec_filtered(policy, exec, filter.as_ref(), ready)
+}
+
+/// Step 0 of [`apply_then_notify`]: the policy checked, the notification
+/// fd none of the daemon's, the syscall filter compiled.
+fn checked_filter(policy: &Policy, ready: Option<&OwnedFd>) -> Result<Option<seccomp::Compiled>> {
+    policy.check()?;
+    if let Some(fd) = ready.map(|fd| fd.as_raw_fd()) {
+        if policy.fds().contains(&fd) {
+            return Err(Error::Usage(format!(
+                "the notification fd {fd} is one of the daemon's own fds {:?}",
+                policy.fds()
+            )));
+        }
+    }
+    policy.syscalls.map(seccomp::compile).transpose()
+}
+
+/// Steps 11 and 12 of [`apply_then_notify`]. The syscall filter, last: it
+/// needs no_new_privs, and after it the wrapper itself may only do what
+/// the daemon may (the command is built before, so that exec is all that
+/// is left). Then readiness, and the daemon, with a fixed environment.
+fn exec_filtered(
+    policy: &Policy,
+    exec: &Exec,
+    filter: Option<&seccomp::Compiled>,
+    ready: Option<OwnedFd>,
+) -> Result<Infallible> {
     let mut command = std::process::Command::new(&exec.program);
     command
         .args(&exec.args)
         .env_clear()
         .envs(policy.env.iter().map(|(k, v)| (k, v)));
-    if let Some(filter) = &filter {
+    if let Some(filter) = filter {
         seccomp::install(filter)?;
     }
     if let Some(fd) = ready {
         fds::notify_ready(fd)?;
     }
-    // 12. The daemon, with a fixed environment.
     let err = command.exec();
     Err(Error::path("exec", &exec.program, err))
 }

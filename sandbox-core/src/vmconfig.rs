@@ -59,6 +59,43 @@ fn usage(msg: String) -> Error {
     Error::Usage(msg)
 }
 
+/// `config/blk/*.img`, sorted.
+fn disks(dir: &VmDir) -> Result<Vec<PathBuf>, Error> {
+    let mut disks = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir.config_file(input::DISKS)) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "img") {
+                disks.push(path);
+            }
+        }
+    }
+    disks.sort();
+    for d in &disks {
+        // Both VMMs take comma-separated options: a comma would inject one.
+        if d.as_os_str().as_encoded_bytes().contains(&b',') {
+            return Err(usage(format!("disk path {} contains ','", d.display())));
+        }
+    }
+    Ok(disks)
+}
+
+/// The compositor's socket, when `config/gpu` (saying `text`) exists.
+fn gpu(dir: &VmDir, text: Option<String>) -> Result<Option<PathBuf>, Error> {
+    Ok(match text {
+        None if !dir.config_file(input::GPU).exists() => None,
+        None => Some(PathBuf::from(DEFAULT_COMPOSITOR_SOCKET)),
+        Some(p) if p.is_empty() => Some(PathBuf::from(DEFAULT_COMPOSITOR_SOCKET)),
+        Some(p) if Path::new(&p).is_absolute() && !p.contains('\n') => Some(PathBuf::from(p)),
+        Some(p) => {
+            return Err(usage(format!(
+                "{} is {p:?}: not the absolute path of the compositor's socket",
+                dir.config_file(input::GPU).display()
+            )))
+        }
+    })
+}
+
 impl VmConfig {
     /// Reads and checks the VM's config: a one-line error for anything that
     /// cannot be passed safely to the VMM, before anything is started.
@@ -85,22 +122,7 @@ impl VmConfig {
         if !kernel.is_file() {
             return Err(usage(format!("missing kernel {}", kernel.display())));
         }
-        let mut disks = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(dir.config_file(input::DISKS)) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "img") {
-                    disks.push(path);
-                }
-            }
-        }
-        disks.sort();
-        for d in &disks {
-            // Both VMMs take comma-separated options: a comma would inject one.
-            if d.as_os_str().as_encoded_bytes().contains(&b',') {
-                return Err(usage(format!("disk path {} contains ','", d.display())));
-            }
-        }
+        let disks = disks(&dir)?;
         let memory_mib = match text(input::MEMORY) {
             None => DEFAULT_MEMORY_MIB,
             Some(m) => m
@@ -121,18 +143,7 @@ impl VmConfig {
                 dir.config_file(input::ACCEL).display()
             )));
         }
-        let gpu = match text(input::GPU) {
-            None if !dir.config_file(input::GPU).exists() => None,
-            None => Some(PathBuf::from(DEFAULT_COMPOSITOR_SOCKET)),
-            Some(p) if p.is_empty() => Some(PathBuf::from(DEFAULT_COMPOSITOR_SOCKET)),
-            Some(p) if Path::new(&p).is_absolute() && !p.contains('\n') => Some(PathBuf::from(p)),
-            Some(p) => {
-                return Err(usage(format!(
-                    "{} is {p:?}: not the absolute path of the compositor's socket",
-                    dir.config_file(input::GPU).display()
-                )))
-            }
-        };
+        let gpu = gpu(&dir, text(input::GPU))?;
         let vm_bytes = vm_dir.as_os_str().as_encoded_bytes();
         if vm_bytes.contains(&b',') {
             return Err(usage(format!(
