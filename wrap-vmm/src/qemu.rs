@@ -19,12 +19,10 @@ pub fn prefix(program: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("/"), Path::to_owned)
 }
 
-pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
-    let d = c.dir();
-    let input = |name: &str| utf8(d.config_file(name));
+/// A system QEMU's files are under /usr already; an unpacked one brings
+/// its libraries and firmware under its prefix, and finds them there.
+fn its_files(program: &Path) -> Specifics {
     let mut s = Specifics::default();
-    // A system QEMU's files are under /usr already; an unpacked one brings
-    // its libraries and firmware under its prefix, and finds them there.
     let prefix = prefix(program);
     if prefix != Path::new("/") {
         for dir in ["usr/share/qemu", "usr/share/seabios", "usr/lib", "lib"] {
@@ -40,6 +38,13 @@ pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
     for dir in ["usr/share/qemu", "usr/share/seabios"] {
         s.args(&["-L", &prefix.join(dir).display().to_string()]);
     }
+    s
+}
+
+pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
+    let d = c.dir();
+    let input = |name: &str| utf8(d.config_file(name));
+    let mut s = its_files(program);
     // What its libraries read of the host at start (measured with the
     // audit log): the CPUs possible and NUMA nodes (glib, libnuma), NVDIMM
     // buses (libndctl, through libpmem).

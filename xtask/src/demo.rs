@@ -172,6 +172,11 @@ fn inspect(pid: i32, vm_dir: &Path) {
         "     sees of the state dir:    {}",
         seen(vm_dir.parent().unwrap_or(vm_dir))
     );
+    print_mounts(pid, &root);
+}
+
+/// How /proc, /tmp and /dev/shm are mounted in a daemon's view.
+fn print_mounts(pid: i32, root: &Path) {
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
     for target in ["/proc", "/tmp", "/dev/shm"] {
         // mountinfo: ... mount-point mount-options ... - fstype source super-options

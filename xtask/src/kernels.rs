@@ -190,32 +190,7 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
     eprintln!("xtask: booting {kernel} (TCG): {}", console.display());
     let mut child = qemu.spawn().map_err(|e| format!("qemu: {e}"))?;
     let start = Instant::now();
-    let mut said = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            break Some(s);
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // A line every 30 s: a slow stage is seen, not guessed.
-        if said.elapsed() >= PROGRESS_EVERY {
-            said = Instant::now();
-            let text = std::fs::read_to_string(&console).unwrap_or_default();
-            let last = text
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("KERNEL-PROGRESS "))
-                .unwrap_or("booting");
-            eprintln!(
-                "xtask: {tag}: {:.0} s in the guest; {last}",
-                start.elapsed().as_secs_f64()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_for_guest(&mut child, &console, tag, start)?;
     let _ = virtiofsd.kill();
     let _ = virtiofsd.wait();
     let _ = std::fs::remove_file(&sock);
@@ -230,6 +205,42 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
             Err(format!("{kernel}: the guest did not finish:\n{text}"))
         }
         Some(_) => Ok(text),
+    }
+}
+
+/// Waits for the guest's QEMU at most [`LIMIT`] from `start`, saying
+/// every 30 s how far the guest is; None when it ran out (QEMU killed).
+fn wait_for_guest(
+    child: &mut std::process::Child,
+    console: &Path,
+    tag: &str,
+    start: Instant,
+) -> Result<Option<std::process::ExitStatus>> {
+    let mut said = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(Some(s));
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        // A line every 30 s: a slow stage is seen, not guessed.
+        if said.elapsed() >= PROGRESS_EVERY {
+            said = Instant::now();
+            let text = std::fs::read_to_string(console).unwrap_or_default();
+            let last = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("KERNEL-PROGRESS "))
+                .unwrap_or("booting");
+            eprintln!(
+                "xtask: {tag}: {:.0} s in the guest; {last}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
