@@ -21,7 +21,7 @@ use crate::args::Args;
 use crate::outer::{HandedMounts, Listeners, Vm, SIGNALS};
 use crate::output::OutputRelay;
 use crate::serial::SerialRelay;
-use crate::services::{self, VmmEvent, VmmEvents};
+use crate::services::{self, ServiceEvent, VmmService};
 use crate::vmm::{Control, Said, Vmm};
 
 /// Exit codes of PID 1 (documented in --help).
@@ -130,13 +130,14 @@ fn run_vm(
     } = listeners;
     // cloud-hypervisor's event monitor; with --services the VMM's run
     // script moves it into place whatever the VMM (QEMU's wrapper closes it).
-    let (events_read, events_write) = if vm.kind == Vmm::CloudHypervisor || vm.services.is_some() {
+    let (monitor_read, monitor_write) = if vm.kind == Vmm::CloudHypervisor || vm.services.is_some()
+    {
         let (r, w) = fds::pipe()?;
         (Some(r), Some(w))
     } else {
         (None, None)
     };
-    let mut vmm_events = None;
+    let mut vmm_service = None;
     let (daemons, vmm_pid, gpu_listener, scan) = match &vm.services {
         None => {
             let fs = daemon(
@@ -150,7 +151,7 @@ fn run_vm(
                 ],
             )?;
             let mut fds = vec![(api.as_fd(), fd::VMM_API)];
-            if let Some(w) = &events_write {
+            if let Some(w) = &monitor_write {
                 fds.push((w.as_fd(), fd::VMM_EVENTS));
             }
             let vmm = daemon(
@@ -177,7 +178,7 @@ fn run_vm(
                 (guest_ids.as_fd(), fd::parked::VIRTIOFSD_USERNS),
                 (api.as_fd(), fd::parked::VMM_API),
             ];
-            if let Some(w) = &events_write {
+            if let Some(w) = &monitor_write {
                 fds.push((w.as_fd(), fd::parked::VMM_EVENTS));
             }
             if let Some(l) = &gpu {
@@ -187,7 +188,7 @@ fn run_vm(
                 fds.push((c.tree.as_fd(), fd::parked::GPU_COMPOSITOR));
             }
             // Subscribed before the VMM's service can start.
-            vmm_events = Some(VmmEvents::subscribe(&scan)?);
+            vmm_service = Some(VmmService::subscribe(&scan)?);
             let (output, out, err) = OutputRelay::new(args.name.as_str(), SERVICES_MARK)?;
             let child = templates.start(args, vm, &scan, &fds, (out.as_fd(), err.as_fd()))?;
             let svscan = Daemon {
@@ -202,8 +203,8 @@ fn run_vm(
 
     // Our copies would keep the sockets and the events pipe open after the
     // daemons that use them exit.
-    drop((virtiofsd, guest_ids, api, events_write));
-    let control = Control::new(vm.kind, vm.dir.api_socket(), events_read)?;
+    drop((virtiofsd, guest_ids, api, monitor_write));
+    let control = Control::new(vm.kind, vm.dir.api_socket(), monitor_read)?;
     let mut vm_loop = VmLoop {
         args,
         vm,
@@ -217,7 +218,7 @@ fn run_vm(
         control,
         daemons,
         vmm_pid,
-        vmm_events,
+        vmm_service,
         ready: false,
         scan,
         notify,
@@ -272,7 +273,7 @@ struct VmLoop<'a> {
     /// --services: the VM's own s6 scan directory.
     scan: Option<PathBuf>,
     /// --services: what the VMM's service says (ready, down).
-    vmm_events: Option<VmmEvents>,
+    vmm_service: Option<VmmService>,
     /// The VM said it is ready (announce_ready).
     ready: bool,
     notify: Option<OwnedFd>,
@@ -327,32 +328,33 @@ impl VmLoop<'_> {
 
     /// Polls every fd the loop watches; says which are readable by name.
     fn wait(&self) -> Result<Ready, Error> {
-        fn slot<'f>(fd: BorrowedFd<'f>, fds: &mut Vec<BorrowedFd<'f>>) -> usize {
+        /// Adds `fd` to those polled; returns its index there.
+        fn push_fd<'f>(fd: BorrowedFd<'f>, fds: &mut Vec<BorrowedFd<'f>>) -> usize {
             fds.push(fd);
             fds.len() - 1
         }
         let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
-        let signals = slot(self.sigfd.as_fd(), &mut fds);
-        let outer = slot(self.watch.fd(), &mut fds);
-        let timer = slot(self.timer.as_fd(), &mut fds);
-        let serial = self.serial.fd().map(|fd| slot(fd, &mut fds));
+        let signals = push_fd(self.sigfd.as_fd(), &mut fds);
+        let outer = push_fd(self.watch.fd(), &mut fds);
+        let timer = push_fd(self.timer.as_fd(), &mut fds);
+        let serial = self.serial.fd().map(|fd| push_fd(fd, &mut fds));
         let gpu = self
             .gpu_listener
             .as_ref()
-            .map(|l| slot(l.as_fd(), &mut fds));
+            .map(|l| push_fd(l.as_fd(), &mut fds));
         let vmm: Vec<usize> = self
             .control
             .fds()
             .into_iter()
-            .map(|fd| slot(fd, &mut fds))
+            .map(|fd| push_fd(fd, &mut fds))
             .collect();
-        let vmm_service = self.vmm_events.as_ref().map(|e| slot(e.fd(), &mut fds));
+        let vmm_service = self.vmm_service.as_ref().map(|e| push_fd(e.fd(), &mut fds));
         let output: Vec<(usize, usize)> = self
             .daemons
             .iter()
             .enumerate()
             .flat_map(|(i, d)| d.output.fds().into_iter().map(move |fd| (i, fd)))
-            .map(|(i, fd)| (i, slot(fd, &mut fds)))
+            .map(|(i, fd)| (i, push_fd(fd, &mut fds)))
             .collect();
         // A relay that has used its rate is not polled; the timer says
         // when it may read again.
@@ -366,7 +368,7 @@ impl VmLoop<'_> {
             None => self.output_timer.disarm()?,
         }
         // (Nothing to do when it fires: the next wait polls the relay.)
-        slot(self.output_timer.as_fd(), &mut fds);
+        push_fd(self.output_timer.as_fd(), &mut fds);
         let r = event::wait_readable(&fds)?;
         Ok(Ready {
             signals: r[signals],
@@ -504,21 +506,21 @@ impl VmLoop<'_> {
     /// which ends the VM.
     fn on_vmm_service(&mut self) -> Result<Option<u8>, Error> {
         let name = self.args.name.as_str();
-        let said = match &mut self.vmm_events {
+        let said = match &mut self.vmm_service {
             Some(e) => e.read()?,
             None => return Ok(None),
         };
         match said {
-            VmmEvent::Nothing => Ok(None),
-            VmmEvent::Ready => {
+            ServiceEvent::Nothing => Ok(None),
+            ServiceEvent::Ready => {
                 self.announce_ready()?;
                 Ok(None)
             }
-            VmmEvent::Down if self.stopping => {
+            ServiceEvent::Down if self.stopping => {
                 sandbox_core::say!("vm-init: {name}: the guest powered off");
                 Ok(Some(0))
             }
-            VmmEvent::Down => {
+            ServiceEvent::Down => {
                 sandbox_core::say!(
                     "vm-init: {name}: the VMM's service went down: the VM cannot go on"
                 );

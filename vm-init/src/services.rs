@@ -9,9 +9,9 @@
 //! chain-loads its wrapper, which applies exactly the policy it applies
 //! when PID 1 starts it.
 //!
-//! Why this way (the "(b)") and not the wrappers joining the VM's
-//! namespaces from the host's s6 tree ("(a)"): nothing has to find the
-//! VM's PID 1 from outside and race its death or a recycled PID; the
+//! Why the VM's own s6 inside its namespaces, and not services of the
+//! host's s6 tree whose wrappers join the VM's namespaces: nothing has to
+//! find the VM's PID 1 from outside and race its death or a recycled PID; the
 //! sockets vm-init bound as host root reach the run scripts by plain fd
 //! inheritance through s6-svscan and s6-supervise, with no writable path
 //! in the host-root-owned VM directory and no fd holder; and when the VM
@@ -194,7 +194,7 @@ impl Templates {
 /// notification-fd), `d` its daemon died. Made before s6-svscan starts,
 /// so no event can be missed.
 #[derive(Debug)]
-pub struct VmmEvents {
+pub struct VmmService {
     fifo: std::fs::File,
     /// A service with a notification-fd is ready on `U`, one without on `u`.
     ready_on: u8,
@@ -203,7 +203,7 @@ pub struct VmmEvents {
 
 /// What the VMM's service said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmmEvent {
+pub enum ServiceEvent {
     Nothing,
     /// Ready: cloud-hypervisor created over its API by the helper, or the
     /// VMM started (a service without a notification-fd).
@@ -212,8 +212,8 @@ pub enum VmmEvent {
     Down,
 }
 
-impl VmmEvents {
-    pub fn subscribe(scan: &Path) -> Result<VmmEvents, Error> {
+impl VmmService {
+    pub fn subscribe(scan: &Path) -> Result<VmmService, Error> {
         let service = scan.join(daemon::VMM);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -238,7 +238,7 @@ impl VmmEvents {
         } else {
             b'u'
         };
-        Ok(VmmEvents {
+        Ok(VmmService {
             fifo,
             ready_on,
             ready: false,
@@ -252,10 +252,10 @@ impl VmmEvents {
 
     /// Reads what s6-supervise wrote: readiness once, then the daemon's
     /// death.
-    pub fn read(&mut self) -> Result<VmmEvent, Error> {
+    pub fn read(&mut self) -> Result<ServiceEvent, Error> {
         use std::io::Read;
         let mut buf = [0u8; 64];
-        let mut said = VmmEvent::Nothing;
+        let mut said = ServiceEvent::Nothing;
         loop {
             let n = match self.fifo.read(&mut buf) {
                 Ok(0) => return Ok(said),
@@ -267,9 +267,9 @@ impl VmmEvents {
             for &event in &buf[..n] {
                 if !self.ready && event == self.ready_on {
                     self.ready = true;
-                    said = VmmEvent::Ready;
+                    said = ServiceEvent::Ready;
                 } else if self.ready && event == b'd' {
-                    return Ok(VmmEvent::Down);
+                    return Ok(ServiceEvent::Down);
                 }
             }
         }
