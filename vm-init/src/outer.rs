@@ -18,61 +18,19 @@ use sandbox_core::mount::{self, MountRoot, Tmpfs};
 use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
-use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use sandbox_core::signals::{self, SignalFd, SIGCHLD};
 use sandbox_core::spawn;
 use sandbox_core::{fds, host, keyring, landlock, Error};
 
 use crate::args::Args;
 use crate::pid1;
 use crate::serial::SerialRelay;
-use crate::vmm::Vmm;
+use crate::vm::{HandedMounts, Listeners, Vm, SIGNALS};
 use sandbox_core::contract::{bin, VmDir, NOFILE_CEILING, VSOCK_DIR_INODES, VSOCK_DIR_SIZE};
 use sandbox_core::vmconfig::VmConfig;
 
-/// The signals vm-init reads from a signalfd (outer and PID 1 alike).
-pub const SIGNALS: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGCHLD];
 /// sun_path is 108 bytes with its NUL.
 const SUN_PATH_MAX: usize = 107;
-
-/// What vm-init knows of a VM once its directory passed the checks.
-#[derive(Debug)]
-pub struct Vm {
-    pub dir: VmDir,
-    pub kind: Vmm,
-    /// A GPU: the compositor's socket, resolved as host root, for wrap-gpu.
-    pub gpu: Option<host::Compositor>,
-    /// The directory holding vm-init and the wrappers it starts.
-    pub bin_dir: PathBuf,
-    /// Host groups mapped into the VM one by one: (inside gid, host gid).
-    pub host_groups: Vec<(u32, u32)>,
-    /// The explicit opt-out, passed on to every wrapper.
-    pub allow_weaker_landlock: bool,
-    /// --services: the service directories PID 1's s6-svscan runs.
-    pub services: Option<crate::services::Templates>,
-    /// The VMM's locked-memory limit, from its policy (it pins guest RAM).
-    pub vmm_memlock: u64,
-}
-
-/// The mounts the outer makes as host root and hands PID 1 with the
-/// id-map handshake, in this order.
-#[derive(Debug)]
-pub struct HandedMounts {
-    /// The VM directory: PID 1 cannot reach it by path (the state dir is
-    /// root's alone); attached below the tmpfs over the state dir.
-    pub vm_dir: std::os::fd::OwnedFd,
-    /// `VMDIR/fs`, idmapped for the VM's user namespace, over the plain one.
-    pub storage: std::os::fd::OwnedFd,
-}
-
-/// The listening sockets PID 1 hands to the wrappers, and the two ends of
-/// the guest's console it copies between.
-#[derive(Debug)]
-pub struct Listeners {
-    pub virtiofsd: UnixListener,
-    pub api: UnixListener,
-    pub gpu: Option<UnixListener>,
-    pub serial: SerialRelay,
-}
 
 /// Every check that needs no privilege and changes nothing, so that bad
 /// input is a one-line error before anything is created.

@@ -18,10 +18,10 @@ use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
 use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
-use crate::outer::{HandedMounts, Listeners, Vm, SIGNALS};
 use crate::output::OutputRelay;
 use crate::serial::SerialRelay;
 use crate::services::{self, ServiceEvent, VmmService};
+use crate::vm::{HandedMounts, Listeners, Vm, SIGNALS};
 use crate::vmm::{Control, Said, Vmm};
 
 /// Exit codes of PID 1 (documented in --help).
@@ -190,7 +190,13 @@ fn run_vm(
             // Subscribed before the VMM's service can start.
             vmm_service = Some(VmmService::subscribe(&scan)?);
             let (output, out, err) = OutputRelay::new(args.name.as_str(), SERVICES_MARK)?;
-            let child = templates.start(args, vm, &scan, &fds, (out.as_fd(), err.as_fd()))?;
+            let child = templates.start(
+                args,
+                (&vm.bin_dir, vm.dir.path()),
+                &scan,
+                &fds,
+                (out.as_fd(), err.as_fd()),
+            )?;
             let svscan = Daemon {
                 name: "the VM's s6-svscan",
                 child,

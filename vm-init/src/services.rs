@@ -26,7 +26,6 @@ use sandbox_core::spawn::{self, spawn, Command};
 use sandbox_core::{mount, Error};
 
 use crate::args::Args;
-use crate::outer::Vm;
 
 /// At most this many entries and bytes are copied from DIR: service
 /// directories, not a file tree.
@@ -141,14 +140,14 @@ impl Templates {
         Ok(scan)
     }
 
-    /// PID 1: s6-svscan on `scan`, with `fds` parked at their numbers and
-    /// the environment the run scripts read: VM_DIR, and for each wrapper
-    /// the arguments vm-init was given for it (--program, the Landlock
-    /// opt-out).
+    /// PID 1: s6-svscan on `scan`, with `fds` parked at their numbers,
+    /// vm-init's directory `bin_dir` on its PATH and the environment the
+    /// run scripts read: VM_DIR, and for each wrapper the arguments vm-init
+    /// was given for it (--program, the Landlock opt-out).
     pub fn start(
         &self,
         args: &Args,
-        vm: &Vm,
+        (bin_dir, vm_dir): (&Path, &Path),
         scan: &Path,
         fds: &[(BorrowedFd<'_>, i32)],
         (stdout, stderr): (BorrowedFd<'_>, BorrowedFd<'_>),
@@ -156,14 +155,14 @@ impl Templates {
         let mut cmd = Command::new(&self.svscan)?;
         cmd.arg(scan)?;
         let path = std::env::join_paths([
-            vm.bin_dir.clone(),
+            bin_dir.to_owned(),
             "/usr/lib/execline/bin".into(),
             "/usr/bin".into(),
             "/bin".into(),
         ])
         .map_err(|_| Error::Usage("vm-init's directory contains ':'".into()))?;
         cmd.env("PATH", path)?;
-        cmd.env(env::VM_DIR, vm.dir.path())?;
+        cmd.env(env::VM_DIR, vm_dir)?;
         for (var, program) in [
             (env::VIRTIOFSD_ARGS, &args.virtiofsd),
             (env::VMM_ARGS, &args.vmm),
