@@ -15,7 +15,7 @@ use sandbox_core::fds::take_fd;
 use sandbox_core::ids::{self, Slot, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
 use sandbox_core::mount::{self, MountRoot, Tmpfs};
-use sandbox_core::ns::{clone_vm, Cloned};
+use sandbox_core::ns::{clone_vm, Cloned, MapsPending, Running};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
 use sandbox_core::signals::{self, SignalFd, SIGCHLD};
@@ -32,35 +32,17 @@ use sandbox_core::vmconfig::VmConfig;
 /// sun_path is 108 bytes with its NUL.
 const SUN_PATH_MAX: usize = 107;
 
+/// Host groups mapped into the VM one by one: (inside gid, host gid).
+type HostGroups = Vec<(u32, u32)>;
+
 /// Every check that needs no privilege and changes nothing, so that bad
 /// input is a one-line error before anything is created.
 fn check(args: &Args) -> Result<Vm, Error> {
-    // Every daemon's sandbox needs Landlock ABI 6: refused here, before
-    // anything exists, rather than by the first wrapper after.
-    let abi = landlock::kernel_abi();
-    landlock::check_abi(abi, args.allow_weaker_landlock)?;
-    if let Some(missing) = landlock::compat(abi).missing {
-        sandbox_core::say!(
-            "vm-init: {}: Landlock ABI {abi} lacks {missing}: running every daemon with a \
-             weaker sandbox, as --allow-weaker-landlock asks",
-            args.name
-        );
-    }
+    check_landlock(args)?;
     host::check_not_private(&args.state_dir)?;
     let dir = VmDir::new(args.state_dir.join(args.name.as_str()));
-    if !dir.path().is_dir() {
-        return Err(Error::Usage(format!(
-            "unknown VM: {} is not a directory",
-            dir.path().display()
-        )));
-    }
-    let config_dir = dir.config();
-    if !config_dir.is_dir() {
-        return Err(Error::Usage(format!(
-            "missing config: {} is not a directory",
-            config_dir.display()
-        )));
-    }
+    is_dir("unknown VM", dir.path())?;
+    is_dir("missing config", &dir.config())?;
     // The whole config, checked as wrap-vmm will read it: a missing kernel
     // or a disk path with a comma stops the VM before anything exists.
     let config = VmConfig::read(dir.path())?;
@@ -72,6 +54,65 @@ fn check(args: &Args) -> Result<Vm, Error> {
     // VM directory must sit behind it.
     host::check_closed(&args.state_dir)?;
     host::check_vm_dir_inside(&args.state_dir, dir.path())?;
+    let (host_groups, gpu) = host_groups_and_gpu(&config)?;
+    is_dir("missing storage", &dir.storage())?;
+    host::check_storage(dir.path(), &dir.storage())?;
+    for path in dir.socket_paths() {
+        let len = path.as_os_str().len();
+        if len > SUN_PATH_MAX {
+            return Err(Error::Usage(format!(
+                "socket path {} is {len} bytes, longer than sun_path allows ({SUN_PATH_MAX})",
+                path.display()
+            )));
+        }
+    }
+    let bin_dir = wrappers_dir()?;
+    let services = args
+        .services
+        .as_deref()
+        .map(crate::services::read)
+        .transpose()?;
+    Ok(Vm {
+        dir,
+        kind: config.vmm,
+        gpu,
+        bin_dir,
+        host_groups,
+        allow_weaker_landlock: args.allow_weaker_landlock,
+        services,
+        vmm_memlock: wrap_vmm::policy::memlock(&config),
+    })
+}
+
+/// Every daemon's sandbox needs Landlock ABI 6: refused here, before
+/// anything exists, rather than by the first wrapper after.
+fn check_landlock(args: &Args) -> Result<(), Error> {
+    let abi = landlock::kernel_abi();
+    landlock::check_abi(abi, args.allow_weaker_landlock)?;
+    if let Some(missing) = landlock::compat(abi).missing {
+        sandbox_core::say!(
+            "vm-init: {}: Landlock ABI {abi} lacks {missing}: running every daemon with a \
+             weaker sandbox, as --allow-weaker-landlock asks",
+            args.name
+        );
+    }
+    Ok(())
+}
+
+fn is_dir(what: &str, path: &Path) -> Result<(), Error> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{what}: {} is not a directory",
+        path.display()
+    )))
+}
+
+/// The host groups mapped into the VM ((inside gid, host gid)), the
+/// compositor's socket of a VM with a GPU, and /dev/kvm checked for a VMM
+/// that uses it.
+fn host_groups_and_gpu(config: &VmConfig) -> Result<(HostGroups, Option<host::Compositor>), Error> {
     let etc_group =
         std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
     if config.uses_kvm() {
@@ -88,22 +129,11 @@ fn check(args: &Args) -> Result<Vm, Error> {
     if let Some(g) = gpu.as_ref().and_then(|c| c.group) {
         host_groups.push((ids::COMPOSITOR_GID, g));
     }
-    if !dir.storage().is_dir() {
-        return Err(Error::Usage(format!(
-            "missing storage: {} is not a directory",
-            dir.storage().display()
-        )));
-    }
-    host::check_storage(dir.path(), &dir.storage())?;
-    for path in dir.socket_paths() {
-        let len = path.as_os_str().len();
-        if len > SUN_PATH_MAX {
-            return Err(Error::Usage(format!(
-                "socket path {} is {len} bytes, longer than sun_path allows ({SUN_PATH_MAX})",
-                path.display()
-            )));
-        }
-    }
+    Ok((host_groups, gpu))
+}
+
+/// vm-init's own directory, which holds every wrapper it starts.
+fn wrappers_dir() -> Result<PathBuf, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::path("find own executable", "/proc/self/exe", e))?;
     let bin_dir = exe.parent().map(Path::to_owned).unwrap_or_default();
@@ -116,21 +146,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
             ));
         }
     }
-    let services = args
-        .services
-        .as_deref()
-        .map(crate::services::read)
-        .transpose()?;
-    Ok(Vm {
-        dir,
-        kind: config.vmm,
-        gpu,
-        bin_dir,
-        host_groups,
-        allow_weaker_landlock: args.allow_weaker_landlock,
-        services,
-        vmm_memlock: wrap_vmm::policy::memlock(&config),
-    })
+    Ok(bin_dir)
 }
 
 /// Sockets, FIFOs and directories the outer creates in the VM directory as
@@ -327,14 +343,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
         Cloned::Child(pending) => {
             // PID 1. The outer cleans up what it created, not us.
             std::mem::forget(created);
-            let started = pending.wait_for_id_maps().and_then(|fds| {
-                watch.arm_and_check()?;
-                let [vm_dir, storage] = <[_; 2]>::try_from(fds).map_err(|_| {
-                    Error::Refused("the outer sent no mount of the VM directory and of fs/".into())
-                })?;
-                Ok(HandedMounts { vm_dir, storage })
-            });
-            let code = match started {
+            let code = match handed_mounts(pending, &watch) {
                 Ok(mounts) => pid1::run(args, &vm, slot, listeners, mounts, watch, notify),
                 Err(e) => {
                     sandbox_core::say!("vm-init: {}: PID 1: {e}", args.name);
@@ -357,23 +366,39 @@ pub fn run(args: &Args) -> Result<u8, Error> {
             drop((vm_dir, storage));
             // PID 1 holds the only copies that matter now.
             drop((notify, listeners, watch, vm.gpu.take()));
-            loop {
-                let ready = event::wait_readable(&[sigfd.as_fd(), running.pidfd.as_fd()])?;
-                if ready[0] {
-                    while let Some(sig) = sigfd.read()? {
-                        if sig != SIGCHLD {
-                            // PID 1 may be exiting already: ESRCH is fine.
-                            let _ = signals::send(&running.pidfd, sig);
-                        }
-                    }
-                }
-                if ready[1] {
-                    break;
-                }
-            }
+            relay_signals(&sigfd, &running)?;
             let status = spawn::wait(running.pid)?;
             drop((created, vm_lock, slots));
             Ok(status.relay_code())
+        }
+    }
+}
+
+/// PID 1, once the outer wrote its id maps: the mounts the outer made for
+/// it, in [`HandedMounts`]' order.
+fn handed_mounts(pending: MapsPending, watch: &ParentWatch) -> Result<HandedMounts, Error> {
+    let fds = pending.wait_for_id_maps()?;
+    watch.arm_and_check()?;
+    let [vm_dir, storage] = <[_; 2]>::try_from(fds).map_err(|_| {
+        Error::Refused("the outer sent no mount of the VM directory and of fs/".into())
+    })?;
+    Ok(HandedMounts { vm_dir, storage })
+}
+
+/// Passes every signal but SIGCHLD on to PID 1 until it exits.
+fn relay_signals(sigfd: &SignalFd, running: &Running) -> Result<(), Error> {
+    loop {
+        let ready = event::wait_readable(&[sigfd.as_fd(), running.pidfd.as_fd()])?;
+        if ready[0] {
+            while let Some(sig) = sigfd.read()? {
+                if sig != SIGCHLD {
+                    // PID 1 may be exiting already: ESRCH is fine.
+                    let _ = signals::send(&running.pidfd, sig);
+                }
+            }
+        }
+        if ready[1] {
+            return Ok(());
         }
     }
 }
