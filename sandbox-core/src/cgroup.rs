@@ -30,8 +30,8 @@ use crate::error::{Context, Error, Result};
 /// The controllers every VM's cgroup needs: memory and pids bound what a
 /// daemon can take from the host, cpu its share.
 pub const CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
-/// The leaf of a VM's vm-init processes.
-pub const VM_INIT_LEAF: &str = "vm-init";
+/// The leaf of a VM's vm-init processes, named as the program.
+pub const VM_INIT_LEAF: &str = crate::contract::bin::VM_INIT;
 /// The default parent's name below the cgroup2 mount: a plain s6 host
 /// (s6-linux-init makes no cgroups) gets one subtree for every VM.
 pub const DEFAULT_PARENT: &str = "vm-sandbox";
@@ -96,8 +96,9 @@ impl Limits {
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let bad = || {
                 Error::Usage(format!(
-                    "config/limits/{daemon}: {line:?} is not `KEY VALUE` with KEY one of \
-                     memory.max, memory.swap.max, pids.max, cpu.weight and VALUE a number"
+                    "{}: {line:?} is not `KEY VALUE` with KEY one of memory.max, \
+                     memory.swap.max, pids.max, cpu.weight and VALUE a number",
+                    limits_file(daemon)
                 ))
             };
             let (key, value) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
@@ -127,6 +128,12 @@ impl Limits {
         self.check(daemon)?;
         Ok(self)
     }
+}
+
+/// `config/limits/DAEMON`, as the VM's errors name it.
+pub fn limits_file(daemon: &str) -> String {
+    use crate::contract::config;
+    format!("{}/{}/{daemon}", config::DIR, config::LIMITS)
 }
 
 /// Where the VM's cgroup goes, once checked (nothing created).

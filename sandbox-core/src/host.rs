@@ -4,6 +4,8 @@
 //! changes anything; it reads metadata and /etc/group only (and clones
 //! the compositor's socket as a detached mount, which nothing else sees).
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -430,11 +432,8 @@ fn describe_stat(st: &rustix::fs::Stat) -> String {
 /// only when it and its directory are root's (`/var/run -> /run`). Returns
 /// the O_PATH fd of what the path names.
 pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{fstat, openat, readlinkat, FileType, Mode, OFlags, CWD};
-    use std::collections::VecDeque;
-    use std::ffi::OsString;
+    use rustix::fs::{openat, readlinkat, FileType, Mode, OFlags, CWD};
     use std::os::unix::ffi::OsStringExt;
-    use std::path::Component;
     let what = "compositor socket";
     if !path.is_absolute() {
         return Err(Error::Usage(format!(
@@ -449,17 +448,7 @@ pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
     };
     // The directories from / to where the walk is, each with its path.
     let mut stack = vec![(open_root()?, PathBuf::from("/"))];
-    let mut todo: VecDeque<OsString> = VecDeque::new();
-    // Puts the names of `p` before what is left to walk.
-    let queue = |todo: &mut VecDeque<OsString>, p: &Path| {
-        for c in p.components().rev() {
-            match c {
-                Component::Normal(n) => todo.push_front(n.to_owned()),
-                Component::ParentDir => todo.push_front("..".into()),
-                _ => {}
-            }
-        }
-    };
+    let mut todo = VecDeque::new();
     queue(&mut todo, path);
     let mut steps = Vec::new();
     let mut links = 0;
@@ -477,23 +466,9 @@ pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
         let entry_path = dir_path.join(&name);
         let fd = openat(dir, name.as_os_str(), flags, Mode::empty())
             .map_err(|e| Error::path(what, path, e))?;
-        let dir_stat = fstat(dir).map_err(|e| Error::path("stat", dir_path, e))?;
-        let entry_stat = fstat(&fd).map_err(|e| Error::path("stat", &entry_path, e))?;
-        let kind = FileType::from_raw_mode(entry_stat.st_mode);
-        // (An O_PATH fd has no xattrs of its own: through /proc.)
-        let dir_acl = rustix::fs::getxattr(
-            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir)),
-            "system.posix_acl_access",
-            &mut [0u8; 0][..],
-        )
-        .is_ok();
-        steps.push(Step {
-            dir: dir_path.clone(),
-            dir_stat,
-            dir_acl,
-            entry: entry_path.clone(),
-            entry_stat,
-        });
+        let step = Step::taken((dir, dir_path), (&fd, &entry_path))?;
+        let kind = FileType::from_raw_mode(step.entry_stat.st_mode);
+        steps.push(step);
         match kind {
             FileType::Symlink => {
                 links += 1;
@@ -522,10 +497,20 @@ pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
         // The path names a directory (or /).
         return Err(Error::path(what, path, crate::Errno(88))); // ENOTSOCK
     };
-    let owner = fstat(&socket)
+    trusted(socket, &steps, (what, path))
+}
+
+/// `socket`, if no step of the walk to it could be changed by a user
+/// other than root or its owner.
+fn trusted(
+    socket: std::os::fd::OwnedFd,
+    steps: &[Step],
+    (what, path): (&'static str, &Path),
+) -> Result<std::os::fd::OwnedFd> {
+    let owner = rustix::fs::fstat(&socket)
         .map_err(|e| Error::path(what, path, e))?
         .st_uid;
-    for step in &steps {
+    for step in steps {
         if let Some(why) = untrusted_step(step, owner) {
             return Err(Error::Usage(format!(
                 "{what} {}: {why}: a user other than root or the socket's owner could \
@@ -536,6 +521,44 @@ pub fn walk_to_socket(path: &Path) -> Result<std::os::fd::OwnedFd> {
         }
     }
     Ok(socket)
+}
+
+/// Puts the names of `p` before what is left to walk.
+fn queue(todo: &mut VecDeque<OsString>, p: &Path) {
+    use std::path::Component;
+    for c in p.components().rev() {
+        match c {
+            Component::Normal(n) => todo.push_front(n.to_owned()),
+            Component::ParentDir => todo.push_front("..".into()),
+            _ => {}
+        }
+    }
+}
+
+impl Step {
+    /// The step that took `entry` (an O_PATH fd) from `dir`.
+    fn taken(
+        (dir, dir_path): (&std::os::fd::OwnedFd, &Path),
+        (entry, entry_path): (&std::os::fd::OwnedFd, &Path),
+    ) -> Result<Step> {
+        use rustix::fs::fstat;
+        let dir_stat = fstat(dir).map_err(|e| Error::path("stat", dir_path, e))?;
+        let entry_stat = fstat(entry).map_err(|e| Error::path("stat", entry_path, e))?;
+        // (An O_PATH fd has no xattrs of its own: through /proc.)
+        let dir_acl = rustix::fs::getxattr(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir)),
+            "system.posix_acl_access",
+            &mut [0u8; 0][..],
+        )
+        .is_ok();
+        Ok(Step {
+            dir: dir_path.to_owned(),
+            dir_stat,
+            dir_acl,
+            entry: entry_path.to_owned(),
+            entry_stat,
+        })
+    }
 }
 
 /// Why a step of the walk to a socket owned by `owner` could be changed

@@ -7,6 +7,7 @@
 pub mod attempts;
 pub mod caps;
 pub mod cgroup;
+pub mod contract;
 pub mod creds;
 pub mod error;
 pub mod event;
@@ -28,7 +29,6 @@ pub mod seccomp;
 pub mod signals;
 pub mod spawn;
 pub mod vmconfig;
-pub mod vmdir;
 pub mod wrapper;
 
 pub use error::{Errno, Error, Result, EXIT_SYSCALL, EXIT_USAGE};

@@ -356,8 +356,78 @@ pub fn build_service_namespace(mounts: &[ServiceMount], view: &[Visible]) -> Res
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
         .op("unshare mount namespace")?;
     make_private()?;
-    // Parents before children: /usr is bound before /usr/share/vulkan,
-    // which then lands on top of it.
+    let trees = view_trees(mounts, view)?;
+    let root = Path::new(STAGING);
+    // Read-only once built: it holds the view's mount points and nothing
+    // else (a GPU daemon's, the largest, has fewer than 100).
+    mount_tmpfs(
+        root,
+        &Tmpfs {
+            mode: 0o755,
+            owner: None,
+            size: "1m",
+            inodes: 1024,
+        },
+    )?;
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    for t in &trees {
+        let target = inside(&t.view.path);
+        mount_point(&target, t.is_dir)?;
+        attach(&t.tree, &target)?;
+    }
+    for m in mounts {
+        let target = inside(m.target());
+        mount_point(&target, true)?;
+        match m {
+            &ServiceMount::Tmpfs { size, inodes, .. } => mount_tmpfs(
+                &target,
+                &Tmpfs {
+                    mode: 0o1777,
+                    owner: None,
+                    size,
+                    inodes,
+                },
+            )?,
+            ServiceMount::ProcHidden => mount_proc(&target, true)?,
+        }
+    }
+    // Flags last, parents first: a writable path bound below a read-only
+    // one gets its write access back.
+    for t in &trees {
+        let mut set = MOUNT_ATTR_NOSUID;
+        let mut clear = 0;
+        if t.view.writable {
+            clear |= MOUNT_ATTR_RDONLY;
+        } else {
+            set |= MOUNT_ATTR_RDONLY;
+        }
+        if !t.device {
+            set |= MOUNT_ATTR_NODEV;
+        }
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: clear,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        mount_setattr(CWD.as_raw_fd(), &inside(&t.view.path), AT_RECURSIVE, &attr)?;
+    }
+    pivot_into_read_only(root)
+}
+
+/// A path of a service's view, as a detached tree to attach.
+struct ViewTree<'v> {
+    view: &'v Visible,
+    is_dir: bool,
+    /// A device node, which keeps its device access (no nodev).
+    device: bool,
+    tree: OwnedFd,
+}
+
+/// The view's paths as detached trees, parents before children (/usr is
+/// bound before /usr/share/vulkan, which then lands on top of it); a path
+/// a mount covers is left out, an optional one that does not exist too.
+fn view_trees<'v>(mounts: &[ServiceMount], view: &'v [Visible]) -> Result<Vec<ViewTree<'v>>> {
     let mut view: Vec<&Visible> = view
         .iter()
         .filter(|v| !mounts.iter().any(|m| m.target() == v.path))
@@ -383,7 +453,13 @@ pub fn build_service_namespace(mounts: &[ServiceMount], view: &[Visible]) -> Res
                 kind,
                 rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice
             );
-            trees.push((v, kind == rustix::fs::FileType::Directory, device, tree));
+            let is_dir = kind == rustix::fs::FileType::Directory;
+            trees.push(ViewTree {
+                view: v,
+                is_dir,
+                device,
+                tree,
+            });
             continue;
         }
         // Followed: /lib -> usr/lib is bound as the directory it names.
@@ -393,64 +469,19 @@ pub fn build_service_namespace(mounts: &[ServiceMount], view: &[Visible]) -> Res
         };
         use std::os::unix::fs::FileTypeExt;
         let device = meta.file_type().is_char_device() || meta.file_type().is_block_device();
-        trees.push((v, meta.is_dir(), device, clone_tree(&v.path)?));
+        trees.push(ViewTree {
+            view: v,
+            is_dir: meta.is_dir(),
+            device,
+            tree: clone_tree(&v.path)?,
+        });
     }
-    let root = Path::new(STAGING);
-    // Read-only once built: it holds the view's mount points and nothing
-    // else (a GPU daemon's, the largest, has fewer than 100).
-    mount_tmpfs(
-        root,
-        &Tmpfs {
-            mode: 0o755,
-            owner: None,
-            size: "1m",
-            inodes: 1024,
-        },
-    )?;
-    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
-    for (v, is_dir, _, tree) in &trees {
-        let target = inside(&v.path);
-        mount_point(&target, *is_dir)?;
-        attach(tree, &target)?;
-    }
-    for m in mounts {
-        let target = inside(m.target());
-        mount_point(&target, true)?;
-        match m {
-            &ServiceMount::Tmpfs { size, inodes, .. } => mount_tmpfs(
-                &target,
-                &Tmpfs {
-                    mode: 0o1777,
-                    owner: None,
-                    size,
-                    inodes,
-                },
-            )?,
-            ServiceMount::ProcHidden => mount_proc(&target, true)?,
-        }
-    }
-    // Flags last, parents first: a writable path bound below a read-only
-    // one gets its write access back.
-    for (v, _, device, _) in &trees {
-        let mut set = MOUNT_ATTR_NOSUID;
-        let mut clear = 0;
-        if v.writable {
-            clear |= MOUNT_ATTR_RDONLY;
-        } else {
-            set |= MOUNT_ATTR_RDONLY;
-        }
-        if !device {
-            set |= MOUNT_ATTR_NODEV;
-        }
-        let attr = MountAttr {
-            attr_set: set,
-            attr_clr: clear,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        mount_setattr(CWD.as_raw_fd(), &inside(&v.path), AT_RECURSIVE, &attr)?;
-    }
-    // The tmpfs becomes the root; the VM's tree is let go of entirely.
+    Ok(trees)
+}
+
+/// `root` becomes the root, read-only; the VM's tree is let go of
+/// entirely.
+fn pivot_into_read_only(root: &Path) -> Result<()> {
     std::env::set_current_dir(root).op_path("chdir", root)?;
     rustix::process::pivot_root(".", ".").op_path("pivot_root", root)?;
     unmount(".", UnmountFlags::DETACH).op("detach the old root")?;

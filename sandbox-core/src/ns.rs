@@ -173,6 +173,15 @@ pub fn guest_ids_user_namespace() -> Result<OwnedFd> {
     made
 }
 
+/// No process of the caller's user namespace, or of one below it, may
+/// create a user namespace from now on (and with it the capabilities to
+/// mount and unshare): `user.max_user_namespaces` 0, the caller's user
+/// namespace's own, through its /proc. PID 1 of a VM, once it made the
+/// guest-ids one.
+pub fn forbid_user_namespaces() -> Result<()> {
+    write_proc("/proc/sys/user/max_user_namespaces", "0")
+}
+
 /// Clones the calling process into new user, PID, mount, network, IPC and
 /// UTS namespaces ([`VM_NAMESPACES`]).
 /// Returns twice, like fork: once in the parent with the child's pid and

@@ -8,11 +8,12 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use crate::caps::{self, CapabilitySet};
+use crate::contract::NOFILE_CEILING;
 use crate::error::{Error, Result};
 use crate::landlock::{self, Access, FsRule, Scope};
 use crate::mount::{self, ServiceMount, Visible};
 use crate::parent::{self, ExpectedParent};
-use crate::rlimits::{self, Limit};
+use crate::rlimits::{self, Limit, Resource};
 use crate::seccomp;
 use crate::{cgroup, creds, fds, keyring, prctl, reaper};
 
@@ -21,7 +22,7 @@ pub const ALL_SCOPES: &[Scope] = &[Scope::Signal, Scope::AbstractUnixSocket];
 
 /// RLIMIT_MEMLOCK of a daemon that pins no memory: the kernel's default
 /// (8 MiB since Linux 5.16). The outer vm-init raises the VM's hard limit
-/// for the VMM alone, which pins guest RAM for vhost-user.
+/// to the VMM's, which pins guest RAM for vhost-user (its policy's).
 pub const DEFAULT_MEMLOCK: u64 = 8 << 20;
 
 /// Read-and-execute rows every dynamically linked daemon needs: the
@@ -172,6 +173,16 @@ impl Policy {
         if !self.vm_dir.is_absolute() || !self.cwd.is_absolute() {
             return bad("the VM directory and the cwd must be absolute".into());
         }
+        // A wrapper cannot raise a hard limit: more open files than the
+        // outer vm-init allows would be cut silently.
+        for l in &self.rlimits {
+            if l.resource == Resource::Nofile && l.value.is_none_or(|v| v > NOFILE_CEILING) {
+                return bad(format!(
+                    "RLIMIT_NOFILE {:?} is above the VM's ceiling {NOFILE_CEILING}",
+                    l.value
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -228,16 +239,7 @@ pub fn apply_then_notify(
     // 0. A policy that breaks an invariant is a bug: nothing is applied.
     //    Its syscall filter is compiled now, so that one the kernel or this
     //    architecture cannot take refuses before anything is changed.
-    policy.check()?;
-    if let Some(fd) = ready.as_ref().map(|fd| fd.as_raw_fd()) {
-        if policy.fds().contains(&fd) {
-            return Err(Error::Usage(format!(
-                "the notification fd {fd} is one of the daemon's own fds {:?}",
-                policy.fds()
-            )));
-        }
-    }
-    let filter = policy.syscalls.map(seccomp::compile).transpose()?;
+    let filter = checked_filter(policy, ready.as_ref())?;
     // 1. Die with the parent, and make sure it is still the one we expect:
     //    doing anything for a VM whose PID 1 is gone would be wasted.
     parent::arm_and_check(parent)?;
@@ -310,21 +312,46 @@ pub fn apply_then_notify(
     //     mount, capability or id change is possible anyway.
     prctl::no_new_privs()?;
     ruleset.restrict_self()?;
-    // 11. The syscall filter, last: it needs no_new_privs, and after it the
-    //     wrapper itself may only do what the daemon may (the command is
-    //     built before, so that exec is all that is left).
+    // 11. The syscall filter, last, then readiness and the daemon.
+    exec_filtered(policy, exec, filter.as_ref(), ready)
+}
+
+/// Step 0 of [`apply_then_notify`]: the policy checked, the notification
+/// fd none of the daemon's, the syscall filter compiled.
+fn checked_filter(policy: &Policy, ready: Option<&OwnedFd>) -> Result<Option<seccomp::Compiled>> {
+    policy.check()?;
+    if let Some(fd) = ready.map(|fd| fd.as_raw_fd()) {
+        if policy.fds().contains(&fd) {
+            return Err(Error::Usage(format!(
+                "the notification fd {fd} is one of the daemon's own fds {:?}",
+                policy.fds()
+            )));
+        }
+    }
+    policy.syscalls.map(seccomp::compile).transpose()
+}
+
+/// Steps 11 and 12 of [`apply_then_notify`]. The syscall filter, last: it
+/// needs no_new_privs, and after it the wrapper itself may only do what
+/// the daemon may (the command is built before, so that exec is all that
+/// is left). Then readiness, and the daemon, with a fixed environment.
+fn exec_filtered(
+    policy: &Policy,
+    exec: &Exec,
+    filter: Option<&seccomp::Compiled>,
+    ready: Option<OwnedFd>,
+) -> Result<Infallible> {
     let mut command = std::process::Command::new(&exec.program);
     command
         .args(&exec.args)
         .env_clear()
         .envs(policy.env.iter().map(|(k, v)| (k, v)));
-    if let Some(filter) = &filter {
+    if let Some(filter) = filter {
         seccomp::install(filter)?;
     }
     if let Some(fd) = ready {
         fds::notify_ready(fd)?;
     }
-    // 12. The daemon, with a fixed environment.
     let err = command.exec();
     Err(Error::path("exec", &exec.program, err))
 }
@@ -417,6 +444,15 @@ mod tests {
                 Box::new(|p| p.landlock[3].path = "/run/vm/a/kvm".into()),
             ),
             ("relative cwd", Box::new(|p| p.cwd = "x".into())),
+            (
+                "more open files than the VM allows",
+                Box::new(|p| {
+                    p.rlimits.push(Limit {
+                        resource: Resource::Nofile,
+                        value: Some(NOFILE_CEILING + 1),
+                    })
+                }),
+            ),
             (
                 "tmpfs without an inode bound",
                 Box::new(|p| {

@@ -176,14 +176,29 @@ fn target_arch() -> Result<TargetArch> {
     }
 }
 
-/// Checks and compiles `groups`: a call both failing and allowed, or
-/// failing twice, is a bug in the list.
-pub fn compile(groups: &[Group]) -> Result<Compiled> {
-    let arch = target_arch()?;
-    let bad = |what: String| Error::Refused(format!("seccomp: {what}"));
-    let mut allowed: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let mut always: Vec<i64> = Vec::new();
-    let mut failing: BTreeMap<i64, i32> = BTreeMap::new();
+fn bad(what: String) -> Error {
+    Error::Refused(format!("seccomp: {what}"))
+}
+
+/// A list's rules by call number.
+#[derive(Default)]
+struct ByCall {
+    /// Argument chains allowed (an empty chain: whatever the arguments).
+    allowed: BTreeMap<i64, Vec<SeccompRule>>,
+    /// Allowed whatever the arguments.
+    always: Vec<i64>,
+    /// Failing with this errno.
+    failing: BTreeMap<i64, i32>,
+}
+
+/// Sorts `groups` by call; a call failing twice, or a rule with no value,
+/// is a bug in the list.
+fn by_call(groups: &[Group]) -> Result<ByCall> {
+    let ByCall {
+        mut allowed,
+        mut always,
+        mut failing,
+    } = ByCall::default();
     let cond = |arg: u8, op: SeccompCmpOp, value: u64| {
         SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
             .map_err(|e| bad(e.to_string()))
@@ -229,6 +244,22 @@ pub fn compile(groups: &[Group]) -> Result<Compiled> {
             }
         }
     }
+    Ok(ByCall {
+        allowed,
+        always,
+        failing,
+    })
+}
+
+/// Checks and compiles `groups`: a call both failing and allowed, or
+/// failing twice, is a bug in the list.
+pub fn compile(groups: &[Group]) -> Result<Compiled> {
+    let arch = target_arch()?;
+    let ByCall {
+        mut allowed,
+        always,
+        failing,
+    } = by_call(groups)?;
     // Failing calls must pass the allow-list, or the kill would win.
     for &nr in failing.keys() {
         if allowed.get(&nr).is_some_and(|r| !r.is_empty()) || always.contains(&nr) {

@@ -1,7 +1,8 @@
 //! What every wrap-* binary shares: its command line
 //! (`wrap-NAME [--program PATH] [--allow-weaker-landlock] [--notify-fd FD]
-//! [--cgroup-fd FD | --allow-no-cgroups] VMDIR`), the one line it prints
-//! on failure, and the s6 exit codes.
+//! [--cgroup-fd FD | --allow-no-cgroups] VMDIR`, and a wrapper's own flags,
+//! which it reads itself), the one line it prints on failure, and the s6
+//! exit codes.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -20,9 +21,6 @@ pub struct WrapArgs {
     pub vm_dir: PathBuf,
     /// Explicit opt-out of the Landlock ABI 6 requirement.
     pub allow_weaker_landlock: bool,
-    /// wrap-vmm: cloud-hypervisor with its API listener only, the VM sent
-    /// over the API (Spectrum's flow). The policy does not change.
-    pub api_only: bool,
     /// An s6 notification fd (a service's `notification-fd`): one newline
     /// once the daemon's whole policy is in place, right before its exec.
     /// The daemon never holds it.
@@ -36,20 +34,21 @@ pub struct WrapArgs {
 }
 
 impl WrapArgs {
-    pub fn parse(prog: &str, args: impl IntoIterator<Item = OsString>) -> Result<WrapArgs> {
-        let api_only_flag = if prog == "wrap-vmm" {
-            " [--api-only]"
-        } else {
-            ""
-        };
+    /// `own_usage`: the wrapper's own flags in the usage line
+    /// (` [--api-only]`), which it took out of `args` itself.
+    pub fn parse(
+        prog: &str,
+        own_usage: &str,
+        args: impl IntoIterator<Item = OsString>,
+    ) -> Result<WrapArgs> {
         let usage = || {
             Error::Usage(format!(
                 "usage: {prog} [--program PATH] [--allow-weaker-landlock] [--notify-fd FD] \
-                 [--cgroup-fd FD | --allow-no-cgroups]{api_only_flag} VMDIR"
+                 [--cgroup-fd FD | --allow-no-cgroups]{own_usage} VMDIR"
             ))
         };
         let mut it = args.into_iter();
-        let (mut program, mut vm_dir, mut weaker, mut api_only) = (None, None, false, false);
+        let (mut program, mut vm_dir, mut weaker) = (None, None, false);
         let (mut notify_fd, mut cgroup_fd, mut no_cgroups) = (None, None, false);
         while let Some(a) = it.next() {
             let mut fd = |flag: &str| {
@@ -68,7 +67,6 @@ impl WrapArgs {
                 Some("--cgroup-fd") => cgroup_fd = fd("--cgroup-fd")?,
                 Some("--allow-no-cgroups") => no_cgroups = true,
                 Some("--allow-weaker-landlock") => weaker = true,
-                Some("--api-only") if prog == "wrap-vmm" => api_only = true,
                 Some(s) if s.starts_with('-') => return Err(usage()),
                 _ if vm_dir.is_none() => vm_dir = Some(PathBuf::from(a)),
                 _ => return Err(usage()),
@@ -99,7 +97,6 @@ impl WrapArgs {
             program,
             vm_dir,
             allow_weaker_landlock: weaker,
-            api_only,
             notify_fd,
             cgroup_fd,
             allow_no_cgroups: no_cgroups,
@@ -112,17 +109,24 @@ impl WrapArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(default))
     }
-
-    pub fn vm_path(&self, rel: &str) -> PathBuf {
-        self.vm_dir.join(rel)
-    }
 }
 
 /// The whole life of a wrapper: parse, build the daemon's policy and argv,
 /// apply, exec. Prints `PROG: VMDIR: what failed: why` and exits 100 or 111
 /// on failure; never runs the daemon with a weaker policy.
 pub fn main(prog: &str, build: impl FnOnce(&WrapArgs) -> Result<(Policy, Exec)>) -> ! {
-    let args = match WrapArgs::parse(prog, std::env::args_os().skip(1)) {
+    run(prog, "", std::env::args_os().skip(1), build)
+}
+
+/// [`main`] for a wrapper with flags of its own: it took them out of
+/// `args`, and `own_usage` names them in the usage line.
+pub fn run(
+    prog: &str,
+    own_usage: &str,
+    args: impl IntoIterator<Item = OsString>,
+    build: impl FnOnce(&WrapArgs) -> Result<(Policy, Exec)>,
+) -> ! {
+    let args = match WrapArgs::parse(prog, own_usage, args) {
         Ok(a) => a,
         Err(e) => fail(prog, None, &e),
     };
@@ -170,9 +174,10 @@ fn fail(prog: &str, vm_dir: Option<&Path>, e: &Error) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::bin;
 
     fn parse(args: &[&str]) -> Result<WrapArgs> {
-        WrapArgs::parse("wrap-virtiofsd", args.iter().map(OsString::from))
+        WrapArgs::parse(bin::WRAP_VIRTIOFSD, "", args.iter().map(OsString::from))
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use sandbox_core::contract::{config, VmDir};
+
+use crate::new_vm::NewVm;
 use crate::StateDir;
 
 /// The project's cache: /var/cache/vm-sandbox, or $VM_SANDBOX_CACHE. Its
@@ -32,9 +35,33 @@ pub fn qemu() -> PathBuf {
     qemu_root().join("usr/bin/qemu-system-x86_64")
 }
 
-/// The test guest: `vmlinuz` and `initramfs`.
+/// The test guest: [`kernel`] and [`initramfs`].
 pub fn guest_dir() -> PathBuf {
     cache().join("guest")
+}
+
+/// A guest's kernel in a directory `cargo xtask` builds guests into
+/// (`guest_dir()`, the kernel matrix's).
+pub fn kernel_in(dir: &Path) -> PathBuf {
+    dir.join("vmlinuz")
+}
+
+/// A guest's initramfs in such a directory.
+pub fn initramfs_in(dir: &Path) -> PathBuf {
+    dir.join("initramfs")
+}
+
+/// What the test guest writes to its storage (fs/) once it runs (its
+/// `wait` mode, xtask/guest/init).
+pub const HELLO: &str = "hello-from-guest.txt";
+
+/// The test guest's kernel.
+pub fn kernel() -> PathBuf {
+    kernel_in(&guest_dir())
+}
+
+pub fn initramfs() -> PathBuf {
+    initramfs_in(&guest_dir())
 }
 
 #[derive(Debug)]
@@ -52,8 +79,8 @@ impl Tools {
         let t = Tools {
             virtiofsd: virtiofsd(),
             qemu: qemu(),
-            vmlinuz: guest_dir().join("vmlinuz"),
-            initramfs: guest_dir().join("initramfs"),
+            vmlinuz: kernel(),
+            initramfs: initramfs(),
         };
         let missing: Vec<String> = [&t.virtiofsd, &t.qemu, &t.vmlinuz, &t.initramfs]
             .iter()
@@ -76,30 +103,27 @@ impl Tools {
 }
 
 impl StateDir {
-    /// A VM booting the test guest under QEMU (TCG: /dev/kvm here is PVM),
-    /// the guest's job chosen by `mode` (see xtask/guest/init).
-    pub fn add_guest_vm(&self, name: &str, tools: &Tools, mode: &str) -> PathBuf {
-        let vm = self.0.join(name);
-        let config = vm.join("config");
-        std::fs::create_dir_all(&config).unwrap();
-        std::fs::create_dir_all(vm.join("fs")).unwrap();
-        for (from, to) in [(&tools.vmlinuz, "vmlinux"), (&tools.initramfs, "initramfs")] {
-            let _ = std::fs::remove_file(config.join(to));
-            if std::fs::hard_link(from, config.join(to)).is_err() {
-                std::fs::copy(from, config.join(to)).unwrap();
-            }
-        }
-        set_guest_mode(&vm, mode);
-        for (file, text) in [("vmm", "qemu"), ("accel", "tcg"), ("memory", "256")] {
-            std::fs::write(config.join(file), text).unwrap();
-        }
-        vm
+    /// A VM booting the test guest under QEMU (TCG: /dev/kvm here is PVM)
+    /// with 256 MiB, the guest's job chosen by `mode` (see
+    /// xtask/guest/init).
+    pub fn add_guest_vm(&self, name: &str, mode: &str) -> PathBuf {
+        guest_vm(&self.0.join(name), mode).unwrap()
     }
 }
 
-pub fn set_guest_mode(vm: &Path, mode: &str) {
+/// [`StateDir::add_guest_vm`] at `dir`.
+pub fn guest_vm(dir: &Path, mode: &str) -> std::io::Result<PathBuf> {
+    Ok(NewVm::create(dir)?
+        .test_guest(mode)?
+        .qemu_tcg()?
+        .set(config::MEMORY, "256")?
+        .into_path())
+}
+
+/// The test guest's job: `mode` on its command line.
+pub fn set_guest_mode(vm: &Path, mode: &str) -> std::io::Result<()> {
     let cmdline = format!("console=ttyS0 panic=-1 vmsandbox.mode={mode}");
-    std::fs::write(vm.join("config/cmdline"), cmdline).unwrap();
+    std::fs::write(VmDir::new(vm).config_file(config::CMDLINE), cmdline)
 }
 
 /// One AUDIT_GET or AUDIT_SET exchange with the kernel's audit; returns

@@ -453,7 +453,7 @@ pub fn as_nobody(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Outp
 /// VMM's FIFO, vsock.d. Each attempt must fail with EACCES; returns the
 /// ones that did not, with what was said.
 pub fn nobody_reaches(vm: &std::path::Path) -> Vec<String> {
-    let d = sandbox_core::vmdir::VmDir::new(vm);
+    let d = sandbox_core::contract::VmDir::new(vm);
     let copy = d.storage().join(crate::SETUID_COPY);
     let mut attempts: Vec<(&str, Vec<std::ffi::OsString>)> = Vec::new();
     if copy.exists() {

@@ -7,6 +7,7 @@ pub mod bait;
 pub mod guest;
 pub mod host;
 pub mod matrix;
+pub mod new_vm;
 pub mod vhost_user;
 pub mod vm;
 
@@ -14,6 +15,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use sandbox_core::caps::CapabilitySet;
+use sandbox_core::contract::VmDir;
 use sandbox_core::landlock::{Access, FsRule, Scope};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{Policy, ALL_SCOPES};
@@ -150,7 +152,7 @@ pub fn test_policy(
             rule("/tmp", Access::ReadWrite, false),
             rule("/dev/shm", Access::ReadWrite, false),
             FsRule {
-                path: vm_dir.join("config"),
+                path: VmDir::new(vm_dir).config(),
                 access: Access::Read,
                 optional: false,
             },
@@ -199,25 +201,24 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Binaries the tests run, linked (or copied) from the build tree.
-pub const BINARIES: &[&str] = &[
-    "vm-init",
-    "wrap-virtiofsd",
-    "wrap-vmm",
-    "wrap-gpu",
+/// The tests' own binaries; they run the project's too
+/// (sandbox_core::contract::bin::INSTALLED).
+pub const TEST_BINARIES: &[&str] = &[
     "probe",
     "target",
     "test-wrap",
     "vm-harness",
     "standin",
     "seccomp-exec",
-    "vmm-api",
 ];
 
-/// Hard-links (or copies) [`BINARIES`] from `from` into `to`.
+/// Hard-links (or copies) the binaries the tests run from `from` into `to`.
 pub fn link_binaries(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create bin dir");
-    for b in BINARIES {
+    for b in sandbox_core::contract::bin::INSTALLED
+        .iter()
+        .chain(TEST_BINARIES)
+    {
         let (src, dst) = (from.join(b), to.join(b));
         if std::fs::hard_link(&src, &dst).is_err() {
             std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
@@ -309,19 +310,9 @@ impl StateDir {
         self.0.parent().expect("state dir has a parent").to_owned()
     }
 
-    /// Creates `NAME/config/marker` and the service dirs `out-a`, `out-b`
-    /// owned by the host ids the services get in `slot`.
+    /// A VM of the escape matrix's harness (see [`new_vm::harness_vm`]).
     pub fn add_vm(&self, name: &str, slot: sandbox_core::ids::Slot, a_uid: u32) -> PathBuf {
-        let vm = self.0.join(name);
-        std::fs::create_dir_all(vm.join("config")).expect("mkdir config");
-        std::fs::write(vm.join("config/marker"), "config\n").expect("write marker");
-        for (dir, uid) in [("out-a", a_uid), ("out-b", UID_B)] {
-            let d = vm.join(dir);
-            std::fs::create_dir_all(&d).expect("mkdir out");
-            let host = slot.host_id(uid);
-            std::os::unix::fs::chown(&d, Some(host), Some(host)).expect("chown out");
-        }
-        vm
+        new_vm::harness_vm(&self.0.join(name), slot, a_uid).unwrap()
     }
 }
 

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::VM_INIT;
+use sandbox_core::contract::env;
+
+use crate::new_vm::NewVm;
 use crate::StateDir;
 
 /// Names the standin binary answers to (see tests/src/bin/standin.rs).
@@ -32,11 +36,16 @@ impl StateDir {
     /// A VM directory with a config (a kernel file the stand-in never
     /// reads) and an empty fs/.
     pub fn add_standin_vm(&self, name: &str) -> PathBuf {
-        let vm = self.0.join(name);
-        std::fs::create_dir_all(vm.join("config")).unwrap();
-        std::fs::create_dir_all(vm.join("fs")).unwrap();
-        std::fs::write(vm.join("config/vmlinux"), b"").unwrap();
-        vm
+        NewVm::create(self.0.join(name)).unwrap().into_path()
+    }
+
+    /// [`StateDir::add_standin_vm`], with what the probe in virtiofsd's
+    /// place expects in fs/ ([`NewVm::storage_for_the_probe`]).
+    pub fn add_probe_vm(&self, name: &str) -> PathBuf {
+        NewVm::create(self.0.join(name))
+            .and_then(NewVm::storage_for_the_probe)
+            .unwrap()
+            .into_path()
     }
 
     /// The stand-ins, linked under [`StateDir::bin`] by the names that
@@ -83,7 +92,7 @@ impl StateDir {
         virtiofsd: &Path,
         extra: &[impl AsRef<OsStr>],
     ) -> Command {
-        let mut cmd = Command::new(self.bin().join("vm-init"));
+        let mut cmd = Command::new(self.bin().join(VM_INIT));
         cmd.args(crate::no_cgroups())
             .args(["--parent-pid", &std::process::id().to_string()])
             .args(["--state-dir", self.0.to_str().unwrap()])
@@ -96,6 +105,25 @@ impl StateDir {
             .stderr(Stdio::piped());
         cmd
     }
+}
+
+/// The `vm.conf` of a VM's service (s6/vm, s6/vm-instance): the VM's
+/// name (s6/vm's alone), its state dir, more arguments of vm-init.
+pub fn vm_conf(name: Option<&str>, state_dir: &Path, vm_init_args: &str) -> String {
+    let name = name.map(|n| format!("{}={n}\n", env::VM_NAME));
+    // The cgroup opt-out where the host needs it (see crate::no_cgroups).
+    let args: Vec<&str> = std::iter::once(vm_init_args)
+        .chain(crate::no_cgroups().iter().copied())
+        .filter(|a| !a.is_empty())
+        .collect();
+    format!(
+        "{}{}={}\n{}={}\n",
+        name.unwrap_or_default(),
+        env::VM_STATE_DIR,
+        state_dir.display(),
+        env::VM_INIT_ARGS,
+        args.join(" ")
+    )
 }
 
 /// SIGTERM to a vm-init started by the test, and its exit code.
@@ -300,15 +328,7 @@ impl S6 {
         std::fs::write(dir.join("run"), run).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            dir.join("vm.conf"),
-            format!(
-                "VM_NAME={name}\nVM_STATE_DIR={}\nVM_INIT_ARGS={extra} {}\n",
-                state.0.display(),
-                crate::no_cgroups().join(" ")
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.join(env::VM_CONF), vm_conf(Some(name), &state.0, extra)).unwrap();
         // s6-svscan may not listen on its control fifo yet: retry a while.
         let rescan = || {
             Command::new("s6-svscanctl")
@@ -417,7 +437,7 @@ pub fn read_report(out: &mut impl BufRead) -> String {
         if out.read_line(&mut line).unwrap() == 0 {
             break;
         }
-        report.push_str(sandbox_core::vmdir::unmarked(&line));
+        report.push_str(sandbox_core::contract::unmarked(&line));
     }
     report
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use sandbox_core::contract::bin::{WRAP_VIRTIOFSD, WRAP_VMM};
+use sandbox_core::contract::{config, daemon, VmDir};
 use tests::vm::{children, comm, daemon_of, pidns, procs_in_pidns, stop, wait_line, within};
 use tests::{privileged, StateDir};
 
@@ -35,6 +37,13 @@ fn cgroup_v2(test: &str) -> bool {
         "{test}: this host has no cgroup v2 with memory, pids and cpu: {found:?}"
     );
     true
+}
+
+/// virtiofsd's `config/limits` file of VM `vm`, holding `text`.
+fn limit(vm: &Path, text: &str) {
+    let dir = VmDir::new(vm).config_file(config::LIMITS);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join(daemon::VIRTIOFSD), text).unwrap();
 }
 
 /// A process's cgroup as the test (the host's cgroup namespace) sees it.
@@ -81,12 +90,12 @@ fn each_daemon_is_bounded_in_a_leaf_of_its_vms_cgroup_and_sees_only_that() {
     let mut log = wait_line(&mut child, ": ready");
     let cg = vm_cgroup("leaves").expect("the VM's cgroup");
     let cg_name = cg.file_name().unwrap().to_string_lossy().into_owned();
-    let config = sandbox_core::vmconfig::VmConfig::read(&vm).unwrap();
+    let vm_config = sandbox_core::vmconfig::VmConfig::read(&vm).unwrap();
     // The policies' bounds, written by the outer as host root: no
     // process of the VM (host uids of its slot) may write one.
     for (leaf, limits) in [
-        ("virtiofsd", wrap_virtiofsd::policy::LIMITS),
-        ("vmm", wrap_vmm::policy::limits(&config)),
+        (daemon::VIRTIOFSD, wrap_virtiofsd::policy::LIMITS),
+        (daemon::VMM, wrap_vmm::policy::limits(&vm_config)),
     ] {
         let dir = cg.join(leaf);
         assert_eq!(read(&dir.join("memory.max")), limits.memory_max.to_string());
@@ -103,7 +112,7 @@ fn each_daemon_is_bounded_in_a_leaf_of_its_vms_cgroup_and_sees_only_that() {
     // the daemon's.
     let pid1 = children(child.id() as i32)[0];
     assert_eq!(cgroup_of(pid1), format!("/vm-sandbox/{cg_name}/vm-init"));
-    for (name, leaf) in [("wrap-virtiofsd", "virtiofsd"), ("wrap-vmm", "vmm")] {
+    for (name, leaf) in [(WRAP_VIRTIOFSD, daemon::VIRTIOFSD), (WRAP_VMM, daemon::VMM)] {
         let keeper = wrapper(child.id(), name);
         let daemon = daemon_of(keeper);
         let reaper = children(keeper)[0];
@@ -140,13 +149,12 @@ fn a_daemon_past_its_memory_max_dies_in_its_cgroup_and_another_vm_goes_on() {
     let bin = state.standins();
     state.add_standin_vm("calm");
     let hog = state.add_standin_vm("hog");
-    std::fs::create_dir(hog.join("config/limits")).unwrap();
-    std::fs::write(hog.join("config/limits/virtiofsd"), "memory.max 32M\n").unwrap();
+    limit(&hog, "memory.max 32M\n");
     let ok = bin.join("virtiofsd-ok");
     let vmm = bin.join("vmm-cooperative");
     let mut calm = state.vm_init("calm", &vmm, &ok, &[]);
     wait_line(&mut calm, ": ready");
-    let calm_virtiofsd = daemon_of(wrapper(calm.id(), "wrap-virtiofsd"));
+    let calm_virtiofsd = daemon_of(wrapper(calm.id(), WRAP_VIRTIOFSD));
 
     let mut child = state.vm_init("hog", &vmm, &bin.join("virtiofsd-hog"), &[]);
     let log = wait_line(&mut child, "tearing it down");
@@ -173,8 +181,7 @@ fn a_fork_bomb_stops_at_pids_max_and_the_vm_goes_on() {
     let state = StateDir::new("cg_pids");
     let bin = state.standins();
     let vm = state.add_standin_vm("bomb");
-    std::fs::create_dir(vm.join("config/limits")).unwrap();
-    std::fs::write(vm.join("config/limits/virtiofsd"), "pids.max 12\n").unwrap();
+    limit(&vm, "pids.max 12\n");
     let mut child = state.vm_init(
         "bomb",
         &bin.join("vmm-cooperative"),
@@ -196,9 +203,9 @@ fn a_fork_bomb_stops_at_pids_max_and_the_vm_goes_on() {
         log.contains("vm-init: bomb: virtiofsd met its pids.max"),
         "{log}"
     );
-    let leaf = vm_cgroup("bomb").unwrap().join("virtiofsd");
+    let leaf = vm_cgroup("bomb").unwrap().join(daemon::VIRTIOFSD);
     assert_eq!(read(&leaf.join("pids.current")), "12");
-    let ns = pidns(daemon_of(wrapper(child.id(), "wrap-virtiofsd"))).unwrap();
+    let ns = pidns(daemon_of(wrapper(child.id(), WRAP_VIRTIOFSD))).unwrap();
     // Bounded, not ended: the VM still runs, and stops as any other.
     assert!(child.try_wait().unwrap().is_none());
     assert_eq!(stop(&mut child), Some(0));
@@ -222,7 +229,7 @@ fn nothing_in_a_vms_cgroup_outlives_it() {
         &[],
     );
     wait_line(&mut child, ": ready");
-    let leaf = vm_cgroup("end").unwrap().join("virtiofsd");
+    let leaf = vm_cgroup("end").unwrap().join(daemon::VIRTIOFSD);
     let procs = || -> Vec<i32> {
         read(&leaf.join("cgroup.procs"))
             .lines()

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::VmDir;
 use tests::guest::Tools;
 use tests::vm::{children, pidns, procs_in_pidns, within, S6};
 use tests::{privileged_with, StateDir};
@@ -22,7 +23,7 @@ fn s6_up_guest_writes_s6_down_powers_off() {
         return;
     };
     let state = StateDir::new("demo_flow");
-    let vm = state.add_guest_vm("demo", &tools, "wait");
+    let vm = state.add_guest_vm("demo", "wait");
     let s6 = S6::start(&state);
     let extra = format!(
         "--shutdown-timeout 30 --vmm {} --virtiofsd {}",
@@ -37,13 +38,13 @@ fn s6_up_guest_writes_s6_down_powers_off() {
     );
     let outer = S6::pid(&svc).unwrap();
     let ns = pidns(children(outer)[0]).unwrap();
-    let hello = vm.join("fs/hello-from-guest.txt");
+    let hello = VmDir::new(&vm).storage().join(tests::guest::HELLO);
     assert!(
         within(Duration::from_secs(60), || hello.exists()),
         "{}",
         S6::log(&state)
     );
-    let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+    let serial = sandbox_core::contract::VmDir::new(&vm).serial_log();
     assert!(within(Duration::from_secs(30), || {
         std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"))
     }));

@@ -8,6 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
+use sandbox_core::contract::bin::VM_INIT;
+use sandbox_core::contract::VmDir;
 use tests::host::{kvm_pristine, kvm_snapshot};
 use tests::{privileged, privileged_with, StateDir};
 
@@ -91,12 +93,9 @@ fn a_vm_that_needs_kvm_is_refused_in_one_line_when_the_vmm_could_not_open_it() {
     let found = kvm_snapshot();
     let pristine = kvm_pristine();
     let state = StateDir::bare("kvm_refused");
-    let vm = state.0.join("ch");
-    std::fs::create_dir_all(vm.join("config")).unwrap();
-    std::fs::create_dir_all(vm.join("fs")).unwrap();
-    std::fs::write(vm.join("config/vmlinux"), "").unwrap();
+    let vm = state.add_standin_vm("ch");
     let refused = || {
-        let out = Command::new(state.bin().join("vm-init"))
+        let out = Command::new(state.bin().join(VM_INIT))
             .args(tests::no_cgroups())
             .args(["--parent-pid", &std::process::id().to_string()])
             .arg("--state-dir")
@@ -128,12 +127,13 @@ fn a_vm_that_needs_kvm_is_refused_in_one_line_when_the_vmm_could_not_open_it() {
     let err = refused();
     assert!(err.contains("/dev/kvm is crw------- root:root and the host's kvm group is"));
     // Nothing created: no socket, no log, no slot file, no slot taken.
-    let mut left: Vec<String> = std::fs::read_dir(&vm)
+    let mut left: Vec<_> = std::fs::read_dir(&vm)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|e| e.unwrap().path())
         .collect();
     left.sort();
-    assert_eq!(left, ["config", "fs"], "created something");
+    let d = VmDir::new(&vm);
+    assert_eq!(left, [d.config(), d.storage()], "created something");
     assert_eq!(
         std::fs::read_dir(&state.0).unwrap().count(),
         1,

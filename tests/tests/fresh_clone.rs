@@ -22,13 +22,7 @@ fn workspace() -> &'static Path {
 }
 
 /// What `cargo xtask install` puts under D/usr/bin.
-const INSTALLED: &[&str] = &[
-    "vm-init",
-    "wrap-virtiofsd",
-    "wrap-vmm",
-    "wrap-gpu",
-    "vmm-api",
-];
+use sandbox_core::contract::bin::INSTALLED;
 
 #[test]
 fn install_builds_in_cargo_target_dir_and_installs_what_it_built_there() {

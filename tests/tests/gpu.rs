@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use sandbox_core::contract::{config, VmDir};
 use tests::host::{RenderNode, TestGroup};
 use tests::vm::{assert_report_holds, read_report, wait_at_most, wait_line};
 use tests::{privileged, privileged_with, StateDir};
@@ -40,7 +41,8 @@ fn compositor(l: UnixListener, command: &str) {
 /// gives) and the probe in crosvm's place; its compositor says `command`.
 fn gpu_vm(state: &StateDir, command: &str) -> (std::process::Child, Stdout, String) {
     let vm = state.0.join("g");
-    let wayland = PathBuf::from(std::fs::read_to_string(vm.join("config/gpu")).unwrap());
+    let wayland =
+        PathBuf::from(std::fs::read_to_string(VmDir::new(&vm).config_file(config::GPU)).unwrap());
     let _ = std::fs::remove_file(&wayland);
     compositor(socket(&wayland, 0o666), command);
     let mut child = start_gpu_vm(state);
@@ -75,7 +77,11 @@ fn the_probe_in_crosvms_place() {
     // An open (0666) host socket: only the sandbox keeps it out.
     let _host = socket(&state.top().join("host.sock"), 0o666);
     let wayland = state.top().join("wayland/wayland-0");
-    std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+    std::fs::write(
+        VmDir::new(&vm).config_file(config::GPU),
+        wayland.to_str().unwrap(),
+    )
+    .unwrap();
     let (mut child, _out, report) = gpu_vm(&state, "probe");
     if !report.contains("probe: ") {
         let _ = child.kill();
@@ -256,7 +262,11 @@ fn programs_that_start_like_crosvm_run_in_its_place() {
     let state = StateDir::new("gpu_startup");
     let vm = state.add_standin_vm("g");
     let wayland = state.top().join("wayland/wayland-0");
-    std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+    std::fs::write(
+        VmDir::new(&vm).config_file(config::GPU),
+        wayland.to_str().unwrap(),
+    )
+    .unwrap();
     let capsh = format!("{} --supports=cap_chown", on_path("capsh").display());
     let wayland_info = on_path("wayland-info").display().to_string();
     for (program, says) in [
@@ -317,7 +327,11 @@ fn the_compositor_socket_under_a_root_only_directory_with_its_group() {
         .status()
         .unwrap()
         .success());
-    std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+    std::fs::write(
+        VmDir::new(&vm).config_file(config::GPU),
+        wayland.to_str().unwrap(),
+    )
+    .unwrap();
     compositor(listener, "probe");
     let mut child = start_gpu_vm(&state);
     let report = read_report(&mut BufReader::new(child.stdout.take().unwrap()));
@@ -387,7 +401,11 @@ fn a_compositor_socket_it_cannot_use_is_refused_before_anything_starts() {
             100,
         ),
     ] {
-        std::fs::write(vm.join("config/gpu"), path.to_str().unwrap()).unwrap();
+        std::fs::write(
+            VmDir::new(&vm).config_file(config::GPU),
+            path.to_str().unwrap(),
+        )
+        .unwrap();
         let mut child = state.vm_init(
             "g",
             &bin.join("vmm-cooperative"),
@@ -409,11 +427,12 @@ fn a_compositor_socket_it_cannot_use_is_refused_before_anything_starts() {
             "{err}"
         );
         assert_eq!(status.code(), Some(code), "{err}");
-        let mut left: Vec<String> = std::fs::read_dir(&vm)
+        let mut left: Vec<_> = std::fs::read_dir(&vm)
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap().path())
             .collect();
         left.sort();
-        assert_eq!(left, ["config", "fs"], "nothing created");
+        let d = VmDir::new(&vm);
+        assert_eq!(left, [d.config(), d.storage()], "nothing created");
     }
 }

@@ -9,9 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sandbox_core::contract::bin::VMM_API;
+use sandbox_core::contract::{config, daemon, env, fd, VmDir, SCAN_DIR};
 use sandbox_core::ids::Slot;
 use tests::guest::Tools;
 use tests::matrix::{OtherVm, Outcome};
+use tests::new_vm::NewVm;
 use tests::vm::{children, comm, pidns, ppid, procs_in_pidns, status, supervisor_of, within, S6};
 use tests::{privileged_with, StateDir, UID_A, UID_B};
 
@@ -81,12 +84,8 @@ fn vm_instance(s6: &S6, state: &StateDir, name: &str, extra: &str) -> PathBuf {
         std::fs::copy(project.join(f), template.join(f)).unwrap();
     }
     std::fs::write(
-        template.join("vm.conf"),
-        format!(
-            "VM_STATE_DIR={}\nVM_INIT_ARGS={extra} {}\n",
-            state.0.display(),
-            tests::no_cgroups().join(" ")
-        ),
+        template.join(env::VM_CONF),
+        tests::vm::vm_conf(None, &state.0, extra),
     )
     .unwrap();
     let service = s6.scan.join("vm");
@@ -139,7 +138,7 @@ fn services(top: &Path) -> PathBuf {
         .parent()
         .unwrap()
         .join("s6/vm-services");
-    for service in ["virtiofsd", "vmm", "gpu"] {
+    for service in daemon::ALL {
         std::fs::create_dir_all(dir.join(service)).unwrap();
         for f in ["run", "notification-fd"] {
             let from = project.join(service).join(f);
@@ -153,9 +152,10 @@ fn services(top: &Path) -> PathBuf {
         dir.join("dbus/run"),
         format!(
             "#!/usr/bin/execlineb -P\n\
-             importas -i vm VM_DIR\n\
+             importas -i vm {}\n\
              test-wrap --profile user --uid {DBUS_UID} --vm-dir $vm --own-dir ${{vm}}/out-dbus \
-             -- /usr/bin/sleep 100000\n"
+             -- /usr/bin/sleep 100000\n",
+            env::VM_DIR
         ),
     )
     .unwrap();
@@ -179,15 +179,19 @@ fn vmm_start(state: &StateDir, svc: &Path) -> (i32, bool) {
     let mut outer = None;
     while start.elapsed() < Duration::from_secs(60) {
         outer = outer.or_else(|| S6::pid(svc));
-        // PID 1 is the outer's child in a PID namespace of its own.
+        // PID 1 is the outer's child in a PID namespace of its own. (Until
+        // the run script execs vm-init, its child is ifelse's eltest, in
+        // the host's: whose QEMUs, a kernel matrix's say, are not this VM's.)
         let found = outer.into_iter().flat_map(children).find_map(|pid1| {
-            let qemu = named(pidns(pid1)?, "qemu-system-x86").first().copied()?;
+            let ns = pidns(pid1).filter(|&ns| Some(ns) != outer.and_then(pidns))?;
+            let qemu = named(ns, "qemu-system-x86").first().copied()?;
             Some((qemu, pid1))
         });
         if let Some((qemu, pid1)) = found {
             let virtiofsd = PathBuf::from(format!("/proc/{pid1}/root"))
                 .join(state.0.strip_prefix("/").unwrap())
-                .join(".services/virtiofsd");
+                .join(SCAN_DIR)
+                .join(daemon::VIRTIOFSD);
             return (qemu, S6::svstat(&virtiofsd, "ready") == "true");
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -204,7 +208,7 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         return;
     };
     let state = StateDir::new("per_daemon");
-    let vm = state.add_guest_vm("pd", &tools, "wait");
+    let vm = state.add_guest_vm("pd", "wait");
     std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
     let dir = services(&state.top());
     // virtiofsd's service a second slower to get ready than the project's
@@ -221,7 +225,7 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         dir.display()
     );
     let svc = vm_instance(&s6, &state, "pd", &extra);
-    let hello = vm.join("fs/hello-from-guest.txt");
+    let hello = VmDir::new(&vm).storage().join(tests::guest::HELLO);
     for round in 0..2 {
         let _ = std::fs::remove_file(&hello);
         if round == 1 {
@@ -307,7 +311,7 @@ fn each_daemon_its_own_service_inside_the_vms_namespaces() {
         // s6-svc -d on the VM: the guest powers off, every daemon service
         // goes with the VM, nothing is left.
         // The guest listens for the power button once it says so.
-        let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+        let serial = sandbox_core::contract::VmDir::new(&vm).serial_log();
         assert!(within(Duration::from_secs(30), || {
             std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"))
         }));
@@ -367,20 +371,15 @@ fn the_probes_in_each_daemons_place_as_services() {
         ("as-vmm", &probe, &fs_standin, None, 28),
         ("as-gpu", &vmm_standin, &fs_standin, Some(&probe), 30),
     ] {
-        let vm = state.add_standin_vm(name);
+        let vm = state.add_probe_vm(name);
         std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
-        std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
-        // A device node the host left in the storage (1:3 is /dev/null's).
-        assert!(std::process::Command::new("mknod")
-            .args(["-m", "0666"])
-            .arg(vm.join("fs/host-device"))
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap()
-            .success());
         let mut extra = vec!["--services".as_ref(), dir.as_os_str()];
         if let Some(g) = gpu {
-            std::fs::write(vm.join("config/gpu"), wayland.to_str().unwrap()).unwrap();
+            std::fs::write(
+                VmDir::new(&vm).config_file(config::GPU),
+                wayland.to_str().unwrap(),
+            )
+            .unwrap();
             extra.extend(["--gpu".as_ref(), g.as_os_str()]);
         }
         let mut child = state.vm_init_reporting(name, vmm, fs, &extra);
@@ -455,12 +454,14 @@ fn matrix_services(dir: &Path, state: &StateDir, vm: &str, profile: &str, vm2: &
             format!(
                 "#!/usr/bin/execlineb -P\n\
                  # target says it is ready on stdout: the notification fd.\n\
-                 fdmove 1 5\n\
-                 importas -i vm VM_DIR\n\
+                 fdmove 1 {notify}\n\
+                 importas -i vm {vm_dir}\n\
                  test-wrap --profile user --uid {UID_B} --vm-dir $vm --own-dir ${{vm}}/out-b \
                  -- {target} {name}\n",
                 target = bin.join("target").display(),
                 name = tests::abstract_name(vm, UID_B),
+                notify = fd::service::NOTIFY,
+                vm_dir = env::VM_DIR,
             ),
         ),
         (
@@ -470,13 +471,14 @@ fn matrix_services(dir: &Path, state: &StateDir, vm: &str, profile: &str, vm2: &
                  s6-svwait -U ../b || exit 111\n\
                  b=$(s6-svstat -o pid ../b)\n\
                  scan=$(cut -d' ' -f4 /proc/$PPID/stat)\n\
-                 exec test-wrap --profile {profile} --uid {uid} --vm-dir \"$VM_DIR\" \
-                 --own-dir \"$VM_DIR/out-a\" -- {probe} --profile {profile} \
-                 --state-dir {state} --vm {vm} --own-dir \"$VM_DIR/out-a\" \
+                 exec test-wrap --profile {profile} --uid {uid} --vm-dir \"${vm_dir}\" \
+                 --own-dir \"${vm_dir}/out-a\" -- {probe} --profile {profile} \
+                 --state-dir {state} --vm {vm} --own-dir \"${vm_dir}/out-a\" \
                  --pid 1 --pid \"$scan\" --pid $PPID --pid \"$b\" --abstract {name} \
                  --tcp-port {port} --other-vm {vm2}\n",
                 probe = bin.join("probe").display(),
                 state = state.0.display(),
+                vm_dir = env::VM_DIR,
                 name = tests::abstract_name(vm, UID_B),
             ),
         ),
@@ -486,7 +488,11 @@ fn matrix_services(dir: &Path, state: &StateDir, vm: &str, profile: &str, vm2: &
         std::fs::write(d.join("run"), run).unwrap();
         std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::write(dir.join("b/notification-fd"), "5\n").unwrap();
+    std::fs::write(
+        dir.join("b/notification-fd"),
+        format!("{}\n", fd::service::NOTIFY),
+    )
+    .unwrap();
     std::fs::write(dir.join("a/down"), "").unwrap();
 }
 
@@ -510,8 +516,10 @@ fn the_escape_matrix_with_the_siblings_as_services() {
         let top = state.top().join(profile);
         let dir = services(&top);
         matrix_services(&dir, &state, &vm1, profile, &vm2, port);
-        let vm = state.add_standin_vm(&vm1);
-        std::fs::write(vm.join("config/marker"), "config\n").unwrap();
+        let vm = NewVm::create(state.0.join(&vm1))
+            .and_then(|v| v.set(tests::new_vm::MARKER, "config\n"))
+            .unwrap()
+            .into_path();
         for d in ["out-a", "out-b", "out-dbus"] {
             std::fs::create_dir_all(vm.join(d)).unwrap();
         }
@@ -537,7 +545,8 @@ fn the_escape_matrix_with_the_siblings_as_services() {
         let pid1 = children(child.id() as i32)[0];
         let a = PathBuf::from(format!("/proc/{pid1}/root"))
             .join(state.0.strip_prefix("/").unwrap())
-            .join(".services/a");
+            .join(SCAN_DIR)
+            .join("a");
         assert!(
             S6::svc_within(&a, "-o", Duration::from_secs(5)),
             "{profile}: s6-svc -o a"
@@ -715,7 +724,7 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
         .unwrap()
         .join("s6/vm-services-api/vmm");
     for f in ["run", "notification-fd"] {
-        std::fs::copy(api.join(f), dir.join("vmm").join(f)).unwrap();
+        std::fs::copy(api.join(f), dir.join(daemon::VMM).join(f)).unwrap();
     }
     let bin = state.standins();
     let vm = state.add_standin_vm("ch");
@@ -729,14 +738,15 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     let (mut out, report) = report_of(&mut child);
     eprintln!("{report}");
     assert!(
-        report.lines().any(|l| l == "argv: --api-socket fd=3"),
+        report
+            .lines()
+            .any(|l| l == format!("argv: --api-socket fd={}", fd::VMM_API)),
         "{report}"
     );
     assert!(report.contains("api: PUT /api/v1/vm.create HTTP/1.1"));
-    let v = vm.display();
-    let d = sandbox_core::vmdir::VmDir::new(&vm);
+    let d = VmDir::new(&vm);
     for field in [
-        format!("\"kernel\":\"{v}/config/vmlinux\""),
+        format!("\"kernel\":\"{}\"", d.config_file(config::KERNEL).display()),
         format!("\"socket\":\"{}\"", d.virtiofsd_socket().display()),
         format!("\"file\":\"{}\"", d.serial_fifo().display()),
         format!(
@@ -756,7 +766,7 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     let log = tests::vm::wait_line(&mut child, ": ready");
     assert!(log.contains(": ready"), "{log}");
     // The separate command boots it.
-    let boot = std::process::Command::new(state.bin().join("vmm-api"))
+    let boot = std::process::Command::new(state.bin().join(VMM_API))
         .arg("boot")
         .arg(&vm)
         .output()
@@ -768,7 +778,7 @@ fn cloud_hypervisor_created_over_its_api_the_spectrum_way() {
     );
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let unmarked = sandbox_core::vmdir::unmarked;
+    let unmarked = sandbox_core::contract::unmarked;
     assert_eq!(unmarked(line.trim()), "api: PUT /api/v1/vm.boot HTTP/1.1");
     assert_eq!(tests::vm::stop(&mut child), Some(0));
     let mut rest = String::new();

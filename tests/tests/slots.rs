@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use sandbox_core::contract::bin::VM_INIT;
 use sandbox_core::ids::{Slot, BLOCK, SLOTS, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
 use tests::vm::{children, comm, pidns, procs_in_pidns, status, stop, wait_line, within};
@@ -91,7 +92,7 @@ fn every_slot_taken_refuses_a_new_vm_and_creates_nothing() {
         assert!(slots.try_lock(Slot::new(n).unwrap()).unwrap());
     }
     let bin = state.standins();
-    let out = Command::new(state.bin().join("vm-init"))
+    let out = Command::new(state.bin().join(VM_INIT))
         .args(tests::no_cgroups())
         .args(["--parent-pid", &std::process::id().to_string()])
         .arg("--state-dir")
@@ -108,7 +109,9 @@ fn every_slot_taken_refuses_a_new_vm_and_creates_nothing() {
         (Some(111), true),
         "{err}"
     );
-    assert!(!sandbox_core::vmdir::VmDir::new(&vm).api_socket().exists());
+    assert!(!sandbox_core::contract::VmDir::new(&vm)
+        .api_socket()
+        .exists());
     drop(slots);
     // Given back, the same VM runs.
     let mut child = direct(&state, "full");

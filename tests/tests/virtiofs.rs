@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::{VM_INIT, WRAP_VIRTIOFSD, WRAP_VMM};
+use sandbox_core::contract::VmDir;
 use sandbox_core::ids::Slot;
 use sandbox_core::locks::SlotFile;
 use tests::guest::{enable_kernel_audit, kernel_log, landlock_denials, set_guest_mode, Tools};
@@ -23,9 +25,10 @@ fn boot(state: &StateDir, tools: &Tools, name: &str) -> (String, String) {
     let mut child = state.vm_init(name, &tools.qemu, &tools.virtiofsd, &[]);
     let log = wait_line(&mut child, "\u{0}");
     let status = wait_at_most(&mut child, BOOT_LIMIT).expect("the guest did not power off in time");
-    let serial =
-        std::fs::read_to_string(sandbox_core::vmdir::VmDir::new(state.0.join(name)).serial_log())
-            .unwrap();
+    let serial = std::fs::read_to_string(
+        sandbox_core::contract::VmDir::new(state.0.join(name)).serial_log(),
+    )
+    .unwrap();
     eprintln!(
         "guest run: {:?} from vm-init start to exit\n{log}",
         start.elapsed()
@@ -60,8 +63,8 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
     // That denials are logged at all is shown by the probe test below.
     let _audit = enable_kernel_audit().expect("turn the kernel's audit on");
     let state = StateDir::new("virtiofs_ops");
-    let vm = state.add_guest_vm("guest", &tools, "ops");
-    let fs = vm.join("fs");
+    let vm = state.add_guest_vm("guest", "ops");
+    let fs = VmDir::new(&vm).storage();
     let secret = format!("from the host {}", std::process::id());
     std::fs::write(fs.join("from-host.txt"), &secret).unwrap();
 
@@ -106,7 +109,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
         tests::vm::within(Duration::from_secs(30), || slots.try_lock(held).unwrap()),
         "slot {first} stayed taken"
     );
-    set_guest_mode(&vm, "check");
+    set_guest_mode(&vm, "check").unwrap();
     let (log, serial) = boot(&state, &tools, "guest");
     assert_ne!(slot_of(&log), first, "{log}");
     assert!(serial.contains("GUEST-OWNER 1000:1000"), "{serial}");
@@ -118,7 +121,7 @@ fn guest_file_operations_land_on_the_host_with_their_owners() {
     // Neither the real virtiofsd nor QEMU hit its Landlock table (the
     // kernel logs every denial of a domain made with log_new_exec).
     let log = kernel_log();
-    for wrapper in ["wrap-virtiofsd", "wrap-vmm"] {
+    for wrapper in [WRAP_VIRTIOFSD, WRAP_VMM] {
         let denials = landlock_denials(&log, &state.bin().join(wrapper));
         assert!(
             denials.is_empty(),
@@ -137,7 +140,7 @@ fn the_guest_cannot_walk_out_of_its_storage() {
         return;
     };
     let state = StateDir::new("virtiofs_escape");
-    let vm = state.add_guest_vm("guest", &tools, "escape");
+    let vm = state.add_guest_vm("guest", "escape");
     let secret = format!("host secret {}", std::process::id());
     std::fs::write(vm.join("secret"), &secret).unwrap();
     std::fs::write(state.0.join("secret"), &secret).unwrap();
@@ -160,23 +163,9 @@ fn the_guest_cannot_walk_out_of_its_storage() {
     }
     // The guest's symlink is a symlink in its storage, nothing more.
     assert_eq!(
-        std::fs::read_link(vm.join("fs/etc-link")).unwrap(),
+        std::fs::read_link(VmDir::new(&vm).storage().join("etc-link")).unwrap(),
         Path::new("/etc")
     );
-}
-
-/// What the probe in virtiofsd's place expects in fs/: a file of the
-/// host's, and a device node the host left there (1:3 is /dev/null's).
-fn storage_for_the_probe(vm: &Path) {
-    std::fs::write(vm.join("fs/from-host.txt"), "x").unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        vm.join("fs/host-device"),
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::from_raw_mode(0o666),
-        rustix::fs::makedev(1, 3),
-    )
-    .unwrap();
 }
 
 #[test]
@@ -187,11 +176,10 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     let _audit = enable_kernel_audit().expect("turn the kernel's audit on");
     let state = StateDir::new("virtiofs_probe");
     let bait = tests::bait::hold();
-    let vm = state.add_standin_vm("p");
+    let vm = state.add_probe_vm("p");
     state.add_standin_vm("other");
-    storage_for_the_probe(&vm);
     let bin = state.standins();
-    let mut cmd = Command::new(state.bin().join("vm-init"));
+    let mut cmd = Command::new(state.bin().join(VM_INIT));
     cmd.args(tests::no_cgroups())
         .args([
             "--parent-pid",
@@ -216,10 +204,10 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     eprintln!("{report}");
     assert_report_holds(&report, 25);
     bait.assert_nothing_reached_the_host();
-    assert!(vm.join("fs/probe-out").exists());
+    assert!(VmDir::new(&vm).storage().join("probe-out").exists());
     // The positive control of the audit check of the real virtiofsd: the
     // same wrapper's domain logs each denied attempt of the probe.
-    let denials = landlock_denials(&kernel_log(), &state.bin().join("wrap-virtiofsd"));
+    let denials = landlock_denials(&kernel_log(), &state.bin().join(WRAP_VIRTIOFSD));
     assert!(
         denials.iter().any(|d| d.contains("probe-exec")),
         "no Landlock audit records: {denials:?}"
@@ -265,16 +253,15 @@ fn a_setuid_program_the_guests_root_leaves_reaches_no_host_user() {
     let chmod = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
     let state = StateDir::new("virtiofs_setuid");
     let _suid = SetuidTmpfs::over(&state.0);
-    let vm = state.add_standin_vm("p");
-    storage_for_the_probe(&vm);
-    let copy = vm.join("fs").join(tests::SETUID_COPY);
+    let vm = state.add_probe_vm("p");
+    let copy = VmDir::new(&vm).storage().join(tests::SETUID_COPY);
     let bin = state.standins();
     let vm_init = |state_dir_mode| {
         chmod(&state.0, state_dir_mode).unwrap();
         state.vm_init_reporting("p", &bin.join("vmm-cooperative"), &bin.join("probe"), &[])
     };
     // fs/ 0700, as the refusal advised before: the guest's root owns it.
-    chmod(&vm.join("fs"), 0o700).unwrap();
+    chmod(&VmDir::new(&vm).storage(), 0o700).unwrap();
     // Searchable by host users: refused before anything runs.
     let out = vm_init(0o755).wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -293,7 +280,7 @@ fn a_setuid_program_the_guests_root_leaves_reaches_no_host_user() {
     let meta = std::fs::metadata(&copy).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o4755));
     assert_eq!(
-        std::fs::metadata(vm.join("fs")).unwrap().mode() & 0o777,
+        std::fs::metadata(VmDir::new(&vm).storage()).unwrap().mode() & 0o777,
         0o755
     );
     // A host user, while the VM runs and after it: out of reach.

@@ -7,9 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use sandbox_core::cgroup;
+use sandbox_core::contract::bin::{VMM_API, VM_INIT};
+use sandbox_core::contract::{config, daemon, VmDir, SERVICES_MARK};
 use sandbox_core::ids::{BLOCK, FIRST_ID, VMM_UID};
 use sandbox_core::locks::lock_vm_dir;
-use sandbox_core::vmdir::VmDir;
+use tests::new_vm::NewVm;
 use tests::vm::{
     children, comm, daemon_of, pidns, ppid, procs_in_pidns, status, stop, wait_line, within, S6,
 };
@@ -302,7 +305,7 @@ fn without_cgroup_v2_and_its_controllers_vm_init_refuses_in_one_line_unless_told
         ];
     }
     let run = |extra: &[&str]| {
-        Command::new(state.bin().join("vm-init"))
+        Command::new(state.bin().join(VM_INIT))
             .args(["--parent-pid", &std::process::id().to_string()])
             .arg("--state-dir")
             .arg(&state.0)
@@ -317,29 +320,36 @@ fn without_cgroup_v2_and_its_controllers_vm_init_refuses_in_one_line_unless_told
             .unwrap()
     };
     // A bad override of a daemon's limits: bad input, before anything.
-    std::fs::create_dir(vm.join("config/limits")).unwrap();
+    let limits = VmDir::new(&vm).config_file(config::LIMITS);
+    std::fs::create_dir(&limits).unwrap();
+    let says = |d: &str, what: &str| format!("{}: {what}", cgroup::limits_file(d));
     for (file, text, says) in [
         (
-            "virtiofsd",
+            daemon::VIRTIOFSD,
             "memory.max lots\n",
-            "config/limits/virtiofsd: \"memory.max lots\"",
+            says(daemon::VIRTIOFSD, "\"memory.max lots\""),
         ),
         (
-            "gpu",
+            daemon::GPU,
             "pids.max 64\n",
-            "config/limits/gpu: not a daemon of this VM",
+            says(daemon::GPU, "not a daemon of this VM"),
         ),
-        ("vmm", "pids.max 2\n", "pids.max 2 is not from 4"),
+        (
+            daemon::VMM,
+            "pids.max 2\n",
+            "pids.max 2 is not from 4".into(),
+        ),
     ] {
-        std::fs::write(vm.join("config/limits").join(file), text).unwrap();
+        std::fs::write(limits.join(file), text).unwrap();
         let out = run(&["--allow-no-cgroups"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(100), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(says), "{err}");
-        std::fs::remove_file(vm.join("config/limits").join(file)).unwrap();
+        assert!(err.contains(&says), "{err}");
+        std::fs::remove_file(limits.join(file)).unwrap();
     }
-    assert_eq!(entries(&vm), ["config", "fs"]);
+    std::fs::remove_dir(&limits).unwrap();
+    let untouched = entries(&vm);
     // Refused: one line naming what is missing and the opt-out, exit 111,
     // nothing created.
     let out = run(&[]);
@@ -354,7 +364,7 @@ fn without_cgroup_v2_and_its_controllers_vm_init_refuses_in_one_line_unless_told
         err.contains("no cgroup v2 file system is mounted") || err.contains("lacks the")
     };
     assert!(missing && err.contains("--allow-no-cgroups"), "{err}");
-    assert_eq!(entries(&vm), ["config", "fs"]);
+    assert_eq!(entries(&vm), untouched);
     // The explicit opt-out: the VM runs (vmm-brief powers off by itself)
     // and vm-init says in one line that it has no bounds.
     let out = run(&["--allow-no-cgroups"]);
@@ -385,7 +395,7 @@ fn wrong_parent_starts_nothing() {
     let bin = state.standins();
     let vmm = bin.join("vmm-cooperative");
     // A wrong --parent-pid.
-    let out = Command::new(state.bin().join("vm-init"))
+    let out = Command::new(state.bin().join(VM_INIT))
         .args(tests::no_cgroups())
         .args([
             "--parent-pid",
@@ -406,7 +416,7 @@ fn wrong_parent_starts_nothing() {
     let code = state.top().join("code");
     let script = format!(
         "(sleep 0.2; {} {} --parent-pid $$ --state-dir {} --vmm {} p 2>{}; echo $? > {}) & exit 0",
-        state.bin().join("vm-init").display(),
+        state.bin().join(VM_INIT).display(),
         tests::no_cgroups().join(" "),
         state.0.display(),
         vmm.display(),
@@ -482,7 +492,7 @@ fn two_vms_get_different_slots_and_ids() {
 }
 
 fn refused(state: &StateDir, name: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(state.bin().join("vm-init"))
+    let out = Command::new(state.bin().join(VM_INIT))
         .args(tests::no_cgroups())
         .args([
             "--parent-pid",
@@ -524,12 +534,10 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     }
     // A state dir deep enough that DIR/NAME/vsock.d/vsock overflows sun_path.
     let deep = state.top().join("d".repeat(90));
-    std::fs::create_dir_all(deep.join("long/config")).unwrap();
-    std::fs::create_dir_all(deep.join("long/fs")).unwrap();
-    std::fs::write(deep.join("long/config/vmlinux"), "").unwrap();
+    NewVm::create(deep.join("long")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let out = Command::new(state.bin().join("vm-init"))
+    let out = Command::new(state.bin().join(VM_INIT))
         .args(tests::no_cgroups())
         .args([
             "--parent-pid",
@@ -549,24 +557,23 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     assert!(!VmDir::new(deep.join("long")).api_socket().exists());
     // Bad VM configs: refused before anything is created.
     let bad = state.add_standin_vm("badconf");
-    std::fs::remove_file(bad.join("config/vmlinux")).unwrap();
+    let input = |name| VmDir::new(&bad).config_file(name);
+    std::fs::remove_file(input(config::KERNEL)).unwrap();
     let (code, err) = refused(&state, "badconf", &[]);
     assert_eq!(
         (code, err.contains("missing kernel")),
         (Some(100), true),
         "{err}"
     );
-    std::fs::write(bad.join("config/vmlinux"), "").unwrap();
-    std::fs::create_dir_all(bad.join("config/blk")).unwrap();
-    std::fs::write(bad.join("config/blk/a,b.img"), "").unwrap();
+    let with_disk = NewVm::create(&bad).and_then(|v| v.disk("a,b.img")).unwrap();
     let (code, err) = refused(&state, "badconf", &[]);
     assert_eq!(
         (code, err.contains("contains ','")),
         (Some(100), true),
         "{err}"
     );
-    std::fs::remove_file(bad.join("config/blk/a,b.img")).unwrap();
-    std::fs::write(bad.join("config/vmm"), "firecracker\n").unwrap();
+    std::fs::remove_file(input(config::DISKS).join("a,b.img")).unwrap();
+    with_disk.set(config::VMM, "firecracker\n").unwrap();
     let (code, err) = refused(&state, "badconf", &[]);
     assert_eq!(
         (code, err.contains("not cloud-hypervisor or qemu")),
@@ -609,7 +616,7 @@ fn refused_by_host_setup(bin: &Path, state_dir: &Path, name: &str, path: &Path) 
         v
     };
     let (vm_before, state_before) = (before(&vm), before(state_dir));
-    let out = Command::new(bin.join("vm-init"))
+    let out = Command::new(bin.join(VM_INIT))
         .args(tests::no_cgroups())
         .args(["--parent-pid", &std::process::id().to_string()])
         .arg("--state-dir")
@@ -644,9 +651,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     // directory would not exist for any of them.
     let tmp = Path::new("/tmp").join(format!("vm-sandbox-host-setup-{}", std::process::id()));
     let tmp_state = tmp.join("state");
-    std::fs::create_dir_all(tmp_state.join("t/config")).unwrap();
-    std::fs::create_dir_all(tmp_state.join("t/fs")).unwrap();
-    std::fs::write(tmp_state.join("t/config/vmlinux"), "").unwrap();
+    NewVm::create(tmp_state.join("t")).unwrap();
     let err = refused_by_host_setup(&bin, &tmp_state, "t", &tmp_state);
     assert!(err.contains("private tmpfs"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
@@ -714,9 +719,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     let _gone = Gone(out.clone());
     // The VM directory a symlink out of the state dir.
     let elsewhere = out.join("vm");
-    std::fs::create_dir_all(elsewhere.join("config")).unwrap();
-    std::fs::create_dir_all(elsewhere.join("fs")).unwrap();
-    std::fs::write(elsewhere.join("config/vmlinux"), "").unwrap();
+    NewVm::create(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, state.0.join("l")).unwrap();
     let err = refused_by_host_setup(&bin, &state.0, "l", &state.0.join("l"));
     assert!(err.contains("a symlink"), "{err}");
@@ -734,21 +737,22 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     rustix::mount::unmount(&bound, rustix::mount::UnmountFlags::DETACH).unwrap();
     // Storage a symlink there: a guest's root could leave a setuid-root
     // program where host users reach it.
-    let s = state.add_standin_vm("s");
+    let storage = VmDir::new(state.add_standin_vm("s")).storage();
+    let s = storage.as_path();
     let store = out.join("store");
     std::fs::create_dir_all(&store).unwrap();
-    std::fs::remove_dir(s.join("fs")).unwrap();
-    std::os::unix::fs::symlink(&store, s.join("fs")).unwrap();
-    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    std::fs::remove_dir(s).unwrap();
+    std::os::unix::fs::symlink(&store, s).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "s", s);
     assert!(
         err.contains("a symlink") && err.contains("nosuid,nodev"),
         "{err}"
     );
     // ... or a bind mount of it.
-    std::fs::remove_file(s.join("fs")).unwrap();
-    std::fs::create_dir(s.join("fs")).unwrap();
-    rustix::mount::mount_bind(&store, s.join("fs")).unwrap();
-    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    std::fs::remove_file(s).unwrap();
+    std::fs::create_dir(s).unwrap();
+    rustix::mount::mount_bind(&store, s).unwrap();
+    let err = refused_by_host_setup(&bin, &state.0, "s", s);
     assert!(err.contains("a mount point"), "{err}");
     // Mounted nosuid,nodev there, but not where else it shows.
     let nosuid_nodev = |at: &Path| {
@@ -761,8 +765,8 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
         )
         .unwrap()
     };
-    nosuid_nodev(&s.join("fs"));
-    let err = refused_by_host_setup(&bin, &state.0, "s", &s.join("fs"));
+    nosuid_nodev(s);
+    let err = refused_by_host_setup(&bin, &state.0, "s", s);
     assert!(
         err.contains(&format!("mounted at {} without", out.display())),
         "{err}"
@@ -772,7 +776,7 @@ fn bad_host_setups_are_one_line_and_create_nothing() {
     let mut child = direct(&state, "s", "vmm-cooperative", "virtiofsd-ok", &[]);
     assert!(wait_line(&mut child, ": ready").contains("ready"));
     assert_eq!(stop(&mut child), Some(0));
-    rustix::mount::unmount(s.join("fs"), rustix::mount::UnmountFlags::DETACH).unwrap();
+    rustix::mount::unmount(s, rustix::mount::UnmountFlags::DETACH).unwrap();
     drop(_gone);
     assert!(!out.exists(), "{} is left", out.display());
 
@@ -888,7 +892,7 @@ fn a_run_script_whose_supervisor_died_first_starts_no_vm() {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&p: &i32| {
-            comm(p) == "vm-init"
+            comm(p) == VM_INIT
                 && std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c == svc)
         })
         .collect();
@@ -990,7 +994,7 @@ fn marked_bytes(text: &str, mark: &str) -> usize {
 /// marked, at most the bound of each daemon, and one line saying how much
 /// was dropped; nothing of it reads as vm-init's own.
 fn assert_flood_bounded(vm: &str, daemon: &str, err: &str, out: &str) {
-    let mark = sandbox_core::vmdir::output_mark(vm, daemon);
+    let mark = sandbox_core::contract::output_mark(vm, daemon);
     let mark = mark.as_str();
     let passed = marked_bytes(err, mark) + marked_bytes(out, mark);
     assert!(passed > 0, "nothing of {daemon} came through:\n{err}");
@@ -1099,15 +1103,15 @@ fn a_daemon_flooding_its_output_neither_holds_up_nor_floods_vm_init() {
             status.is_some(),
             "{name}: vm-init still ran {took:?} after the end; its lines:\n{}",
             err.lines()
-                .filter(|l| l.starts_with("vm-init"))
+                .filter(|l| l.starts_with(VM_INIT))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
         // With --services every service's output is the VM's s6-svscan's.
         let daemon = if mode == "services" {
-            "s6"
+            SERVICES_MARK
         } else {
-            "virtiofsd"
+            daemon::VIRTIOFSD
         };
         assert_flood_bounded(&name, daemon, &err, &out);
         if flood >= Duration::from_secs(10) {
@@ -1176,7 +1180,7 @@ fn vmm_api_gives_up_on_a_vmm_that_never_answers() {
     std::fs::create_dir_all(&dir).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(VmDir::new(&dir).api_socket()).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(tests::bin_dir().join("vmm-api"))
+    let mut child = Command::new(tests::bin_dir().join(VMM_API))
         .arg("boot")
         .arg(&dir)
         .args(["--timeout", "1"])
@@ -1238,23 +1242,12 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
         line.split(',').map(str::to_owned).collect()
     };
     let bin = state.standins();
-    let a = state.add_standin_vm("a");
+    let a = state.add_probe_vm("a");
     let b = state.add_standin_vm("b");
-    // What the probe in virtiofsd's place finds in fs/ besides (see
-    // virtiofs.rs): a file to read, a device node it must not open.
-    std::fs::write(a.join("fs/from-host.txt"), "x").unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        a.join("fs/host-device"),
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::from_raw_mode(0o666),
-        rustix::fs::makedev(1, 3),
-    )
-    .unwrap();
     // Each probe is told the serials to try: the launcher's key, and the
     // keys the other VM's probe added.
     std::fs::write(
-        a.join("fs/vm-sandbox-keys"),
+        VmDir::new(&a).storage().join("vm-sandbox-keys"),
         format!("vm-sandbox-keys={secret}\n"),
     )
     .unwrap();
@@ -1265,7 +1258,7 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
     eprintln!("{report_a}");
     let keys_a = added(&report_a);
     std::fs::write(
-        b.join("config/cmdline"),
+        VmDir::new(&b).config_file(config::CMDLINE),
         format!("vm-sandbox-keys={secret},{}\n", keys_a.join(",")),
     )
     .unwrap();
@@ -1300,7 +1293,7 @@ fn the_launchers_keyring_is_out_of_reach_and_a_vms_keys_die_with_it() {
         secret,
         "the launcher's keyring after the VMs"
     );
-    for role in ["virtiofsd", "vmm"] {
+    for role in [daemon::VIRTIOFSD, daemon::VMM] {
         let description = format!("vm-sandbox-from-{role}");
         let found = Command::new("keyctl")
             .args(["search", "@u", "user", &description])

@@ -7,7 +7,9 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sandbox_core::vmdir::{fd, VmDir};
+use sandbox_core::contract::bin::VM_INIT;
+use sandbox_core::contract::{config, fd, VmDir};
+use tests::new_vm::NewVm;
 use tests::vm::{assert_report_holds, read_report, stop, wait_at_most, wait_line};
 use tests::{privileged, StateDir};
 
@@ -20,14 +22,15 @@ fn the_probe_in_cloud_hypervisors_place() {
     // it back as it found it when the test ends.
     let state = StateDir::new("vmm_probe");
     let bait = tests::bait::hold();
-    let vm = state.add_standin_vm("ch");
-    std::fs::write(vm.join("config/initramfs"), "").unwrap();
-    std::fs::write(vm.join("config/cmdline"), "console=hvc0 quiet\n").unwrap();
-    std::fs::write(vm.join("config/memory"), "128\n").unwrap();
-    std::fs::create_dir_all(vm.join("config/blk")).unwrap();
-    std::fs::write(vm.join("config/blk/root.img"), "").unwrap();
+    let vm = NewVm::create(state.0.join("ch"))
+        .and_then(|v| v.set(config::INITRAMFS, ""))
+        .and_then(|v| v.set(config::CMDLINE, "console=hvc0 quiet\n"))
+        .and_then(|v| v.set(config::MEMORY, "128\n"))
+        .and_then(|v| v.disk("root.img"))
+        .unwrap()
+        .into_path();
     let bin = state.standins();
-    let mut child = Command::new(state.bin().join("vm-init"))
+    let mut child = Command::new(state.bin().join(VM_INIT))
         .args(tests::no_cgroups())
         .args([
             "--parent-pid",
@@ -47,15 +50,19 @@ fn the_probe_in_cloud_hypervisors_place() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let report = read_report(&mut out);
     eprintln!("{report}");
-    let (v, d) = (vm.display(), VmDir::new(&vm));
+    let d = VmDir::new(&vm);
+    let input = |name| d.config_file(name).display().to_string();
     let argv = format!(
-        "argv: --api-socket fd={} --event-monitor fd={} --kernel {v}/config/vmlinux \
-         --initramfs {v}/config/initramfs --cmdline console=hvc0 quiet \
-         --disk path={v}/config/blk/root.img,readonly=on --fs tag=virtiofs0,socket={} \
+        "argv: --api-socket fd={} --event-monitor fd={} --kernel {} \
+         --initramfs {} --cmdline console=hvc0 quiet \
+         --disk path={}/root.img,readonly=on --fs tag=virtiofs0,socket={} \
          --memory size=128M,shared=on --serial file={} --console off \
          --vsock cid=3,socket={}",
         fd::VMM_API,
         fd::VMM_EVENTS,
+        input(config::KERNEL),
+        input(config::INITRAMFS),
+        input(config::DISKS),
         d.virtiofsd_socket().display(),
         d.serial_fifo().display(),
         d.vsock_socket().display()
@@ -111,6 +118,52 @@ fn the_probe_in_cloud_hypervisors_place() {
     let serial = std::fs::read_to_string(d.serial_log()).unwrap();
     assert!(serial.contains("probe: serial line"), "{serial}");
     bait.assert_nothing_reached_the_host();
+}
+
+/// The escape matrix's row for a VMM whose argv uses no GPU: a VM with one
+/// (config/gpu: PID 1 listens on gpu.sock) under QEMU, which has no GPU
+/// device. The probe in QEMU's place connects to virtiofsd's socket, and
+/// finds no gpu.sock in its view.
+#[test]
+fn qemu_without_a_gpu_sees_no_gpu_sock() {
+    if !privileged("vmm_qemu") {
+        return;
+    }
+    let state = StateDir::new("vmm_qemu");
+    let wayland = state.top().join("wayland/wayland-0");
+    std::fs::create_dir_all(wayland.parent().unwrap()).unwrap();
+    let _compositor = std::os::unix::net::UnixListener::bind(&wayland).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wayland, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let vm = NewVm::create(state.0.join("q"))
+        .and_then(NewVm::qemu_tcg)
+        .and_then(|v| v.set(config::GPU, wayland.to_str().unwrap()))
+        .unwrap()
+        .into_path();
+    let bin = state.standins();
+    let mut child =
+        state.vm_init_reporting("q", &bin.join("probe"), &bin.join("virtiofsd-ok"), &[]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let report = read_report(&mut out);
+    eprintln!("{report}");
+    if !report.contains("probe: ") {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+        panic!("no report; vm-init:\n{err}");
+    }
+    assert!(
+        VmDir::new(&vm).gpu_socket().exists(),
+        "the VM has no gpu.sock to hide"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("ok   connect VMDIR/gpu.sock (QEMU has no GPU)")),
+        "{report}"
+    );
+    assert_report_holds(&report, 6);
+    assert!(wait_line(&mut child, ": ready").contains("ready (slot"));
+    assert_eq!(stop(&mut child), Some(0));
 }
 
 /// Mounted on the host at this path, per /proc/self/mountinfo.

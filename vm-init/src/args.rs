@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sandbox_core::contract::DEFAULT_STATE_DIR;
 use sandbox_core::parent::ExpectedParent;
 use sandbox_core::{Error, VmName};
 
@@ -71,7 +72,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Option<Args>, E
     let usage = || Error::Usage(USAGE.into());
     let mut it = argv.into_iter();
     let (mut state_dir, mut parent, mut notify_fd, mut timeout) =
-        (PathBuf::from("/run/vm"), None, None, 30u64);
+        (PathBuf::from(DEFAULT_STATE_DIR), None, None, 30u64);
     let (mut virtiofsd, mut vmm, mut gpu, mut name) = (None, None, None, None);
     let (mut allow_weaker_landlock, mut allow_no_cgroups) = (false, false);
     let mut cgroup_parent = None;

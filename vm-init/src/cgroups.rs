@@ -5,16 +5,11 @@
 //! cgroup.rs makes it.
 
 use sandbox_core::cgroup::{self, Limits, Parent};
+use sandbox_core::contract::{config as input, daemon, VmDir};
 use sandbox_core::vmconfig::VmConfig;
-use sandbox_core::vmdir::VmDir;
 use sandbox_core::Error;
 
 use crate::args::Args;
-
-/// Each daemon's leaf, named as its service in s6/vm-services.
-pub const VIRTIOFSD: &str = "virtiofsd";
-pub const VMM: &str = crate::services::VMM;
-pub const GPU: &str = "gpu";
 
 /// Where the VM's cgroup goes and each of its daemons' bounds.
 #[derive(Debug)]
@@ -42,13 +37,13 @@ pub fn check(args: &Args, config: &VmConfig, dir: &VmDir) -> Result<Result<Plan,
 /// Each daemon of this VM and its bounds.
 fn limits(config: &VmConfig, dir: &VmDir) -> Result<Vec<(&'static str, Limits)>, Error> {
     let mut daemons = vec![
-        (VIRTIOFSD, wrap_virtiofsd::policy::LIMITS),
-        (VMM, wrap_vmm::policy::limits(config)),
+        (daemon::VIRTIOFSD, wrap_virtiofsd::policy::LIMITS),
+        (daemon::VMM, wrap_vmm::policy::limits(config)),
     ];
     if config.gpu.is_some() {
-        daemons.push((GPU, wrap_gpu::policy::LIMITS));
+        daemons.push((daemon::GPU, wrap_gpu::policy::LIMITS));
     }
-    let overrides = dir.config().join("limits");
+    let overrides = dir.config_file(input::LIMITS);
     let Ok(entries) = std::fs::read_dir(&overrides) else {
         return Ok(daemons);
     };
@@ -57,8 +52,8 @@ fn limits(config: &VmConfig, dir: &VmDir) -> Result<Vec<(&'static str, Limits)>,
         let name = entry.file_name();
         let Some((daemon, limits)) = daemons.iter_mut().find(|(d, _)| name == *d) else {
             return Err(Error::Usage(format!(
-                "config/limits/{}: not a daemon of this VM ({})",
-                name.to_string_lossy(),
+                "{}: not a daemon of this VM ({})",
+                cgroup::limits_file(&name.to_string_lossy()),
                 daemons.iter().map(|d| d.0).collect::<Vec<_>>().join(", ")
             )));
         };

@@ -10,6 +10,7 @@ mod output;
 mod pid1;
 mod serial;
 mod services;
+mod vm;
 mod vmm;
 
 use std::process::ExitCode;

@@ -10,102 +10,40 @@ use std::os::unix::fs::{chown, DirBuilderExt, FileTypeExt, OpenOptionsExt, Permi
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use sandbox_core::cgroup::VmCgroup;
+use sandbox_core::cgroup::{Made, VmCgroup};
 use sandbox_core::event;
 use sandbox_core::fds::take_fd;
 use sandbox_core::ids::{self, Slot, VMM_UID};
 use sandbox_core::locks::{lock_vm_dir, SlotFile};
 use sandbox_core::mount::{self, MountRoot, Tmpfs};
-use sandbox_core::ns::{clone_vm, Cloned};
+use sandbox_core::ns::{clone_vm, Cloned, MapsPending, Running};
 use sandbox_core::parent::{self, ParentWatch};
 use sandbox_core::rlimits::{self, Resource};
-use sandbox_core::signals::{self, SignalFd, SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use sandbox_core::signals::{self, SignalFd, SIGCHLD};
 use sandbox_core::spawn;
 use sandbox_core::{fds, host, keyring, landlock, Error};
 
 use crate::args::Args;
 use crate::pid1;
 use crate::serial::SerialRelay;
-use crate::vmm::Vmm;
+use crate::vm::{HandedMounts, Listeners, Vm, SIGNALS};
+use sandbox_core::contract::{bin, VmDir, NOFILE_CEILING, VSOCK_DIR_INODES, VSOCK_DIR_SIZE};
 use sandbox_core::vmconfig::VmConfig;
-use sandbox_core::vmdir::{VmDir, VSOCK_DIR_INODES, VSOCK_DIR_SIZE};
 
-/// The signals vm-init reads from a signalfd (outer and PID 1 alike).
-pub const SIGNALS: &[i32] = &[SIGTERM, SIGINT, SIGHUP, SIGCHLD];
-/// The highest open-file limit of any daemon of a VM (virtiofsd's).
-const VM_MAX_NOFILE: u64 = 65536;
 /// sun_path is 108 bytes with its NUL.
 const SUN_PATH_MAX: usize = 107;
 
-/// What vm-init knows of a VM once its directory passed the checks.
-#[derive(Debug)]
-pub struct Vm {
-    pub dir: VmDir,
-    pub kind: Vmm,
-    /// A GPU: the compositor's socket, resolved as host root, for wrap-gpu.
-    pub gpu: Option<host::Compositor>,
-    /// The directory holding vm-init and the wrappers it starts.
-    pub bin_dir: PathBuf,
-    /// Host groups mapped into the VM one by one: (inside gid, host gid).
-    pub host_groups: Vec<(u32, u32)>,
-    /// The explicit opt-out, passed on to every wrapper.
-    pub allow_weaker_landlock: bool,
-    /// --services: the service directories PID 1's s6-svscan runs.
-    pub services: Option<crate::services::Templates>,
-    /// The VM's cgroup; what the host lacks only with --allow-no-cgroups.
-    pub cgroups: Result<crate::cgroups::Plan, String>,
-}
-
-/// The mounts the outer makes as host root and hands PID 1 with the
-/// id-map handshake, in this order.
-#[derive(Debug)]
-pub struct HandedMounts {
-    /// The VM directory: PID 1 cannot reach it by path (the state dir is
-    /// root's alone); attached below the tmpfs over the state dir.
-    pub vm_dir: std::os::fd::OwnedFd,
-    /// `VMDIR/fs`, idmapped for the VM's user namespace, over the plain one.
-    pub storage: std::os::fd::OwnedFd,
-}
-
-/// The listening sockets PID 1 hands to the wrappers, and the two ends of
-/// the guest's console it copies between.
-#[derive(Debug)]
-pub struct Listeners {
-    pub virtiofsd: UnixListener,
-    pub api: UnixListener,
-    pub gpu: Option<UnixListener>,
-    pub serial: SerialRelay,
-}
+/// Host groups mapped into the VM one by one: (inside gid, host gid).
+type HostGroups = Vec<(u32, u32)>;
 
 /// Every check that needs no privilege and changes nothing, so that bad
 /// input is a one-line error before anything is created.
 fn check(args: &Args) -> Result<Vm, Error> {
-    // Every daemon's sandbox needs Landlock ABI 6: refused here, before
-    // anything exists, rather than by the first wrapper after.
-    let abi = landlock::kernel_abi();
-    landlock::check_abi(abi, args.allow_weaker_landlock)?;
-    if let Some(missing) = landlock::compat(abi).missing {
-        sandbox_core::say!(
-            "vm-init: {}: Landlock ABI {abi} lacks {missing}: running every daemon with a \
-             weaker sandbox, as --allow-weaker-landlock asks",
-            args.name
-        );
-    }
+    check_landlock(args)?;
     host::check_not_private(&args.state_dir)?;
     let dir = VmDir::new(args.state_dir.join(args.name.as_str()));
-    if !dir.path().is_dir() {
-        return Err(Error::Usage(format!(
-            "unknown VM: {} is not a directory",
-            dir.path().display()
-        )));
-    }
-    let config_dir = dir.config();
-    if !config_dir.is_dir() {
-        return Err(Error::Usage(format!(
-            "missing config: {} is not a directory",
-            config_dir.display()
-        )));
-    }
+    is_dir("unknown VM", dir.path())?;
+    is_dir("missing config", &dir.config())?;
     // The whole config, checked as wrap-vmm will read it: a missing kernel
     // or a disk path with a comma stops the VM before anything exists.
     let config = VmConfig::read(dir.path())?;
@@ -117,6 +55,67 @@ fn check(args: &Args) -> Result<Vm, Error> {
     // VM directory must sit behind it.
     host::check_closed(&args.state_dir)?;
     host::check_vm_dir_inside(&args.state_dir, dir.path())?;
+    let (host_groups, gpu) = host_groups_and_gpu(&config)?;
+    is_dir("missing storage", &dir.storage())?;
+    host::check_storage(dir.path(), &dir.storage())?;
+    for path in dir.socket_paths() {
+        let len = path.as_os_str().len();
+        if len > SUN_PATH_MAX {
+            return Err(Error::Usage(format!(
+                "socket path {} is {len} bytes, longer than sun_path allows ({SUN_PATH_MAX})",
+                path.display()
+            )));
+        }
+    }
+    let bin_dir = wrappers_dir()?;
+    let services = args
+        .services
+        .as_deref()
+        .map(crate::services::read)
+        .transpose()?;
+    let cgroups = crate::cgroups::check(args, &config, &dir)?;
+    Ok(Vm {
+        dir,
+        kind: config.vmm,
+        gpu,
+        bin_dir,
+        host_groups,
+        allow_weaker_landlock: args.allow_weaker_landlock,
+        services,
+        vmm_memlock: wrap_vmm::policy::memlock(&config),
+        cgroups,
+    })
+}
+
+/// Every daemon's sandbox needs Landlock ABI 6: refused here, before
+/// anything exists, rather than by the first wrapper after.
+fn check_landlock(args: &Args) -> Result<(), Error> {
+    let abi = landlock::kernel_abi();
+    landlock::check_abi(abi, args.allow_weaker_landlock)?;
+    if let Some(missing) = landlock::compat(abi).missing {
+        sandbox_core::say!(
+            "vm-init: {}: Landlock ABI {abi} lacks {missing}: running every daemon with a \
+             weaker sandbox, as --allow-weaker-landlock asks",
+            args.name
+        );
+    }
+    Ok(())
+}
+
+fn is_dir(what: &str, path: &Path) -> Result<(), Error> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{what}: {} is not a directory",
+        path.display()
+    )))
+}
+
+/// The host groups mapped into the VM ((inside gid, host gid)), the
+/// compositor's socket of a VM with a GPU, and /dev/kvm checked for a VMM
+/// that uses it.
+fn host_groups_and_gpu(config: &VmConfig) -> Result<(HostGroups, Option<host::Compositor>), Error> {
     let etc_group =
         std::fs::read_to_string("/etc/group").map_err(|e| Error::path("read", "/etc/group", e))?;
     if config.uses_kvm() {
@@ -133,26 +132,15 @@ fn check(args: &Args) -> Result<Vm, Error> {
     if let Some(g) = gpu.as_ref().and_then(|c| c.group) {
         host_groups.push((ids::COMPOSITOR_GID, g));
     }
-    if !dir.storage().is_dir() {
-        return Err(Error::Usage(format!(
-            "missing storage: {} is not a directory",
-            dir.storage().display()
-        )));
-    }
-    host::check_storage(dir.path(), &dir.storage())?;
-    for path in dir.socket_paths() {
-        let len = path.as_os_str().len();
-        if len > SUN_PATH_MAX {
-            return Err(Error::Usage(format!(
-                "socket path {} is {len} bytes, longer than sun_path allows ({SUN_PATH_MAX})",
-                path.display()
-            )));
-        }
-    }
+    Ok((host_groups, gpu))
+}
+
+/// vm-init's own directory, which holds every wrapper it starts.
+fn wrappers_dir() -> Result<PathBuf, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::path("find own executable", "/proc/self/exe", e))?;
     let bin_dir = exe.parent().map(Path::to_owned).unwrap_or_default();
-    for wrapper in ["wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+    for wrapper in bin::WRAPPERS {
         if !bin_dir.join(wrapper).is_file() {
             return Err(Error::path(
                 "find wrapper",
@@ -161,22 +149,7 @@ fn check(args: &Args) -> Result<Vm, Error> {
             ));
         }
     }
-    let services = args
-        .services
-        .as_deref()
-        .map(crate::services::read)
-        .transpose()?;
-    let cgroups = crate::cgroups::check(args, &config, &dir)?;
-    Ok(Vm {
-        dir,
-        kind: config.vmm,
-        gpu,
-        bin_dir,
-        host_groups,
-        allow_weaker_landlock: args.allow_weaker_landlock,
-        services,
-        cgroups,
-    })
+    Ok(bin_dir)
 }
 
 /// Sockets, FIFOs and directories the outer creates in the VM directory as
@@ -292,7 +265,7 @@ fn create_files(vm: &Vm, slot: Slot, created: &mut Created) -> Result<Listeners,
     // Opened for reading now, without blocking: the VMM's open for
     // writing then never waits for a reader.
     let fifo_read = fds::open_fifo_reader(&fifo)?;
-    // The VMM's sockets: a small tmpfs of their own (see vmdir.rs), so that
+    // The VMM's sockets: a small tmpfs of their own (see contract.rs), so that
     // binding sockets until ENOSPC fills that and not the file system of
     // the state dir (the host's /run). Its root is the VMM's, 0700.
     let vsock = vm.dir.vsock_dir();
@@ -349,30 +322,15 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     let slot = slots.lock_lowest_free()?;
     let mut created = Created::default();
     let listeners = create_files(&vm, slot, &mut created)?;
-    // The VM's cgroup: removed (its processes killed first) when `made`
-    // drops, whatever escaped the VM's PID namespace.
-    let (made, cgroup) = match &vm.cgroups {
-        Ok(plan) => {
-            let (made, cgroup) = VmCgroup::create(
-                &plan.parent,
-                args.name.as_str(),
-                slot.index(),
-                &plan.daemons,
-            )?;
-            (Some(made), Some(cgroup))
-        }
-        Err(missing) => {
-            crate::cgroups::say_unbounded(args, missing);
-            (None, None)
-        }
-    };
+    let (made, cgroup) = make_cgroup(args, &vm, slot)?;
     // Hard limits only host root can raise; each wrapper lowers them to its
-    // daemon's values. Open files: virtiofsd's 65536. Locked memory: the
-    // VMM's guest RAM, whose size only wrap-vmm reads.
+    // daemon's values. Open files: the highest of any daemon's. Locked
+    // memory: the VMM's, which pins guest RAM (the others keep the
+    // kernel's default).
     // Without CAP_SYS_RESOURCE (some containers) the host's limits stay the
     // ceiling: each daemon then gets the lower of the two.
-    rlimits::raise_hard(Resource::Nofile, Some(VM_MAX_NOFILE))?;
-    rlimits::raise_hard(Resource::Memlock, None)?;
+    rlimits::raise_hard(Resource::Nofile, Some(NOFILE_CEILING))?;
+    rlimits::raise_hard(Resource::Memlock, Some(vm.vmm_memlock))?;
     // The VM's session keyring, new, empty and host root's, in place of the
     // launcher's (a login's holds its secrets): PID 1 and every s6 process
     // of the VM inherit it, and it goes when they and we are gone. Root's,
@@ -389,14 +347,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
         Cloned::Child(pending) => {
             // PID 1. The outer cleans up what it created, not us.
             std::mem::forget((created, made));
-            let started = pending.wait_for_id_maps().and_then(|fds| {
-                watch.arm_and_check()?;
-                let [vm_dir, storage] = <[_; 2]>::try_from(fds).map_err(|_| {
-                    Error::Refused("the outer sent no mount of the VM directory and of fs/".into())
-                })?;
-                Ok(HandedMounts { vm_dir, storage })
-            });
-            let code = match started {
+            let code = match handed_mounts(pending, &watch) {
                 Ok(mounts) => {
                     pid1::run(args, &vm, slot, (listeners, cgroup), mounts, watch, notify)
                 }
@@ -421,23 +372,61 @@ pub fn run(args: &Args) -> Result<u8, Error> {
             drop((vm_dir, storage));
             // PID 1 holds the only copies that matter now.
             drop((notify, listeners, watch, vm.gpu.take(), cgroup));
-            loop {
-                let ready = event::wait_readable(&[sigfd.as_fd(), running.pidfd.as_fd()])?;
-                if ready[0] {
-                    while let Some(sig) = sigfd.read()? {
-                        if sig != SIGCHLD {
-                            // PID 1 may be exiting already: ESRCH is fine.
-                            let _ = signals::send(&running.pidfd, sig);
-                        }
-                    }
-                }
-                if ready[1] {
-                    break;
-                }
-            }
+            relay_signals(&sigfd, &running)?;
             let status = spawn::wait(running.pid)?;
             drop((made, created, vm_lock, slots));
             Ok(status.relay_code())
+        }
+    }
+}
+
+/// The VM's cgroup (see cgroups.rs), made for the slot the VM holds: its
+/// leaves' fds for PID 1, and the outer's hold, which kills and removes it
+/// when it drops, whatever escaped the VM's PID namespaces. None on a host
+/// without cgroup v2 with the opt-out, said in one line now.
+fn make_cgroup(
+    args: &Args,
+    vm: &Vm,
+    slot: Slot,
+) -> Result<(Option<Made>, Option<VmCgroup>), Error> {
+    match &vm.cgroups {
+        Ok(plan) => {
+            let name = args.name.as_str();
+            let (made, cgroup) = VmCgroup::create(&plan.parent, name, slot.index(), &plan.daemons)?;
+            Ok((Some(made), Some(cgroup)))
+        }
+        Err(missing) => {
+            crate::cgroups::say_unbounded(args, missing);
+            Ok((None, None))
+        }
+    }
+}
+
+/// PID 1, once the outer wrote its id maps: the mounts the outer made for
+/// it, in [`HandedMounts`]' order.
+fn handed_mounts(pending: MapsPending, watch: &ParentWatch) -> Result<HandedMounts, Error> {
+    let fds = pending.wait_for_id_maps()?;
+    watch.arm_and_check()?;
+    let [vm_dir, storage] = <[_; 2]>::try_from(fds).map_err(|_| {
+        Error::Refused("the outer sent no mount of the VM directory and of fs/".into())
+    })?;
+    Ok(HandedMounts { vm_dir, storage })
+}
+
+/// Passes every signal but SIGCHLD on to PID 1 until it exits.
+fn relay_signals(sigfd: &SignalFd, running: &Running) -> Result<(), Error> {
+    loop {
+        let ready = event::wait_readable(&[sigfd.as_fd(), running.pidfd.as_fd()])?;
+        if ready[0] {
+            while let Some(sig) = sigfd.read()? {
+                if sig != SIGCHLD {
+                    // PID 1 may be exiting already: ESRCH is fine.
+                    let _ = signals::send(&running.pidfd, sig);
+                }
+            }
+        }
+        if ready[1] {
+            return Ok(());
         }
     }
 }

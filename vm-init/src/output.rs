@@ -3,7 +3,7 @@
 //! Each wrapper, and the daemon it becomes, writes into two pipes of its
 //! own; PID 1 copies whole lines to its own stdout and stderr (s6's log)
 //! with the VM and the daemon in front (`work/virtiofsd: ...`,
-//! [`sandbox_core::vmdir::output_mark`]), so that no daemon can write a
+//! [`sandbox_core::contract::output_mark`]), so that no daemon can write a
 //! line that reads as vm-init's own (`vm-init: work: ...`), and with
 //! control characters escaped, so that none can rewrite a terminal's or a
 //! log viewer's screen.
@@ -102,7 +102,7 @@ impl OutputRelay {
             to,
         };
         let relay = OutputRelay {
-            mark: sandbox_core::vmdir::output_mark(vm, tag),
+            mark: sandbox_core::contract::output_mark(vm, tag),
             said_by: format!("vm-init: {vm}: {tag}"),
             pipes: [pipe(out_read, 1), pipe(err_read, 2)],
             rate: Rate {

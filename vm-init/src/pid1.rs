@@ -8,6 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use sandbox_core::cgroup::VmCgroup;
+use sandbox_core::contract::{bin, daemon, fd, VmDir, SERVICES_MARK};
 use sandbox_core::event::{self, Timer, Wait};
 use sandbox_core::fds::{self, notify_ready};
 use sandbox_core::ids::Slot;
@@ -15,15 +16,13 @@ use sandbox_core::parent::ParentWatch;
 use sandbox_core::signals::{SignalFd, SIGCHLD};
 use sandbox_core::spawn::reap_any;
 use sandbox_core::spawn::{spawn, Child, Command, ExitStatus};
-use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::{mount, ns, prctl, Error};
 
 use crate::args::Args;
-use crate::cgroups;
-use crate::outer::{HandedMounts, Listeners, Vm, SIGNALS};
 use crate::output::OutputRelay;
 use crate::serial::SerialRelay;
-use crate::services::{self, VmmEvent, VmmEvents};
+use crate::services::{self, ServiceEvent, Templates, VmmService};
+use crate::vm::{HandedMounts, Listeners, Vm, SIGNALS};
 use crate::vmm::{Control, Said, Vmm};
 
 /// Exit codes of PID 1 (documented in --help).
@@ -125,31 +124,14 @@ fn run_vm(
     watch: &ParentWatch,
     notify: Option<OwnedFd>,
 ) -> Result<u8, Error> {
-    let name = &args.name;
     // Into vm-init's leaf of the VM's cgroup, before anything is started:
     // all we start is in the VM's cgroup (each wrapper then moves itself
     // into its daemon's leaf).
     if let Some(c) = &cgroup {
         sandbox_core::cgroup::enter(c.vm_init.as_fd())?;
     }
-    // Non-dumpable first: virtiofsd shares our uid (root of the VM's user
-    // namespace) and must not ptrace or read us. (Our session keyring is
-    // the VM's, host root's and empty: the outer made it for the clone.)
-    prctl::not_dumpable()?;
-    let vm_dir = mount::build_vm_namespace(&args.state_dir, name.as_str(), &mounts.vm_dir)?;
-    // The idmapped fs/ the outer made, over the plain one.
-    mount::attach(&mounts.storage, &VmDir::new(&vm_dir).storage())?;
-    drop(mounts);
-    // virtiofsd's own user namespace, mapping the guest's ids alone: made
-    // while user namespaces can still be made, through the VM's own /proc.
-    let guest_ids = ns::guest_ids_user_namespace()?;
-    // No process of this VM may create a user namespace (and with it, the
-    // capabilities to mount and unshare): the limit applies to this user
-    // namespace and every one below it.
-    std::fs::write("/proc/sys/user/max_user_namespaces", "0")
-        .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
+    let guest_ids = enter_vm(args, mounts)?;
     let sigfd = SignalFd::new(SIGNALS)?;
-
     let Listeners {
         virtiofsd,
         api,
@@ -158,91 +140,24 @@ fn run_vm(
     } = listeners;
     // cloud-hypervisor's event monitor; with --services the VMM's run
     // script moves it into place whatever the VMM (QEMU's wrapper closes it).
-    let (events_read, events_write) = if vm.kind == Vmm::CloudHypervisor || vm.services.is_some() {
+    let (monitor_read, monitor) = if vm.kind == Vmm::CloudHypervisor || vm.services.is_some() {
         let (r, w) = fds::pipe()?;
         (Some(r), Some(w))
     } else {
         (None, None)
     };
-    let mut vmm_events = None;
-    let (daemons, vmm_pid, gpu_listener, scan) = match &vm.services {
-        None => {
-            let fs = daemon(
-                vm,
-                cgroup.as_ref(),
-                ("virtiofsd", cgroups::VIRTIOFSD),
-                "wrap-virtiofsd",
-                args.virtiofsd.as_deref(),
-                &[
-                    (virtiofsd.as_fd(), fd::VIRTIOFSD_LISTENER),
-                    (guest_ids.as_fd(), fd::VIRTIOFSD_USERNS),
-                ],
-            )?;
-            let mut fds = vec![(api.as_fd(), fd::VMM_API)];
-            if let Some(w) = &events_write {
-                fds.push((w.as_fd(), fd::VMM_EVENTS));
-            }
-            let vmm = daemon(
-                vm,
-                cgroup.as_ref(),
-                ("the VMM", cgroups::VMM),
-                "wrap-vmm",
-                args.vmm.as_deref(),
-                &fds,
-            )?;
-            let vmm_pid = vmm.child.pid.as_raw_nonzero().get();
-            // The GPU daemon gets the VMM's connection, accepted by the loop.
-            if let Some(l) = &gpu {
-                l.set_nonblocking(true)
-                    .map_err(|e| Error::sys("set non-blocking", e))?;
-            }
-            (vec![fs, vmm], Some(vmm_pid), gpu, None)
-        }
-        Some(templates) => {
-            // Every fd parked for the VM's own s6-svscan; each run script
-            // moves its own into place (vmdir::fd::parked).
-            let scan = templates.install(&args.state_dir)?;
-            let mut fds = vec![
-                (virtiofsd.as_fd(), fd::parked::VIRTIOFSD_LISTENER),
-                (guest_ids.as_fd(), fd::parked::VIRTIOFSD_USERNS),
-                (api.as_fd(), fd::parked::VMM_API),
-            ];
-            if let Some(w) = &events_write {
-                fds.push((w.as_fd(), fd::parked::VMM_EVENTS));
-            }
-            if let Some(l) = &gpu {
-                fds.push((l.as_fd(), fd::parked::GPU_LISTENER));
-            }
-            if let Some(c) = &vm.gpu {
-                fds.push((c.tree.as_fd(), fd::parked::GPU_COMPOSITOR));
-            }
-            for (leaf, at) in [
-                (cgroups::VIRTIOFSD, fd::parked::VIRTIOFSD_CGROUP),
-                (cgroups::VMM, fd::parked::VMM_CGROUP),
-                (cgroups::GPU, fd::parked::GPU_CGROUP),
-            ] {
-                if let Some(l) = cgroup.as_ref().and_then(|c| c.leaf(leaf)) {
-                    fds.push((l.procs.as_fd(), at));
-                }
-            }
-            // Subscribed before the VMM's service can start.
-            vmm_events = Some(VmmEvents::subscribe(&scan)?);
-            let (output, out, err) = OutputRelay::new(args.name.as_str(), "s6")?;
-            let child = templates.start(args, vm, &scan, &fds, (out.as_fd(), err.as_fd()))?;
-            let svscan = Daemon {
-                name: "the VM's s6-svscan",
-                child,
-                output,
-            };
-
-            (vec![svscan], None, None, Some(scan))
-        }
+    let handed = Handed {
+        virtiofsd,
+        guest_ids,
+        api,
+        monitor,
+        gpu,
     };
-
-    // Our copies would keep the sockets and the events pipe open after the
-    // daemons that use them exit.
-    drop((virtiofsd, guest_ids, api, events_write));
-    let control = Control::new(vm.kind, vm.dir.api_socket(), events_read)?;
+    let (daemons, mode) = match &vm.services {
+        None => start_daemons(args, vm, cgroup.as_ref(), handed)?,
+        Some(templates) => start_services(args, vm, cgroup.as_ref(), templates, handed)?,
+    };
+    let control = Control::new(vm.kind, vm.dir.api_socket(), monitor_read)?;
     let mut vm_loop = VmLoop {
         args,
         vm,
@@ -252,14 +167,11 @@ fn run_vm(
         timer: Timer::new()?,
         output_timer: Timer::new()?,
         serial,
-        gpu_listener,
         control,
         daemons,
-        vmm_pid,
-        vmm_events,
+        mode,
         cgroup,
         ready: false,
-        scan,
         notify,
         stopping: false,
         lost: None,
@@ -276,6 +188,167 @@ fn run_vm(
     code
 }
 
+/// PID 1 in the VM's own mount namespace, with the storage the outer
+/// idmapped, and no process of the VM able to make a user namespace but
+/// virtiofsd's: returned.
+fn enter_vm(args: &Args, mounts: HandedMounts) -> Result<OwnedFd, Error> {
+    // Non-dumpable first: virtiofsd shares our uid (root of the VM's user
+    // namespace) and must not ptrace or read us. (Our session keyring is
+    // the VM's, host root's and empty: the outer made it for the clone.)
+    prctl::not_dumpable()?;
+    let vm_dir = mount::build_vm_namespace(&args.state_dir, args.name.as_str(), &mounts.vm_dir)?;
+    // The idmapped fs/ the outer made, over the plain one.
+    mount::attach(&mounts.storage, &VmDir::new(&vm_dir).storage())?;
+    drop(mounts);
+    // virtiofsd's own user namespace, mapping the guest's ids alone: made
+    // while user namespaces can still be made, through the VM's own /proc.
+    let guest_ids = ns::guest_ids_user_namespace()?;
+    // No process of this VM may create a user namespace.
+    ns::forbid_user_namespaces()?;
+    Ok(guest_ids)
+}
+
+/// What PID 1 hands the daemons, whichever way they start. Dropped once
+/// they have it: our copies would keep the sockets and the events pipe
+/// open after the daemons that use them exit.
+struct Handed {
+    virtiofsd: UnixListener,
+    /// virtiofsd's user namespace, mapping the guest's ids alone.
+    guest_ids: OwnedFd,
+    api: UnixListener,
+    /// cloud-hypervisor's event-monitor pipe, its write end.
+    monitor: Option<OwnedFd>,
+    gpu: Option<UnixListener>,
+}
+
+/// How the VM's daemons run, and what PID 1's loop watches for them.
+enum Mode {
+    /// PID 1 started each wrapper: the VMM's readiness is the VM's and
+    /// its exit the VM's end; the GPU daemon starts on the VMM's
+    /// connection to gpu.sock.
+    Daemons {
+        vmm_pid: i32,
+        /// gpu.sock, until the VMM connects (once).
+        gpu_listener: Option<UnixListener>,
+    },
+    /// --services: the VM's own s6-svscan runs them, and the VMM's service
+    /// says when the VM is ready and when it is down.
+    Services {
+        scan: PathBuf,
+        vmm_service: VmmService,
+    },
+}
+
+impl Mode {
+    /// The fd the loop watches for this mode: gpu.sock until the VMM
+    /// connects, or what the VMM's service says.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Mode::Daemons { gpu_listener, .. } => gpu_listener.as_ref().map(|l| l.as_fd()),
+            Mode::Services { vmm_service, .. } => Some(vmm_service.fd()),
+        }
+    }
+
+    fn is_vmm(&self, pid: i32) -> bool {
+        matches!(self, Mode::Daemons { vmm_pid, .. } if *vmm_pid == pid)
+    }
+}
+
+/// PID 1 starts each wrapper: virtiofsd's and the VMM's now, the GPU
+/// daemon's once the VMM connects to gpu.sock.
+fn start_daemons(
+    args: &Args,
+    vm: &Vm,
+    cgroup: Option<&VmCgroup>,
+    handed: Handed,
+) -> Result<(Vec<Daemon>, Mode), Error> {
+    let fs = daemon(
+        vm,
+        cgroup,
+        (daemon::VIRTIOFSD, daemon::VIRTIOFSD),
+        bin::WRAP_VIRTIOFSD,
+        args.virtiofsd.as_deref(),
+        &[
+            (handed.virtiofsd.as_fd(), fd::VIRTIOFSD_LISTENER),
+            (handed.guest_ids.as_fd(), fd::VIRTIOFSD_USERNS),
+        ],
+    )?;
+    let mut fds = vec![(handed.api.as_fd(), fd::VMM_API)];
+    if let Some(w) = &handed.monitor {
+        fds.push((w.as_fd(), fd::VMM_EVENTS));
+    }
+    let vmm = daemon(
+        vm,
+        cgroup,
+        ("the VMM", daemon::VMM),
+        bin::WRAP_VMM,
+        args.vmm.as_deref(),
+        &fds,
+    )?;
+    let vmm_pid = vmm.child.pid.as_raw_nonzero().get();
+    // The GPU daemon gets the VMM's connection, accepted by the loop.
+    if let Some(l) = &handed.gpu {
+        l.set_nonblocking(true)
+            .map_err(|e| Error::sys("set non-blocking", e))?;
+    }
+    let mode = Mode::Daemons {
+        vmm_pid,
+        gpu_listener: handed.gpu,
+    };
+    Ok((vec![fs, vmm], mode))
+}
+
+/// --services: the VM's own s6-svscan, with every fd parked for it; each
+/// run script moves its own into place (contract::fd::parked).
+fn start_services(
+    args: &Args,
+    vm: &Vm,
+    cgroup: Option<&VmCgroup>,
+    templates: &Templates,
+    handed: Handed,
+) -> Result<(Vec<Daemon>, Mode), Error> {
+    let scan = templates.install(&args.state_dir)?;
+    let mut fds = vec![
+        (handed.virtiofsd.as_fd(), fd::parked::VIRTIOFSD_LISTENER),
+        (handed.guest_ids.as_fd(), fd::parked::VIRTIOFSD_USERNS),
+        (handed.api.as_fd(), fd::parked::VMM_API),
+    ];
+    if let Some(w) = &handed.monitor {
+        fds.push((w.as_fd(), fd::parked::VMM_EVENTS));
+    }
+    if let Some(l) = &handed.gpu {
+        fds.push((l.as_fd(), fd::parked::GPU_LISTENER));
+    }
+    if let Some(c) = &vm.gpu {
+        fds.push((c.tree.as_fd(), fd::parked::GPU_COMPOSITOR));
+    }
+    for (leaf, at) in [
+        (daemon::VIRTIOFSD, fd::parked::VIRTIOFSD_CGROUP),
+        (daemon::VMM, fd::parked::VMM_CGROUP),
+        (daemon::GPU, fd::parked::GPU_CGROUP),
+    ] {
+        if let Some(l) = cgroup.and_then(|c| c.leaf(leaf)) {
+            fds.push((l.procs.as_fd(), at));
+        }
+    }
+    // Subscribed before the VMM's service can start.
+    let vmm_service = VmmService::subscribe(&scan)?;
+    let (output, out, err) = OutputRelay::new(args.name.as_str(), SERVICES_MARK)?;
+    let child = templates.start(
+        args,
+        (&vm.bin_dir, vm.dir.path()),
+        &scan,
+        &fds,
+        (out.as_fd(), err.as_fd()),
+    )?;
+    let svscan = Daemon {
+        name: "the VM's s6-svscan",
+        child,
+        output,
+    };
+    Ok((vec![svscan], Mode::Services { scan, vmm_service }))
+}
+
 /// What one wait found readable, by name.
 #[derive(Debug, Default)]
 struct Ready {
@@ -283,9 +356,9 @@ struct Ready {
     outer_gone: bool,
     timer: bool,
     serial: bool,
-    gpu_connection: bool,
+    /// The mode's own fd ([`Mode::fd`]).
+    mode: bool,
     vmm: bool,
-    vmm_service: bool,
     /// A daemon's cgroup leaf changed.
     bounds: bool,
     /// Daemons (indices into `VmLoop::daemons`) with output to relay.
@@ -304,17 +377,9 @@ struct VmLoop<'a> {
     /// When a daemon's output relay may read again (it has used its rate).
     output_timer: Timer,
     serial: SerialRelay,
-    /// gpu.sock, until the VMM connects (once).
-    gpu_listener: Option<UnixListener>,
     control: Control,
     daemons: Vec<Daemon>,
-    /// The VMM, when PID 1 started it; with --services its s6-supervise
-    /// did, and the VMM's end shows as its API or events closing.
-    vmm_pid: Option<i32>,
-    /// --services: the VM's own s6 scan directory.
-    scan: Option<PathBuf>,
-    /// --services: what the VMM's service says (ready, down).
-    vmm_events: Option<VmmEvents>,
+    mode: Mode,
     /// The VM's cgroup leaves: what a daemon met at its bounds.
     cgroup: Option<VmCgroup>,
     /// The VM said it is ready (announce_ready).
@@ -348,16 +413,13 @@ impl VmLoop<'_> {
             if ready.timer {
                 return Ok(self.on_timer());
             }
-            if ready.gpu_connection {
-                self.start_gpu_daemon()?;
-            }
-            if ready.vmm {
-                if let Some(code) = self.on_vmm()? {
+            if ready.mode {
+                if let Some(code) = self.on_mode_fd()? {
                     return Ok(code);
                 }
             }
-            if ready.vmm_service {
-                if let Some(code) = self.on_vmm_service()? {
+            if ready.vmm {
+                if let Some(code) = self.on_vmm()? {
                     return Ok(code);
                 }
             }
@@ -374,32 +436,29 @@ impl VmLoop<'_> {
 
     /// Polls every fd the loop watches; says which are readable by name.
     fn wait(&self) -> Result<Ready, Error> {
-        fn slot<'f>(fd: BorrowedFd<'f>, fds: &mut Vec<(BorrowedFd<'f>, Wait)>) -> usize {
+        /// Adds `fd` to those polled; returns its index there.
+        fn push_fd<'f>(fd: BorrowedFd<'f>, fds: &mut Vec<(BorrowedFd<'f>, Wait)>) -> usize {
             fds.push((fd, Wait::Readable));
             fds.len() - 1
         }
         let mut fds: Vec<(BorrowedFd<'_>, Wait)> = Vec::new();
-        let signals = slot(self.sigfd.as_fd(), &mut fds);
-        let outer = slot(self.watch.fd(), &mut fds);
-        let timer = slot(self.timer.as_fd(), &mut fds);
-        let serial = self.serial.fd().map(|fd| slot(fd, &mut fds));
-        let gpu = self
-            .gpu_listener
-            .as_ref()
-            .map(|l| slot(l.as_fd(), &mut fds));
+        let signals = push_fd(self.sigfd.as_fd(), &mut fds);
+        let outer = push_fd(self.watch.fd(), &mut fds);
+        let timer = push_fd(self.timer.as_fd(), &mut fds);
+        let serial = self.serial.fd().map(|fd| push_fd(fd, &mut fds));
+        let mode = self.mode.fd().map(|fd| push_fd(fd, &mut fds));
         let vmm: Vec<usize> = self
             .control
             .fds()
             .into_iter()
-            .map(|fd| slot(fd, &mut fds))
+            .map(|fd| push_fd(fd, &mut fds))
             .collect();
-        let vmm_service = self.vmm_events.as_ref().map(|e| slot(e.fd(), &mut fds));
         let output: Vec<(usize, usize)> = self
             .daemons
             .iter()
             .enumerate()
             .flat_map(|(i, d)| d.output.fds().into_iter().map(move |fd| (i, fd)))
-            .map(|(i, fd)| (i, slot(fd, &mut fds)))
+            .map(|(i, fd)| (i, push_fd(fd, &mut fds)))
             .collect();
         // A relay that has used its rate is not polled; the timer says
         // when it may read again.
@@ -413,7 +472,7 @@ impl VmLoop<'_> {
             None => self.output_timer.disarm()?,
         }
         // (Nothing to do when it fires: the next wait polls the relay.)
-        slot(self.output_timer.as_fd(), &mut fds);
+        push_fd(self.output_timer.as_fd(), &mut fds);
         // A daemon's leaf says it met a bound (memory.events, pids.events).
         let bounds = fds.len();
         for leaf in self.cgroup.iter().flat_map(|c| &c.leaves) {
@@ -425,9 +484,8 @@ impl VmLoop<'_> {
             outer_gone: r[outer],
             timer: r[timer],
             serial: serial.is_some_and(|i| r[i]),
-            gpu_connection: gpu.is_some_and(|i| r[i]),
+            mode: mode.is_some_and(|i| r[i]),
             vmm: vmm.iter().any(|&i| r[i]),
-            vmm_service: vmm_service.is_some_and(|i| r[i]),
             bounds: r[bounds..].iter().any(|&b| b),
             output: output
                 .into_iter()
@@ -455,19 +513,32 @@ impl VmLoop<'_> {
         EXIT_TIMEOUT
     }
 
+    /// The mode's own fd is readable: the VMM connected to gpu.sock, or
+    /// its service said something. Returns an exit code when the VM is
+    /// done.
+    fn on_mode_fd(&mut self) -> Result<Option<u8>, Error> {
+        match self.mode {
+            Mode::Daemons { .. } => self.start_gpu_daemon().map(|()| None),
+            Mode::Services { .. } => self.on_vmm_service(),
+        }
+    }
+
     /// The VMM connected to gpu.sock: the GPU daemon gets that connection
     /// (crosvm's --fd takes a connected socket, see wrap-gpu's policy.rs)
     /// and the compositor's socket the outer resolved.
     fn start_gpu_daemon(&mut self) -> Result<(), Error> {
-        let l = self.gpu_listener.take().expect("polled, so present");
+        let Mode::Daemons { gpu_listener, .. } = &mut self.mode else {
+            return Ok(());
+        };
+        let l = gpu_listener.take().expect("polled, so present");
         match l.accept() {
             Ok((conn, _)) => {
                 let compositor = &self.vm.gpu.as_ref().expect("gpu.sock means a GPU").tree;
                 self.daemons.push(daemon(
                     self.vm,
                     self.cgroup.as_ref(),
-                    ("the GPU daemon", cgroups::GPU),
-                    "wrap-gpu",
+                    ("the GPU daemon", daemon::GPU),
+                    bin::WRAP_GPU,
                     self.args.gpu.as_deref(),
                     &[
                         (conn.as_fd(), fd::GPU_CONNECTION),
@@ -475,7 +546,11 @@ impl VmLoop<'_> {
                     ],
                 )?);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.gpu_listener = Some(l),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Mode::Daemons { gpu_listener, .. } = &mut self.mode {
+                    *gpu_listener = Some(l);
+                }
+            }
             Err(e) => return Err(Error::sys("accept on gpu.sock", e)),
         }
         Ok(())
@@ -485,7 +560,7 @@ impl VmLoop<'_> {
     /// is the VM's; with --services the VMM's service says it (see reap).
     fn on_vmm(&mut self) -> Result<Option<u8>, Error> {
         match self.control.on_readable()? {
-            Said::Ready if self.scan.is_none() => self.announce_ready()?,
+            Said::Ready if matches!(self.mode, Mode::Daemons { .. }) => self.announce_ready()?,
             // No guest will power off (cloud-hypervisor created over its
             // API, never booted): nothing to wait the timeout for.
             Said::NotRunning => {
@@ -523,14 +598,10 @@ impl VmLoop<'_> {
             if sig == SIGCHLD || self.stopping || self.lost.is_some() {
                 continue;
             }
-            // With --services the VMM's service says when the VM is ready
-            // (cloud-hypervisor created over its API has no event stream).
-            let ready = if self.scan.is_some() {
-                self.ready
-            } else {
-                self.control.is_ready()
-            };
-            if !ready {
+            // Ready as announced: by the VMM's stream, or with --services
+            // by its service (cloud-hypervisor created over its API has no
+            // event stream).
+            if !self.ready {
                 sandbox_core::say!(
                     "vm-init: {name}: signal {sig} before the VM was ready: stopping now"
                 );
@@ -538,10 +609,10 @@ impl VmLoop<'_> {
                 return Ok(Some(0));
             }
             self.stopping = true;
-            if let Some(scan) = &self.scan {
+            if let Mode::Services { scan, .. } = &self.mode {
                 // The VMM's supervise must not start it again when the
                 // guest powers off.
-                services::run_once(scan, "vmm")?;
+                services::run_once(scan, daemon::VMM)?;
             }
             sandbox_core::say!("vm-init: {name}: signal {sig}: asking the guest to power off");
             if let Err(e) = self.control.request_powerdown() {
@@ -558,21 +629,21 @@ impl VmLoop<'_> {
     /// which ends the VM.
     fn on_vmm_service(&mut self) -> Result<Option<u8>, Error> {
         let name = self.args.name.as_str();
-        let said = match &mut self.vmm_events {
-            Some(e) => e.read()?,
-            None => return Ok(None),
+        let said = match &mut self.mode {
+            Mode::Services { vmm_service, .. } => vmm_service.read()?,
+            Mode::Daemons { .. } => return Ok(None),
         };
         match said {
-            VmmEvent::Nothing => Ok(None),
-            VmmEvent::Ready => {
+            ServiceEvent::Nothing => Ok(None),
+            ServiceEvent::Ready => {
                 self.announce_ready()?;
                 Ok(None)
             }
-            VmmEvent::Down if self.stopping => {
+            ServiceEvent::Down if self.stopping => {
                 sandbox_core::say!("vm-init: {name}: the guest powered off");
                 Ok(Some(0))
             }
-            VmmEvent::Down => {
+            ServiceEvent::Down => {
                 sandbox_core::say!(
                     "vm-init: {name}: the VMM's service went down: the VM cannot go on"
                 );
@@ -611,7 +682,7 @@ impl VmLoop<'_> {
             let mut d = self.daemons.remove(i);
             d.output.finish();
             let said = d.output.said(status);
-            if Some(pid) == self.vmm_pid {
+            if self.mode.is_vmm(pid) {
                 if let Some((daemon, status, said)) = self
                     .lost
                     .take()

@@ -5,7 +5,7 @@
 //! a host adds its own, a dbus or a portal). Each s6-supervise and each
 //! run script is then already a process of the VM: its user, PID, mount,
 //! network, IPC and UTS namespaces, killed with it. A run script moves the
-//! fds vm-init parked for it into place (`vmdir::fd::parked`) and
+//! fds vm-init parked for it into place (`contract::fd::parked`) and
 //! chain-loads its wrapper, which applies exactly the policy it applies
 //! when PID 1 starts it.
 //!
@@ -22,20 +22,17 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use sandbox_core::contract::fd;
+use sandbox_core::contract::{daemon, env, SCAN_DIR};
 use sandbox_core::spawn::{self, spawn, Command};
-use sandbox_core::vmdir::fd;
 use sandbox_core::{mount, Error};
 
 use crate::args::Args;
-use crate::outer::Vm;
 
 /// At most this many entries and bytes are copied from DIR: service
 /// directories, not a file tree.
 const MAX_ENTRIES: usize = 256;
 const MAX_BYTES: usize = 1 << 20;
-/// Where PID 1 puts the scan directory, below the state dir's tmpfs of the
-/// VM's mount namespace (which holds only this VM's directory otherwise).
-const SCAN_DIR: &str = ".services";
 
 #[derive(Debug)]
 enum Entry {
@@ -111,7 +108,9 @@ pub fn read(dir: &Path) -> Result<Templates, Error> {
 }
 
 impl Templates {
-    /// PID 1: a fresh tmpfs below the state dir, holding the copy.
+    /// PID 1: a fresh tmpfs below the state dir's tmpfs of the VM's mount
+    /// namespace (which holds only this VM's directory otherwise), holding
+    /// the copy.
     pub fn install(&self, state_dir: &Path) -> Result<PathBuf, Error> {
         let scan = state_dir.join(SCAN_DIR);
         std::fs::create_dir(&scan).map_err(|e| Error::path("mkdir", &scan, e))?;
@@ -133,8 +132,8 @@ impl Templates {
         }
         // The VMM service's event fifodir, made before its supervisor
         // runs, so that PID 1 can wait on the service from the start.
-        let event = scan.join(VMM).join("event");
-        if scan.join(VMM).is_dir() && !event.exists() {
+        let event = scan.join(daemon::VMM).join("event");
+        if scan.join(daemon::VMM).is_dir() && !event.exists() {
             use std::os::unix::fs::PermissionsExt;
             std::fs::create_dir(&event).map_err(|e| Error::path("mkdir", &event, e))?;
             std::fs::set_permissions(&event, std::fs::Permissions::from_mode(0o1733))
@@ -143,14 +142,14 @@ impl Templates {
         Ok(scan)
     }
 
-    /// PID 1: s6-svscan on `scan`, with `fds` parked at their numbers and
-    /// the environment the run scripts read: VM_DIR, and for each wrapper
-    /// the arguments vm-init was given for it (--program, the Landlock
-    /// opt-out).
+    /// PID 1: s6-svscan on `scan`, with `fds` parked at their numbers,
+    /// vm-init's directory `bin_dir` on its PATH and the environment the
+    /// run scripts read: VM_DIR, and for each wrapper the arguments vm-init
+    /// was given for it (--program, the Landlock opt-out).
     pub fn start(
         &self,
         args: &Args,
-        vm: &Vm,
+        (bin_dir, vm_dir): (&Path, &Path),
         scan: &Path,
         fds: &[(BorrowedFd<'_>, i32)],
         (stdout, stderr): (BorrowedFd<'_>, BorrowedFd<'_>),
@@ -158,31 +157,39 @@ impl Templates {
         let mut cmd = Command::new(&self.svscan)?;
         cmd.arg(scan)?;
         let path = std::env::join_paths([
-            vm.bin_dir.clone(),
+            bin_dir.to_owned(),
             "/usr/lib/execline/bin".into(),
             "/usr/bin".into(),
             "/bin".into(),
         ])
         .map_err(|_| Error::Usage("vm-init's directory contains ':'".into()))?;
         cmd.env("PATH", path)?;
-        cmd.env("VM_DIR", vm.dir.path())?;
-        for (var, program, cgroup_fd) in [
-            (
-                "VM_SANDBOX_VIRTIOFSD_ARGS",
-                &args.virtiofsd,
-                fd::parked::VIRTIOFSD_CGROUP,
-            ),
-            ("VM_SANDBOX_VMM_ARGS", &args.vmm, fd::parked::VMM_CGROUP),
-            ("VM_SANDBOX_GPU_ARGS", &args.gpu, fd::parked::GPU_CGROUP),
-        ] {
+        cmd.env(env::VM_DIR, vm_dir)?;
+        // A VM in a cgroup has its leaves' fds parked: each wrapper takes
+        // its own (one missing, its wrapper refuses), or none, and every
+        // wrapper runs without (vm-init said so).
+        let leaves = [
+            fd::parked::VIRTIOFSD_CGROUP,
+            fd::parked::VMM_CGROUP,
+            fd::parked::GPU_CGROUP,
+        ];
+        let bounded = fds.iter().any(|(_, at)| leaves.contains(at));
+        for ((var, program), cgroup_fd) in [
+            (env::VIRTIOFSD_ARGS, &args.virtiofsd),
+            (env::VMM_ARGS, &args.vmm),
+            (env::GPU_ARGS, &args.gpu),
+        ]
+        .into_iter()
+        .zip(leaves)
+        {
             let mut words = Vec::new();
             if let Some(p) = program {
                 words.push(format!("--program {}", p.display()));
             }
-            // Its daemon's cgroup leaf, parked by PID 1 at `cgroup_fd`.
-            words.push(match vm.cgroups {
-                Ok(_) => format!("--cgroup-fd {cgroup_fd}"),
-                Err(_) => "--allow-no-cgroups".into(),
+            words.push(if bounded {
+                format!("--cgroup-fd {cgroup_fd}")
+            } else {
+                "--allow-no-cgroups".into()
             });
             if args.allow_weaker_landlock {
                 words.push("--allow-weaker-landlock".into());
@@ -198,10 +205,6 @@ impl Templates {
     }
 }
 
-/// The VMM's service: the VM is ready when it is, and over when it goes
-/// down.
-pub const VMM: &str = "vmm";
-
 /// PID 1's subscription to the VMM service's events: a FIFO in the
 /// service's fifodir (`event/`), named as s6's own listeners name theirs
 /// (`ftrig1:@` TAI64N `:` six characters), to which s6-supervise writes
@@ -209,7 +212,7 @@ pub const VMM: &str = "vmm";
 /// notification-fd), `d` its daemon died. Made before s6-svscan starts,
 /// so no event can be missed.
 #[derive(Debug)]
-pub struct VmmEvents {
+pub struct VmmService {
     fifo: std::fs::File,
     /// A service with a notification-fd is ready on `U`, one without on `u`.
     ready_on: u8,
@@ -218,7 +221,7 @@ pub struct VmmEvents {
 
 /// What the VMM's service said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmmEvent {
+pub enum ServiceEvent {
     Nothing,
     /// Ready: cloud-hypervisor created over its API by the helper, or the
     /// VMM started (a service without a notification-fd).
@@ -227,9 +230,9 @@ pub enum VmmEvent {
     Down,
 }
 
-impl VmmEvents {
-    pub fn subscribe(scan: &Path) -> Result<VmmEvents, Error> {
-        let service = scan.join(VMM);
+impl VmmService {
+    pub fn subscribe(scan: &Path) -> Result<VmmService, Error> {
+        let service = scan.join(daemon::VMM);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -253,7 +256,7 @@ impl VmmEvents {
         } else {
             b'u'
         };
-        Ok(VmmEvents {
+        Ok(VmmService {
             fifo,
             ready_on,
             ready: false,
@@ -267,10 +270,10 @@ impl VmmEvents {
 
     /// Reads what s6-supervise wrote: readiness once, then the daemon's
     /// death.
-    pub fn read(&mut self) -> Result<VmmEvent, Error> {
+    pub fn read(&mut self) -> Result<ServiceEvent, Error> {
         use std::io::Read;
         let mut buf = [0u8; 64];
-        let mut said = VmmEvent::Nothing;
+        let mut said = ServiceEvent::Nothing;
         loop {
             let n = match self.fifo.read(&mut buf) {
                 Ok(0) => return Ok(said),
@@ -282,9 +285,9 @@ impl VmmEvents {
             for &event in &buf[..n] {
                 if !self.ready && event == self.ready_on {
                     self.ready = true;
-                    said = VmmEvent::Ready;
+                    said = ServiceEvent::Ready;
                 } else if self.ready && event == b'd' {
-                    return Ok(VmmEvent::Down);
+                    return Ok(ServiceEvent::Down);
                 }
             }
         }

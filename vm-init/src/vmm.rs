@@ -89,10 +89,6 @@ impl Control {
         })
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready
-    }
-
     /// The fds the event loop should watch for this VMM.
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
         let mut v = Vec::new();

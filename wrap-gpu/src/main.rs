@@ -6,10 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+use sandbox_core::contract::bin;
 use wrap_gpu::policy;
 
 fn main() {
-    sandbox_core::wrapper::main("wrap-gpu", |args| {
+    sandbox_core::wrapper::main(bin::WRAP_GPU, |args| {
         let host = policy::GpuHost::find(&args.vm_dir)?;
         let program = args.program_or(policy::DEFAULT_PROGRAM);
         let render = sandbox_core::ids::mapped_host_group("render");

@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 
 use sandbox_core::caps::CapabilitySet;
 use sandbox_core::cgroup::Limits;
+use sandbox_core::contract::{config, fd, VmDir};
 use sandbox_core::ids::GPU_UID;
 use sandbox_core::ids::{is_mapped, COMPOSITOR_GID};
 use sandbox_core::landlock::{Access, FsRule};
@@ -50,7 +51,6 @@ use sandbox_core::policy::{
 use sandbox_core::rlimits::{Limit, Resource};
 use sandbox_core::seccomp::{all, allow, arg_in, arg_masked, eq, fails, masked, Group};
 use sandbox_core::vmconfig::VmConfig;
-use sandbox_core::vmdir::fd;
 use sandbox_core::{Errno, Error};
 use syscalls::Sysno;
 
@@ -409,7 +409,7 @@ impl GpuHost {
         let wayland = config.gpu.ok_or_else(|| {
             Error::Usage(format!(
                 "{}: the VM has no GPU",
-                vm_dir.join("config/gpu").display()
+                VmDir::new(vm_dir).config_file(config::GPU).display()
             ))
         })?;
         let mut render_nodes: Vec<PathBuf> = std::fs::read_dir("/dev/dri")
@@ -535,7 +535,7 @@ pub fn argv(program: &Path, host: &GpuHost) -> Exec {
         "device",
         "gpu",
         "--fd",
-        "3",
+        &SOCKET_FD.to_string(),
         "--wayland-sock",
         &wayland,
         "--params",

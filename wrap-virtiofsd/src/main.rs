@@ -6,10 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+use sandbox_core::contract::bin;
 use wrap_virtiofsd::policy;
 
 fn main() {
-    sandbox_core::wrapper::main("wrap-virtiofsd", |args| {
+    sandbox_core::wrapper::main(bin::WRAP_VIRTIOFSD, |args| {
         let program = args.program_or(policy::DEFAULT_PROGRAM);
         Ok((
             policy::policy(&args.vm_dir, &program),

@@ -11,12 +11,12 @@ use std::path::Path;
 
 use sandbox_core::caps::CapabilitySet;
 use sandbox_core::cgroup::Limits;
+use sandbox_core::contract::{fd, VmDir, NOFILE_CEILING};
 use sandbox_core::ids::VIRTIOFSD_UID;
 use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, DEFAULT_MEMLOCK, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
-use sandbox_core::vmdir::{fd, VmDir};
 
 /// Where Debian's virtiofsd package installs the daemon.
 pub const DEFAULT_PROGRAM: &str = "/usr/libexec/virtiofsd";
@@ -44,9 +44,10 @@ pub const LIMITS: Limits = Limits {
     cpu_weight: 100,
 };
 /// Open files: virtiofsd keeps one O_PATH fd per inode the guest has
-/// looked up. 65536 is generous for a desktop VM and far below the host's
-/// nr_open; virtiofsd is told to leave it as it is (`--rlimit-nofile 0`).
-pub const NOFILE: u64 = 65536;
+/// looked up. The VM's ceiling, 65536, is generous for a desktop VM and
+/// far below the host's nr_open; virtiofsd is told to leave it as it is
+/// (`--rlimit-nofile 0`).
+pub const NOFILE: u64 = NOFILE_CEILING;
 
 /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID: what virtiofsd
 /// needs to act for any guest id on the guest's files. Not SETFCAP: file

@@ -1,27 +1,42 @@
 //! cloud-hypervisor, as Spectrum runs it: its API on the listener vm-init
 //! bound (fd 3), its events on a pipe PID 1 reads (fd 4), the VM on its
-//! command line. Its own seccomp filters and Landlock stay on.
+//! command line, or over its API (Spectrum's flow). Its own seccomp
+//! filters and Landlock stay on.
 
+use sandbox_core::contract::config;
 use sandbox_core::landlock::Access;
 
-use crate::policy::{arg, Specifics, VmConfig, API_FD, EVENT_FD, FS_TAG};
+use crate::policy::{utf8, Flow, Specifics, VmConfig, API_FD, EVENT_FD, FS_TAG};
 
-pub fn specifics(c: &VmConfig) -> Specifics {
+/// In the API flow the argv holds the API listener alone; the VM's items
+/// come as `vm.create` ([`vm_config_json`], sent by vmm-api), and each
+/// keeps its rows and sockets. No event monitor there: fd 4 is not kept.
+pub fn specifics(c: &VmConfig, flow: Flow) -> Specifics {
+    let mut s = Specifics::default();
+    s.args(&["--api-socket", &format!("fd={API_FD}")]);
+    s.keeps(API_FD);
+    let vm = vm_items(c);
+    match flow {
+        Flow::Argv => s.extend(vm),
+        Flow::Api => {
+            s.rows.extend(vm.rows);
+            s.connect.extend(vm.connect);
+        }
+    }
+    s
+}
+
+/// The VM, item by item, each with what it needs of the policy.
+fn vm_items(c: &VmConfig) -> Specifics {
     let d = c.dir();
-    let p = |rel: &str| arg(c.path(rel));
-    let mut s = Specifics {
-        keep_fds: vec![API_FD, EVENT_FD],
-        ..Specifics::default()
-    };
-    s.args(&[
-        "--api-socket",
-        &format!("fd={API_FD}"),
-        "--event-monitor",
-        &format!("fd={EVENT_FD}"),
-    ]);
-    s.args(&["--kernel", &p("config/vmlinux")]);
+    let input = |name: &str| utf8(d.config_file(name));
+    let mut s = Specifics::default();
+    s.args(&["--event-monitor", &format!("fd={EVENT_FD}")]);
+    s.keeps(EVENT_FD);
+    // Its kernel, initramfs and disks: config/, readable (policy.rs).
+    s.args(&["--kernel", &input(config::KERNEL)]);
     if c.initramfs {
-        s.args(&["--initramfs", &p("config/initramfs")]);
+        s.args(&["--initramfs", &input(config::INITRAMFS)]);
     }
     if let Some(cmdline) = &c.cmdline {
         s.args(&["--cmdline", cmdline]);
@@ -31,37 +46,30 @@ pub fn specifics(c: &VmConfig) -> Specifics {
     }
     s.args(&[
         "--fs",
-        &format!("tag={FS_TAG},socket={}", arg(d.virtiofsd_socket())),
+        &format!("tag={FS_TAG},socket={}", utf8(d.virtiofsd_socket())),
     ]);
+    s.connects(d.virtiofsd_socket());
     if c.gpu.is_some() {
-        s.args(&["--gpu", &format!("socket={}", arg(d.gpu_socket()))]);
+        s.args(&["--gpu", &format!("socket={}", utf8(d.gpu_socket()))]);
+        s.connects(d.gpu_socket());
     }
     s.args(&["--memory", &format!("size={}M,shared=on", c.memory_mib)]);
+    // The guest's console: a FIFO PID 1 copies into serial.log, bounded.
     s.args(&[
         "--serial",
-        &format!("file={}", arg(d.serial_fifo())),
+        &format!("file={}", utf8(d.serial_fifo())),
         "--console",
         "off",
     ]);
+    s.row(d.serial_fifo(), Access::ReadWrite, false);
     // It unlinks and binds its vsock socket (and connects to VSOCK_PORT
     // sockets host programs bind beside it).
     s.args(&[
         "--vsock",
-        &format!("cid=3,socket={}", arg(d.vsock_socket())),
+        &format!("cid=3,socket={}", utf8(d.vsock_socket())),
     ]);
     s.row(d.vsock_dir(), Access::Sockets, false);
     s
-}
-
-/// The argv of Spectrum's flow: the API listener and nothing else; the VM
-/// comes over the API (`vm.create` with [`vm_config_json`], then
-/// `vm.boot`, see the vmm-api binary). The policy is the same as for the
-/// argv flow: it is derived from the VM's config directory either way.
-pub fn api_only_args() -> Vec<std::ffi::OsString> {
-    ["--api-socket", &format!("fd={API_FD}")]
-        .iter()
-        .map(std::ffi::OsString::from)
-        .collect()
 }
 
 /// A JSON string (RFC 8259): quotes, backslashes and control characters
@@ -87,12 +95,15 @@ fn json_string(s: &str) -> String {
 /// the serial console to the FIFO PID 1 copies, no console, vsock cid 3.
 pub fn vm_config_json(c: &VmConfig) -> String {
     let d = c.dir();
-    let path = |p: std::path::PathBuf| json_string(&arg(p));
-    let mut payload = vec![format!("\"kernel\":{}", path(c.path("config/vmlinux")))];
+    let path = |p: std::path::PathBuf| json_string(&utf8(p));
+    let mut payload = vec![format!(
+        "\"kernel\":{}",
+        path(d.config_file(config::KERNEL))
+    )];
     if c.initramfs {
         payload.push(format!(
             "\"initramfs\":{}",
-            path(c.path("config/initramfs"))
+            path(d.config_file(config::INITRAMFS))
         ));
     }
     if let Some(cmdline) = &c.cmdline {
@@ -154,6 +165,7 @@ pub fn http_message(bytes: &[u8]) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sandbox_core::landlock::FsRule;
 
     #[test]
     fn the_api_flow_carries_the_vm_of_the_argv_flow() {
@@ -180,6 +192,13 @@ mod tests {
              \"console\":{\"mode\":\"Off\"},\
              \"vsock\":{\"cid\":3,\"socket\":\"/run/vm/a/vsock.d/vsock\"}}"
         );
-        assert_eq!(api_only_args(), ["--api-socket", "fd=3"]);
+        let api = specifics(&c, Flow::Api);
+        assert_eq!(api.argv, ["--api-socket", "fd=3"]);
+        assert_eq!(api.keep_fds, [API_FD]);
+        // The same rows and sockets as the argv flow's.
+        let argv = specifics(&c, Flow::Argv);
+        let paths = |rows: &[FsRule]| rows.iter().map(|r| r.path.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(&api.rows), paths(&argv.rows));
+        assert_eq!(api.connect, argv.connect);
     }
 }

@@ -8,25 +8,25 @@
 
 #![forbid(unsafe_code)]
 
-use wrap_vmm::policy;
+use std::ffi::OsString;
+
+use sandbox_core::contract::bin;
+use wrap_vmm::policy::{self, Flow, VmConfig};
 
 fn main() {
-    sandbox_core::wrapper::main("wrap-vmm", |args| {
-        let config = policy::VmConfig::read(&args.vm_dir)?;
+    // Its own flag, taken out before the flags every wrapper shares.
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let flow = match args.iter().position(|a| a == "--api-only") {
+        Some(at) => {
+            args.remove(at);
+            Flow::Api
+        }
+        None => Flow::Argv,
+    };
+    sandbox_core::wrapper::run(bin::WRAP_VMM, " [--api-only]", args, |args| {
+        let config = VmConfig::read(&args.vm_dir)?;
         let program = args.program_or(config.vmm.default_program());
         let kvm = sandbox_core::ids::mapped_host_group("kvm");
-        let mut exec = policy::argv(&config, &program);
-        let mut policy = policy::policy(&config, &program, kvm);
-        if args.api_only {
-            if config.vmm != policy::Vmm::CloudHypervisor {
-                return Err(sandbox_core::Error::Usage(
-                    "--api-only: only cloud-hypervisor is created over its API".into(),
-                ));
-            }
-            exec.args = wrap_vmm::cloud_hypervisor::api_only_args();
-            // No event monitor: the API listener is its only fd.
-            policy.keep_fds.retain(|&fd| fd == policy::API_FD);
-        }
-        Ok((policy, exec))
+        policy::build(&config, &program, kvm, flow)
     })
 }

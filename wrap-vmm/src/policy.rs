@@ -18,12 +18,13 @@ use std::path::{Path, PathBuf};
 
 use sandbox_core::caps::CapabilitySet;
 use sandbox_core::cgroup::Limits;
+use sandbox_core::contract::fd;
 use sandbox_core::ids::VMM_UID;
 use sandbox_core::landlock::{Access, FsRule};
 use sandbox_core::mount::ServiceMount;
 use sandbox_core::policy::{rules, Exec, Policy, ALL_SCOPES, SYSTEM_LIBRARIES};
 use sandbox_core::rlimits::{Limit, Resource};
-use sandbox_core::vmdir::fd;
+use sandbox_core::Error;
 
 use crate::{cloud_hypervisor, qemu};
 
@@ -72,17 +73,26 @@ pub const FS_TAG: &str = "virtiofs0";
 
 pub use sandbox_core::vmconfig::{VmConfig, Vmm};
 
-/// What one VMM adds to the policy every VMM shares, made together with
-/// its argv so that a rule stands beside the argument that needs it.
+/// What one VMM adds to the policy every VMM shares, made item by item
+/// with its argv: each argument with the rows, sockets and fds it needs
+/// (cloud-hypervisor's own Landlock rules per config item are the model),
+/// so that the daemon's view holds what its argv uses and nothing more.
 #[derive(Debug, Default)]
 pub struct Specifics {
     pub rows: Vec<FsRule>,
+    /// The sockets it connects to: of the VM directory its view holds
+    /// these and its rows alone.
+    pub connect: Vec<PathBuf>,
     pub keep_fds: Vec<i32>,
     pub env: Vec<(String, OsString)>,
-    pub args: Vec<OsString>,
+    pub argv: Vec<OsString>,
 }
 
 impl Specifics {
+    pub(crate) fn args(&mut self, words: &[&str]) {
+        self.argv.extend(words.iter().map(OsString::from));
+    }
+
     pub(crate) fn row(&mut self, path: impl Into<PathBuf>, access: Access, optional: bool) {
         self.rows.push(FsRule {
             path: path.into(),
@@ -91,31 +101,79 @@ impl Specifics {
         });
     }
 
-    pub(crate) fn args(&mut self, items: &[&str]) {
-        self.args.extend(items.iter().map(OsString::from));
+    pub(crate) fn connects(&mut self, socket: PathBuf) {
+        self.connect.push(socket);
+    }
+
+    pub(crate) fn keeps(&mut self, fd: i32) {
+        self.keep_fds.push(fd);
+    }
+
+    /// `other`'s items added to these.
+    pub(crate) fn extend(&mut self, other: Specifics) {
+        self.rows.extend(other.rows);
+        self.connect.extend(other.connect);
+        self.keep_fds.extend(other.keep_fds);
+        self.env.extend(other.env);
+        self.argv.extend(other.argv);
     }
 }
 
-/// A path of the VM directory as an argument (vm-init refuses a VM
+/// A path of the VM directory as argv text (vm-init refuses a VM
 /// directory that is not UTF-8 or holds a comma).
-pub(crate) fn arg(path: PathBuf) -> String {
+pub(crate) fn utf8(path: PathBuf) -> String {
     path.into_os_string()
         .into_string()
         .expect("VM dir is UTF-8")
 }
 
+/// How the VMM gets the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// On its command line.
+    Argv,
+    /// Over its API (cloud-hypervisor's `--api-only`, Spectrum's flow:
+    /// the vmm-api binary sends it). The policy is the argv flow's: it is
+    /// made from the VM's config directory either way.
+    Api,
+}
+
 /// The one place that tells the VMMs apart.
-fn specifics(c: &VmConfig, program: &Path) -> Specifics {
-    match c.vmm {
-        Vmm::CloudHypervisor => cloud_hypervisor::specifics(c),
-        Vmm::Qemu => qemu::specifics(c, program),
+fn specifics(c: &VmConfig, program: &Path, flow: Flow) -> Result<Specifics, Error> {
+    match (c.vmm, flow) {
+        (Vmm::CloudHypervisor, flow) => Ok(cloud_hypervisor::specifics(c, flow)),
+        (Vmm::Qemu, Flow::Argv) => Ok(qemu::specifics(c, program)),
+        (Vmm::Qemu, Flow::Api) => Err(Error::Usage(
+            "--api-only: only cloud-hypervisor is created over its API".into(),
+        )),
     }
 }
 
-/// `kvm`: the inside gid of the host's kvm group, when it is mapped.
-pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
+/// Its locked-memory limit: vhost-user and VFIO pin guest memory. Above
+/// the kernel's default, so the outer vm-init raises the VM's hard limit
+/// to it (only host root can).
+pub fn memlock(c: &VmConfig) -> u64 {
+    (c.memory_mib << 20) + (64 << 20)
+}
+
+/// The VMM's policy and argv. `kvm`: the inside gid of the host's kvm
+/// group, when it is mapped.
+pub fn build(
+    c: &VmConfig,
+    program: &Path,
+    kvm: Option<u32>,
+    flow: Flow,
+) -> Result<(Policy, Exec), Error> {
+    let mut own = specifics(c, program, flow)?;
+    let exec = Exec {
+        program: program.to_owned(),
+        args: std::mem::take(&mut own.argv),
+    };
+    Ok((policy(c, program, kvm, own), exec))
+}
+
+fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>, own: Specifics) -> Policy {
     let group = kvm.filter(|_| c.uses_kvm());
-    let own = specifics(c, program);
     let mut landlock = rules(SYSTEM_LIBRARIES);
     let mut add = |path: PathBuf, access, optional| {
         landlock.push(FsRule {
@@ -133,9 +191,8 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
         add("/dev/kvm".into(), Access::Device, false);
     }
     let d = c.dir();
+    // Its kernel, initramfs and disks (and its cwd, below).
     add(d.config(), Access::Read, false);
-    // The guest's console: a FIFO PID 1 copies into serial.log, bounded.
-    add(d.serial_fifo(), Access::ReadWrite, false);
     add("/tmp".into(), Access::ReadWrite, false);
     add("/dev/shm".into(), Access::ReadWrite, false);
     landlock.extend(own.rows);
@@ -160,12 +217,9 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
             ServiceMount::ProcHidden,
         ],
         landlock,
-        // The backends' vhost-user sockets. Of the VM directory its view
-        // holds these and its table's rows: not api.sock (it has the
+        // The backends' sockets its argv names. Not api.sock (it has the
         // listener as fd 3), not fs/ (virtiofsd serves it).
-        connect: std::iter::once(d.virtiofsd_socket())
-            .chain(c.gpu.is_some().then(|| d.gpu_socket()))
-            .collect(),
+        connect: own.connect,
         handed: vec![],
         scopes: ALL_SCOPES.to_vec(),
         rlimits: vec![
@@ -176,10 +230,9 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
                 resource: Resource::Fsize,
                 value: Some(memory + (256 << 20)),
             },
-            // vhost-user and VFIO pin guest memory.
             Limit {
                 resource: Resource::Memlock,
-                value: Some(memory + (64 << 20)),
+                value: Some(memlock(c)),
             },
             Limit {
                 resource: Resource::Nofile,
@@ -206,13 +259,6 @@ pub fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
     }
 }
 
-pub fn argv(c: &VmConfig, program: &Path) -> Exec {
-    Exec {
-        program: program.to_owned(),
-        args: specifics(c, program).args,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +279,14 @@ mod tests {
 
     fn strs(e: &Exec) -> Vec<&str> {
         e.args.iter().map(|s| s.to_str().unwrap()).collect()
+    }
+
+    fn argv(c: &VmConfig, program: &Path) -> Exec {
+        build(c, program, None, Flow::Argv).unwrap().1
+    }
+
+    fn policy(c: &VmConfig, program: &Path, kvm: Option<u32>) -> Policy {
+        build(c, program, kvm, Flow::Argv).unwrap().0
     }
 
     #[test]
@@ -333,6 +387,37 @@ mod tests {
             let want: &[u32] = if vmm == Vmm::Qemu { &[] } else { &[kvm] };
             assert_eq!(p.groups, want, "kvm only for a VMM that uses /dev/kvm");
         }
+    }
+
+    /// A socket is in a VMM's view when its argv uses it: QEMU has no GPU
+    /// device, so no gpu.sock, whatever config/gpu says.
+    #[test]
+    fn the_view_holds_the_sockets_the_argv_uses() {
+        let d = config(Vmm::CloudHypervisor).dir();
+        for (vmm, gpu, want) in [
+            (
+                Vmm::CloudHypervisor,
+                true,
+                vec![d.virtiofsd_socket(), d.gpu_socket()],
+            ),
+            (Vmm::CloudHypervisor, false, vec![d.virtiofsd_socket()]),
+            (Vmm::Qemu, true, vec![d.virtiofsd_socket()]),
+        ] {
+            let mut c = config(vmm);
+            if !gpu {
+                c.gpu = None;
+            }
+            let (p, e) = build(&c, Path::new("/usr/bin/vmm"), None, Flow::Argv).unwrap();
+            assert_eq!(p.connect, want, "{vmm:?}, GPU {gpu}");
+            for socket in &p.connect {
+                let named = strs(&e)
+                    .iter()
+                    .any(|a| a.contains(socket.to_str().unwrap()));
+                assert!(named, "{vmm:?}: {} not in its argv", socket.display());
+            }
+        }
+        let api_only = build(&config(Vmm::Qemu), Path::new("/q"), None, Flow::Api);
+        assert_eq!(api_only.unwrap_err().exit_code(), 100);
     }
 
     #[test]

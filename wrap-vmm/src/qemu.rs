@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use sandbox_core::contract::config;
 use sandbox_core::landlock::Access;
 
-use crate::policy::{arg, Specifics, VmConfig, API_FD, FS_TAG};
+use crate::policy::{utf8, Specifics, VmConfig, API_FD, FS_TAG};
 
 /// For a QEMU unpacked under PREFIX (PREFIX/usr/bin/qemu-system-x86_64),
 /// PREFIX; "/" for a system QEMU.
@@ -18,15 +19,10 @@ pub fn prefix(program: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("/"), Path::to_owned)
 }
 
-pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
-    let d = c.dir();
-    let p = |rel: &str| arg(c.path(rel));
-    let mut s = Specifics {
-        keep_fds: vec![API_FD],
-        ..Specifics::default()
-    };
-    // A system QEMU's files are under /usr already; an unpacked one brings
-    // its libraries and firmware under its prefix, and finds them there.
+/// A system QEMU's files are under /usr already; an unpacked one brings
+/// its libraries and firmware under its prefix, and finds them there.
+fn its_files(program: &Path) -> Specifics {
+    let mut s = Specifics::default();
     let prefix = prefix(program);
     if prefix != Path::new("/") {
         for dir in ["usr/share/qemu", "usr/share/seabios", "usr/lib", "lib"] {
@@ -42,6 +38,13 @@ pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
     for dir in ["usr/share/qemu", "usr/share/seabios"] {
         s.args(&["-L", &prefix.join(dir).display().to_string()]);
     }
+    s
+}
+
+pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
+    let d = c.dir();
+    let input = |name: &str| utf8(d.config_file(name));
+    let mut s = its_files(program);
     // What its libraries read of the host at start (measured with the
     // audit log): the CPUs possible and NUMA nodes (glib, libnuma), NVDIMM
     // buses (libndctl, through libpmem).
@@ -67,9 +70,10 @@ pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
         ),
     ]);
     s.args(&["-m", &format!("{}M", c.memory_mib)]);
-    s.args(&["-kernel", &p("config/vmlinux")]);
+    // Its kernel, initramfs and disks: config/, readable (policy.rs).
+    s.args(&["-kernel", &input(config::KERNEL)]);
     if c.initramfs {
-        s.args(&["-initrd", &p("config/initramfs")]);
+        s.args(&["-initrd", &input(config::INITRAMFS)]);
     }
     if let Some(cmdline) = &c.cmdline {
         s.args(&["-append", cmdline]);
@@ -82,8 +86,9 @@ pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
     }
     s.args(&[
         "-chardev",
-        &format!("socket,id=vfs,path={}", arg(d.virtiofsd_socket())),
+        &format!("socket,id=vfs,path={}", utf8(d.virtiofsd_socket())),
     ]);
+    s.connects(d.virtiofsd_socket());
     s.args(&[
         "-device",
         &format!("vhost-user-fs-pci,chardev=vfs,tag={FS_TAG}"),
@@ -92,8 +97,11 @@ pub fn specifics(c: &VmConfig, program: &Path) -> Specifics {
         "-chardev",
         &format!("socket,id=qmp,fd={API_FD},server=on,wait=off"),
     ]);
+    s.keeps(API_FD);
     s.args(&["-mon", "chardev=qmp,mode=control"]);
     // The guest's console: a FIFO PID 1 copies into serial.log, bounded.
-    s.args(&["-serial", &format!("file:{}", arg(d.serial_fifo()))]);
+    s.args(&["-serial", &format!("file:{}", utf8(d.serial_fifo()))]);
+    s.row(d.serial_fifo(), Access::ReadWrite, false);
+    // No GPU device: QEMU's view holds no gpu.sock, whatever config/gpu.
     s
 }

@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::{VM, VM_INIT, WRAP_VIRTIOFSD};
+use sandbox_core::contract::{config, VmDir};
+use tests::new_vm::NewVm;
+
 use crate::{cargo, link, root, sh, target_dir, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-bench";
@@ -71,15 +75,13 @@ fn link_binaries(bin: &Path) -> Result {
     std::fs::create_dir_all(bin).map_err(|e| e.to_string())?;
     let release = target_dir().join("release");
     let debug = target_dir().join("debug");
-    for (dir, b) in [
-        (&release, "vm-init"),
-        (&release, "wrap-virtiofsd"),
-        (&release, "wrap-vmm"),
-        (&release, "wrap-gpu"),
+    let vm = VM.map(|b| (&release, b));
+    let test = [
         (&debug, "vm-harness"),
         (&debug, "standin"),
         (&release, "seccomp-exec"),
-    ] {
+    ];
+    for (dir, b) in vm.into_iter().chain(test) {
         link(&dir.join(b), &bin.join(b))?;
     }
     for s in ["vmm-cooperative", "virtiofsd-ok"] {
@@ -89,10 +91,9 @@ fn link_binaries(bin: &Path) -> Result {
 }
 
 fn standin_vm(state: &Path, name: &str) -> Result {
-    let vm = state.join(name);
-    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    std::fs::write(vm.join("config/vmlinux"), "").map_err(|e| e.to_string())
+    NewVm::create(state.join(name))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn start_vm(bin: &Path, state: &Path, name: &str) -> Result<Child> {
@@ -107,7 +108,7 @@ fn start_vm_with(
     name: &str,
     extra: &[impl AsRef<std::ffi::OsStr>],
 ) -> Result<Child> {
-    Command::new(bin.join("vm-init"))
+    Command::new(bin.join(VM_INIT))
         .args(extra)
         .args([
             "--parent-pid",
@@ -199,7 +200,7 @@ pub fn run() -> Result {
     tools::guest()?;
     let mut release = cargo();
     release.args(["build", "--release"]);
-    for b in ["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+    for b in VM {
         release.args(["--package", b]);
     }
     sh(&mut release)?;
@@ -292,6 +293,21 @@ fn bwrap_argv(fs: &str) -> Vec<&str> {
     ]
 }
 
+/// unshare's floor: a PID and mount namespace, and a /proc.
+const UNSHARE: [&str; 6] = [
+    "unshare",
+    "--pid",
+    "--mount",
+    "--fork",
+    "--mount-proc",
+    "true",
+];
+/// What the VM's three namespaces beyond user, PID and mount cost.
+const VM_BASE: [&str; 6] = ["unshare", "--user", "--pid", "--mount", "--fork", "true"];
+const VM_ALL: [&str; 9] = [
+    "unshare", "--user", "--pid", "--mount", "--net", "--ipc", "--uts", "--fork", "true",
+];
+
 /// Section 1: a wrapper's setup against bubblewrap and unshare, and the
 /// GPU daemon's seccomp filter at exec.
 fn setup_costs(r: &mut Report, bin: &Path, state: &Path) -> Result {
@@ -300,64 +316,19 @@ fn setup_costs(r: &mut Report, bin: &Path, state: &Path) -> Result {
     let fs = state.join("setup/fs");
     let fs_s = fs.to_str().ok_or("non-UTF-8 path")?;
     let bwrap = bwrap_argv(fs_s);
-    // What the VM's three namespaces beyond user, PID and mount cost.
-    let vm_base = ["unshare", "--user", "--pid", "--mount", "--fork", "true"];
-    let vm_all = [
-        "unshare", "--user", "--pid", "--mount", "--net", "--ipc", "--uts", "--fork", "true",
-    ];
-    let unshare = [
-        "unshare",
-        "--pid",
-        "--mount",
-        "--fork",
-        "--mount-proc",
-        "true",
-    ];
     let (mut ours, mut ours_floor, mut bw, mut un, mut floor) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut base, mut all) = (vec![], vec![]);
     for _ in 0..5 {
-        let out = Command::new(bin.join("vm-harness"))
-            .args([
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--slot",
-                "255",
-                "--name",
-                "setup",
-                "--scenario",
-                "bench",
-            ])
-            .arg("--bench-wrapper")
-            .arg(bin.join("wrap-virtiofsd"))
-            .args(["--iterations", "20"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines() {
-            let nums = line
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|n| n.parse::<f64>().ok())
-                .map(|us| us / 1000.0);
-            if line.starts_with("bench-wrap-us") {
-                ours.extend(nums);
-            } else if line.starts_with("bench-true-us") {
-                ours_floor.extend(nums);
-            }
-        }
-        if ours.is_empty() {
-            return Err(format!(
-                "vm-harness bench: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        let (wrap, truth) = harness_round(bin, state)?;
+        ours.extend(wrap);
+        ours_floor.extend(truth);
         for _ in 0..20 {
             bw.push(time_cmd(&bwrap)?);
-            un.push(time_cmd(&unshare)?);
+            un.push(time_cmd(&UNSHARE)?);
             floor.push(time_cmd(&["/bin/true"])?);
-            base.push(time_cmd(&vm_base)?);
-            all.push(time_cmd(&vm_all)?);
+            base.push(time_cmd(&VM_BASE)?);
+            all.push(time_cmd(&VM_ALL)?);
         }
     }
     let (ours_s, ours_floor_s, bw_s, un_s, floor_s) = (
@@ -402,7 +373,57 @@ fn setup_costs(r: &mut Report, bin: &Path, state: &Path) -> Result {
         "target <= 1.5".into(),
     );
     r.json("setup_ms", format!("{{\"wrapper\": {:.3}, \"bwrap\": {:.3}, \"unshare\": {:.3}, \"true_harness\": {:.3}, \"true_host\": {:.3}}}", ours_s.0, bw_s.0, un_s.0, ours_floor_s.0, floor_s.0));
-    let (base_s, all_s) = (stats(base), stats(all));
+    report_vm_namespaces(r, stats(base), stats(all));
+    r.json("setup_ratio_bwrap", format!("{:.3}", ours_net / bw_net));
+    r.json("setup_ratio_unshare", format!("{:.3}", ours_net / un_net));
+    Ok(())
+}
+
+/// One round of vm-harness's bench from the VM's PID 1: wrap-virtiofsd's
+/// whole policy to the exec of /bin/true, and /bin/true alone, each 20
+/// times, in ms.
+fn harness_round(bin: &Path, state: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
+    let out = Command::new(bin.join("vm-harness"))
+        .args([
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--slot",
+            "255",
+            "--name",
+            "setup",
+            "--scenario",
+            "bench",
+        ])
+        .arg("--bench-wrapper")
+        .arg(bin.join(WRAP_VIRTIOFSD))
+        .args(["--iterations", "20"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let (mut wrap, mut truth) = (vec![], vec![]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let nums = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|n| n.parse::<f64>().ok())
+            .map(|us| us / 1000.0);
+        if line.starts_with("bench-wrap-us") {
+            wrap.extend(nums);
+        } else if line.starts_with("bench-true-us") {
+            truth.extend(nums);
+        }
+    }
+    if wrap.is_empty() {
+        return Err(format!(
+            "vm-harness bench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((wrap, truth))
+}
+
+/// What the VM's namespaces beyond user, PID and mount cost.
+fn report_vm_namespaces(r: &mut Report, base_s: (f64, f64, f64), all_s: (f64, f64, f64)) {
     r.row(
         "   unshare --user --pid --mount",
         ms(base_s),
@@ -423,9 +444,6 @@ fn setup_costs(r: &mut Report, bin: &Path, state: &Path) -> Result {
             base_s.0, all_s.0
         ),
     );
-    r.json("setup_ratio_bwrap", format!("{:.3}", ours_net / bw_net));
-    r.json("setup_ratio_unshare", format!("{:.3}", ours_net / un_net));
-    Ok(())
 }
 
 /// Section 1, last row: wrap-gpu's seccomp filter at exec.
@@ -532,7 +550,7 @@ fn memory_and_sizes(r: &mut Report, bin: &Path, m: Memory) -> Result {
     );
     r.json("rss_kib", format!("{{\"outer\": {outer_rss}, \"pid1\": {pid1_rss}, \"outer_anon\": {outer_anon}, \"pid1_anon\": {pid1_anon}, \"pss_both\": {pss}}}"));
     let mut sizes = vec![];
-    for b in ["vm-init", "wrap-virtiofsd", "wrap-vmm", "wrap-gpu"] {
+    for b in VM {
         let size = std::fs::metadata(bin.join(b))
             .map_err(|e| e.to_string())?
             .len();
@@ -609,6 +627,11 @@ fn scale(r: &mut Report, bin: &Path, state: &Path) -> Result {
         "flat is 1.0".into(),
     );
     r.json("scale_ratio_100_to_1", format!("{flat:.3}"));
+    report_leftovers(r, state, mounts_before)
+}
+
+/// What the VMs left: sockets in their directories, processes, mounts.
+fn report_leftovers(r: &mut Report, state: &Path, mounts_before: usize) -> Result {
     let leftovers: Vec<String> = std::fs::read_dir(state)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok())
@@ -720,7 +743,7 @@ fn sandbox_pss_kib(outer: u32) -> u64 {
     let mut todo = vec![outer];
     while let Some(pid) = todo.pop() {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.starts_with("vm-init") || comm.starts_with("s6-") {
+        if comm.starts_with(VM_INIT) || comm.starts_with("s6-") {
             total += pss_kib(pid);
         }
         let children =
@@ -739,7 +762,7 @@ fn sandbox_pss_kib(outer: u32) -> u64 {
 /// memory per VM, 100 VMs at once.
 fn services_mode(r: &mut Report, bin: &Path, state: &Path) -> Result {
     let dir = state.parent().ok_or("state dir at /")?.join("vm-services");
-    for service in ["virtiofsd", "vmm", "gpu"] {
+    for service in sandbox_core::contract::daemon::ALL {
         std::fs::create_dir_all(dir.join(service)).map_err(|e| e.to_string())?;
         for f in ["run", "notification-fd"] {
             let from = root().join("s6/vm-services").join(service).join(f);
@@ -838,28 +861,68 @@ fn guest_files(r: &mut Report, bin: &Path, state: &Path) -> Result {
     Ok(())
 }
 
+/// One boot of the bench guest of `d` without the sandbox: virtiofsd
+/// and QEMU started by hand, as a host without vm-init would.
+fn guest_direct(state: &Path, d: &VmDir, cmdline: &str) -> Result {
+    let serial = d.serial_log();
+    let sock = state.join("direct.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut vfsd = Command::new(tools::virtiofsd())
+        .arg("--socket-path")
+        .arg(&sock)
+        .arg("--shared-dir")
+        .arg(d.storage())
+        .args(["--sandbox", "none", "--inode-file-handles=never"])
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    while !sock.exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = tools::qemu_command()
+        .args(["-machine", "q35,accel=tcg,memory-backend=mem"])
+        .args([
+            "-object",
+            "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-m",
+            "256M",
+            "-kernel",
+        ])
+        .arg(d.config_file(config::KERNEL))
+        .arg("-initrd")
+        .arg(d.config_file(config::INITRAMFS))
+        .args(["-append", cmdline, "-chardev"])
+        .arg(format!("socket,id=vfs,path={}", sock.display()))
+        .args([
+            "-device",
+            "vhost-user-fs-pci,chardev=vfs,tag=virtiofs0",
+            "-serial",
+        ])
+        .arg(format!("file:{}", serial.display()))
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    let _ = vfsd.kill();
+    let _ = vfsd.wait();
+    if !status.success() {
+        return Err(format!("direct guest: qemu {status}"));
+    }
+    Ok(())
+}
+
 /// One boot of the test guest in bench mode; returns the guest's own
 /// time for creating and reading 1,000 files, in seconds.
 fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
     let vm = state.join("guest");
     let _ = std::fs::remove_dir_all(&vm);
-    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    let g = tools::guest_dir();
-    std::fs::copy(g.join("vmlinuz"), vm.join("config/vmlinux")).map_err(|e| e.to_string())?;
-    std::fs::copy(g.join("initramfs"), vm.join("config/initramfs")).map_err(|e| e.to_string())?;
-    let cmdline = "console=ttyS0 panic=-1 vmsandbox.mode=bench";
-    for (f, t) in [
-        ("cmdline", cmdline),
-        ("vmm", "qemu"),
-        ("accel", "tcg"),
-        ("memory", "256"),
-    ] {
-        std::fs::write(vm.join("config").join(f), t).map_err(|e| e.to_string())?;
-    }
-    let serial = sandbox_core::vmdir::VmDir::new(&vm).serial_log();
+    tests::guest::guest_vm(&vm, "bench").map_err(|e| e.to_string())?;
+    let d = VmDir::new(&vm);
+    let cmdline =
+        std::fs::read_to_string(d.config_file(config::CMDLINE)).map_err(|e| e.to_string())?;
+    let serial = d.serial_log();
     if sandboxed {
-        let status = Command::new(bin.join("vm-init"))
+        let status = Command::new(bin.join(VM_INIT))
             .args(tests::no_cgroups())
             .args([
                 "--parent-pid",
@@ -879,49 +942,7 @@ fn guest_bench(bin: &Path, state: &Path, sandboxed: bool) -> Result<f64> {
             return Err(format!("sandboxed guest: vm-init {status}"));
         }
     } else {
-        let sock = state.join("direct.sock");
-        let _ = std::fs::remove_file(&sock);
-        let mut vfsd = Command::new(tools::virtiofsd())
-            .arg("--socket-path")
-            .arg(&sock)
-            .arg("--shared-dir")
-            .arg(vm.join("fs"))
-            .args(["--sandbox", "none", "--inode-file-handles=never"])
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let start = Instant::now();
-        while !sock.exists() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let status = tools::qemu_command()
-            .args(["-machine", "q35,accel=tcg,memory-backend=mem"])
-            .args([
-                "-object",
-                "memory-backend-memfd,id=mem,size=256M,share=on",
-                "-m",
-                "256M",
-                "-kernel",
-            ])
-            .arg(vm.join("config/vmlinux"))
-            .arg("-initrd")
-            .arg(vm.join("config/initramfs"))
-            .args(["-append", cmdline, "-chardev"])
-            .arg(format!("socket,id=vfs,path={}", sock.display()))
-            .args([
-                "-device",
-                "vhost-user-fs-pci,chardev=vfs,tag=virtiofs0",
-                "-serial",
-            ])
-            .arg(format!("file:{}", serial.display()))
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| e.to_string())?;
-        let _ = vfsd.kill();
-        let _ = vfsd.wait();
-        if !status.success() {
-            return Err(format!("direct guest: qemu {status}"));
-        }
+        guest_direct(state, &d, &cmdline)?;
     }
     let text = std::fs::read_to_string(&serial).map_err(|e| e.to_string())?;
     let line = text

@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::{VM, VM_INIT};
+use sandbox_core::contract::{config, env, VmDir};
+use sandbox_core::vmconfig::Vmm;
+use tests::new_vm::NewVm;
+
 use crate::{cargo, link, root, sh, target_dir, tools, Result};
 
 const TOP: &str = "/run/vm-sandbox-demo";
@@ -167,6 +172,11 @@ fn inspect(pid: i32, vm_dir: &Path) {
         "     sees of the state dir:    {}",
         seen(vm_dir.parent().unwrap_or(vm_dir))
     );
+    print_mounts(pid, &root);
+}
+
+/// How /proc, /tmp and /dev/shm are mounted in a daemon's view.
+fn print_mounts(pid: i32, root: &Path) {
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
     for target in ["/proc", "/tmp", "/dev/shm"] {
         // mountinfo: ... mount-point mount-options ... - fstype source super-options
@@ -234,20 +244,12 @@ fn probe_vm(
     (vmm, virtiofsd): (&str, &str),
     gpu: Option<(&str, &Path)>,
 ) -> Result<bool> {
-    let vm = state.join(name);
-    std::fs::create_dir_all(vm.join("config")).map_err(|e| e.to_string())?;
+    let mut vm = NewVm::create(state.join(name)).and_then(NewVm::storage_for_the_probe);
     if let Some((_, socket)) = gpu {
-        write(&vm.join("config/gpu"), &socket.display().to_string())?;
+        vm = vm.and_then(|v| v.set(config::GPU, &socket.display().to_string()));
     }
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    write(&vm.join("config/vmlinux"), "")?;
-    write(&vm.join("fs/from-host.txt"), "x")?;
-    // A device node the host left in the storage (1:3 is /dev/null's).
-    sh(Command::new("mknod")
-        .args(["-m", "0666"])
-        .arg(vm.join("fs/host-device"))
-        .args(["c", "1", "3"]))?;
-    let mut child = Command::new(bin.join("vm-init"))
+    vm.map_err(|e| e.to_string())?;
+    let mut child = Command::new(bin.join(VM_INIT))
         .args(tests::no_cgroups())
         .args([
             "--parent-pid",
@@ -277,7 +279,7 @@ fn probe_vm(
         if out.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
-        let line = sandbox_core::vmdir::unmarked(&line);
+        let line = sandbox_core::contract::unmarked(&line);
         if !line.starts_with("argv:") && !line.starts_with("api:") {
             print!("     {line}");
         }
@@ -401,14 +403,7 @@ fn lay_out(top: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     }
     crate::host::state_dir(&state)?;
     let build = target_dir().join("debug");
-    for b in [
-        "vm-init",
-        "wrap-virtiofsd",
-        "wrap-vmm",
-        "wrap-gpu",
-        "probe",
-        "standin",
-    ] {
+    for b in VM.into_iter().chain(["probe", "standin"]) {
         link(&build.join(b), &bin.join(b))?;
     }
     for s in ["vmm-cooperative", "virtiofsd-ok"] {
@@ -423,28 +418,15 @@ fn demo_vm(
     cloud_hypervisor: Option<&Path>,
     crosvm: Option<&Path>,
 ) -> Result<(PathBuf, String)> {
-    let vm = state.join("demo");
-    let config = vm.join("config");
-    std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(vm.join("fs")).map_err(|e| e.to_string())?;
-    let guest = tools::guest_dir();
-    link(&guest.join("vmlinuz"), &config.join("vmlinux"))?;
-    link(&guest.join("initramfs"), &config.join("initramfs"))?;
-    write(
-        &config.join("cmdline"),
-        "console=ttyS0 panic=-1 vmsandbox.mode=wait",
-    )?;
-    let vmm = match cloud_hypervisor {
-        Some(path) => {
-            write(&config.join("vmm"), "cloud-hypervisor")?;
-            path.to_owned()
-        }
-        None => {
-            write(&config.join("vmm"), "qemu")?;
-            // /dev/kvm here is PVM: stock guest kernels hang under it.
-            write(&config.join("accel"), "tcg")?;
-            tools::qemu()
-        }
+    let new = NewVm::create(state.join("demo"))
+        .and_then(|v| v.test_guest("wait"))
+        .and_then(|v| v.set(config::MEMORY, "256"));
+    let (new, vmm) = match cloud_hypervisor {
+        Some(path) => (
+            new.and_then(|v| v.set(config::VMM, Vmm::CloudHypervisor.config_name())),
+            path.to_owned(),
+        ),
+        None => (new.and_then(NewVm::qemu_tcg), tools::qemu()),
     };
     let mut vm_init_args = format!(
         "--vmm {} --virtiofsd {}",
@@ -458,14 +440,17 @@ fn demo_vm(
             "   this host has no cgroup v2 with the memory, pids and cpu controllers: \
              the demo VM runs without those bounds ({flag})"
         );
-        vm_init_args.push_str(&format!(" {flag}"));
     }
-    if let Some(crosvm) = crosvm {
-        // The compositor's socket: the user's, or Spectrum's path.
-        let socket = std::env::var("VM_SANDBOX_WAYLAND_SOCKET").unwrap_or_default();
-        write(&config.join("gpu"), &socket)?;
-        vm_init_args.push_str(&format!(" --gpu {}", crosvm.display()));
-    }
+    let new = match crosvm {
+        Some(crosvm) => {
+            vm_init_args.push_str(&format!(" --gpu {}", crosvm.display()));
+            // The compositor's socket: the user's, or Spectrum's path.
+            let socket = std::env::var("VM_SANDBOX_WAYLAND_SOCKET").unwrap_or_default();
+            new.and_then(|v| v.set(config::GPU, &socket))
+        }
+        None => new,
+    };
+    let vm = new.map_err(|e| e.to_string())?.into_path();
     println!(
         "   the VMM: {}; virtiofsd {} ({}); the GPU daemon: {}",
         match cloud_hypervisor {
@@ -479,9 +464,8 @@ fn demo_vm(
             None => "none in this VM (the probe shows its policy below)".into(),
         }
     );
-    write(&config.join("memory"), "256")?;
     write(
-        &vm.join("fs/README"),
+        &VmDir::new(&vm).storage().join("README"),
         "the VM's private storage, shared by virtiofsd\n",
     )?;
 
@@ -507,11 +491,8 @@ fn start_under_s6(
         std::fs::copy(root().join("s6/vm").join(f), service.join(f)).map_err(|e| e.to_string())?;
     }
     write(
-        &service.join("vm.conf"),
-        &format!(
-            "VM_NAME=demo\nVM_STATE_DIR={}\nVM_INIT_ARGS={vm_init_args}\n",
-            state.display(),
-        ),
+        &service.join(env::VM_CONF),
+        &tests::vm::vm_conf(Some("demo"), state, vm_init_args),
     )?;
     let log = std::fs::File::create(top.join("s6.log")).map_err(|e| e.to_string())?;
     let path = format!(
@@ -546,8 +527,8 @@ fn start_under_s6(
 fn show_boot_and_storage(vm: &Path) -> Result<PathBuf> {
     println!("\n3. The guest booting (serial.log, excerpts)");
     let t = Instant::now();
-    let hello = vm.join("fs/hello-from-guest.txt");
-    let serial = sandbox_core::vmdir::VmDir::new(vm).serial_log();
+    let hello = VmDir::new(vm).storage().join(tests::guest::HELLO);
+    let serial = sandbox_core::contract::VmDir::new(vm).serial_log();
     let waiting = || std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("GUEST-WAITING"));
     if !within(Duration::from_secs(60), waiting) {
         return Err("the guest did not reach its power-button wait".into());

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::bin::{VM_INIT, WRAPPERS};
+use sandbox_core::contract::{config, VmDir};
+
 use crate::{cargo, root, sh, target_dir, tools, Result};
 
 const RUNNER_INIT: &str = include_str!("../guest/runner-init");
@@ -213,9 +216,9 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
             "2G",
         ])
         .arg("-kernel")
-        .arg(dir.join("vmlinuz"))
+        .arg(tests::guest::kernel_in(&dir))
         .arg("-initrd")
-        .arg(dir.join("initramfs"))
+        .arg(tests::guest::initramfs_in(&dir))
         .arg("-append")
         .arg(format!(
             // No lsm=: Debian's CONFIG_LSM lists landlock (6.1 and 6.12),
@@ -236,32 +239,7 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
     eprintln!("xtask: booting {kernel} (TCG): {}", console.display());
     let mut child = qemu.spawn().map_err(|e| format!("qemu: {e}"))?;
     let start = Instant::now();
-    let mut said = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            break Some(s);
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // A line every 30 s: a slow stage is seen, not guessed.
-        if said.elapsed() >= PROGRESS_EVERY {
-            said = Instant::now();
-            let text = std::fs::read_to_string(&console).unwrap_or_default();
-            let last = text
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("KERNEL-PROGRESS "))
-                .unwrap_or("booting");
-            eprintln!(
-                "xtask: {tag}: {:.0} s in the guest; {last}",
-                start.elapsed().as_secs_f64()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_for_guest(&mut child, &console, tag, start)?;
     let _ = virtiofsd.kill();
     let _ = virtiofsd.wait();
     let _ = std::fs::remove_file(&sock);
@@ -276,6 +254,42 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
             Err(format!("{kernel}: the guest did not finish:\n{text}"))
         }
         Some(_) => Ok(text),
+    }
+}
+
+/// Waits for the guest's QEMU at most [`LIMIT`] from `start`, saying
+/// every 30 s how far the guest is; None when it ran out (QEMU killed).
+fn wait_for_guest(
+    child: &mut std::process::Child,
+    console: &Path,
+    tag: &str,
+    start: Instant,
+) -> Result<Option<std::process::ExitStatus>> {
+    let mut said = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(Some(s));
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        // A line every 30 s: a slow stage is seen, not guessed.
+        if said.elapsed() >= PROGRESS_EVERY {
+            said = Instant::now();
+            let text = std::fs::read_to_string(console).unwrap_or_default();
+            let last = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("KERNEL-PROGRESS "))
+                .unwrap_or("booting");
+            eprintln!(
+                "xtask: {tag}: {:.0} s in the guest; {last}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -305,7 +319,7 @@ pub fn run(only: Option<&str>) -> Result {
          (while :; do sleep 30; echo \"KERNEL-PROGRESS $(cat /tmp/*.out 2>/dev/null | grep -E '^test ' | tail -1)\"; done) &\n",
             bin.join("probe").display()
         );
-        for (exe, name) in tests.iter().zip(["escape-matrix", "vm-init", "cgroups"]) {
+        for (exe, name) in tests.iter().zip(["escape-matrix", VM_INIT, "cgroups"]) {
             script.push_str(&format!(
                 "{} --test-threads 2 --show-output > /tmp/{name}.out 2>&1; rc=$?\n\
              grep -E '^(test |FAIL|test result)' /tmp/{name}.out\n\
@@ -316,7 +330,7 @@ pub fn run(only: Option<&str>) -> Result {
         }
         let console = boot("6.12", &k612, &script, None)?;
         let abi = line(&console, "KERNEL-ABI").unwrap_or("?").to_owned();
-        for name in ["escape-matrix", "vm-init", "cgroups"] {
+        for name in ["escape-matrix", VM_INIT, "cgroups"] {
             let ok = line(&console, &format!("KERNEL-RESULT {name}")) == Some("rc=0")
                 && console.contains("test result: ok");
             if !ok {
@@ -383,30 +397,43 @@ pub fn bench_cgroups_in_guest() -> Result<String> {
 /// The 6.1 guest's checks, each one `KERNEL-CHECK NAME ok|failed` line.
 fn weak_kernel_script(bin: &Path) -> String {
     let b = bin.display();
+    // The VM directory w, made as tests::new_vm::NewVm makes a stand-in's.
+    let w = VmDir::new("w");
+    let name = |p: PathBuf| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (config, fs) = (name(w.config()), name(w.storage()));
+    let kernel = w.config_file(config::KERNEL);
+    let kernel = kernel.display();
+    let vm_init = VM_INIT;
+    let wrappers = WRAPPERS.join(" ");
     format!(
         r#"probe={b}/probe
 echo "KERNEL-ABI $($probe --landlock-abi)"
 check() {{ if [ "$2" = 1 ]; then echo "KERNEL-CHECK $1 ok"; else echo "KERNEL-CHECK $1 failed: $3"; fi; }}
 state=/run/ext4/state
 bin=/run/vm-sandbox-bin
-mkdir -p $state/w/config $state/w/fs $bin
+mkdir -p $state/w/{config} $state/w/{fs} $bin
 chmod 700 $state
-: > $state/w/config/vmlinux
-for b in vm-init wrap-virtiofsd wrap-vmm wrap-gpu; do cp {b}/$b $bin/; done
+: > $state/{kernel}
+for b in {vm_init} {wrappers}; do cp {b}/$b $bin/; done
 cp {b}/standin $bin/vmm-cooperative
 cp {b}/standin $bin/virtiofsd-ok
 groupadd -r kvm 2>/dev/null; chgrp kvm /dev/kvm; chmod 660 /dev/kvm
-vm="$bin/vm-init --parent-pid $$ --state-dir $state --vmm $bin/vmm-cooperative --virtiofsd $bin/virtiofsd-ok"
+vm="$bin/{vm_init} --parent-pid $$ --state-dir $state --vmm $bin/vmm-cooperative --virtiofsd $bin/virtiofsd-ok"
 # Refused, one line naming the ABI and what it lacks, exit 111.
 $vm w > /tmp/refused.out 2>&1; rc=$?
 out=$(cat /tmp/refused.out)
-echo "vm-init: rc=$rc: $out"
+echo "{vm_init}: rc=$rc: $out"
 n=$(printf '%s\n' "$out" | wc -l)
 case "$out" in *"Landlock ABI "*" on this kernel, 6 required: it lacks "*) ok=1 ;; *) ok=0 ;; esac
 [ $rc = 111 ] && [ $n = 1 ] || ok=0
 check vm-init-refuses $ok "$out"
 ok=1
-for w in wrap-virtiofsd wrap-vmm wrap-gpu; do
+for w in {wrappers}; do
     out=$($bin/$w --allow-no-cgroups $state/w 2>&1); rc=$?
     echo "$w: rc=$rc: $out"
     case "$out" in *"Landlock ABI "*" on this kernel, 6 required: it lacks "*) ;; *) ok=0 ;; esac
@@ -414,7 +441,7 @@ for w in wrap-virtiofsd wrap-vmm wrap-gpu; do
 done
 check wrappers-refuse $ok
 left=$(ls $state/w)
-[ "$left" = "$(printf 'config\nfs')" ] && ok=1 || ok=0
+[ "$left" = "$(printf '{config}\n{fs}')" ] && ok=1 || ok=0
 check nothing-created $ok "$left"
 # The explicit opt-out: a VM runs, each program says so in one line.
 $vm --allow-weaker-landlock w > /tmp/weak.out 2>&1 &

@@ -274,13 +274,7 @@ fn ci() -> Result {
 }
 
 /// The binaries a host needs, all from the release profile.
-const BINARIES: &[&str] = &[
-    "vm-init",
-    "wrap-virtiofsd",
-    "wrap-vmm",
-    "wrap-gpu",
-    "vmm-api",
-];
+const BINARIES: [&str; 5] = sandbox_core::contract::bin::INSTALLED;
 
 /// Installs the binaries to D/usr/bin (vm-init finds the wrappers beside
 /// itself), the s6 service template to D/usr/share/vm-sandbox/s6/vm and

@@ -6,10 +6,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::{cargo, link, sh, target_dir, Result};
+use tests::UID_A;
 
-const UID_A: u32 = 65600;
-const UID_B: u32 = 65601;
+use crate::{cargo, link, sh, target_dir, Result};
 
 pub fn run() -> Result {
     require_root()?;
@@ -45,18 +44,11 @@ fn require_root() -> Result {
 }
 
 fn add_vm(state: &std::path::Path, name: &str, slot: u32, a_uid: u32) -> Result {
-    let vm = state.join(name);
-    let err = |e: std::io::Error| format!("prepare {}: {e}", vm.display());
-    std::fs::create_dir_all(vm.join("config")).map_err(err)?;
-    std::fs::write(vm.join("config/marker"), "config\n").map_err(err)?;
-    for (dir, uid) in [("out-a", a_uid), ("out-b", UID_B)] {
-        std::fs::create_dir_all(vm.join(dir)).map_err(err)?;
-        let host = sandbox_core::ids::Slot::new(slot)
-            .ok_or_else(|| format!("slot {slot} out of range"))?
-            .host_id(uid);
-        std::os::unix::fs::chown(vm.join(dir), Some(host), Some(host)).map_err(err)?;
-    }
-    Ok(())
+    let slot =
+        sandbox_core::ids::Slot::new(slot).ok_or_else(|| format!("slot {slot} out of range"))?;
+    tests::new_vm::harness_vm(&state.join(name), slot, a_uid)
+        .map(drop)
+        .map_err(|e| format!("prepare a VM: {e}"))
 }
 
 fn tables(bin: &std::path::Path, state: &std::path::Path) -> Result {

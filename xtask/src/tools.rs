@@ -217,7 +217,7 @@ pub fn cloud_kernel_package() -> Result<String> {
 /// when the kernel has it built in. Rebuilt when any of them changes.
 pub fn build_guest(dir: &Path, kernel: &str, init: &str, modules: &[(&str, bool)]) -> Result {
     let stamp = format!("{kernel}\n{init}\n{modules:?}");
-    if dir.join("vmlinuz").is_file()
+    if tests::guest::kernel_in(dir).is_file()
         && std::fs::read_to_string(dir.join("initramfs.stamp")).is_ok_and(|i| i == stamp)
     {
         step(&format!("guest: {}", dir.display()));
@@ -238,7 +238,7 @@ pub fn build_guest(dir: &Path, kernel: &str, init: &str, modules: &[(&str, bool)
         .trim_start_matches("linux-image-")
         .trim_end_matches("-unsigned");
     let vmlinuz = x.join(format!("boot/vmlinuz-{version}"));
-    std::fs::copy(&vmlinuz, dir.join("vmlinuz"))
+    std::fs::copy(&vmlinuz, tests::guest::kernel_in(dir))
         .map_err(|e| format!("copy {}: {e}", vmlinuz.display()))?;
     for sub in ["bin", "proc", "sys", "dev", "mnt", "etc", "lib/modules"] {
         mkdir(&root.join(sub))?;
@@ -268,7 +268,7 @@ pub fn build_guest(dir: &Path, kernel: &str, init: &str, modules: &[(&str, bool)
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
-    let out = std::fs::File::create(dir.join("initramfs")).map_err(|e| e.to_string())?;
+    let out = std::fs::File::create(tests::guest::initramfs_in(dir)).map_err(|e| e.to_string())?;
     sh(Command::new("sh")
         .arg("-c")
         .arg(format!("find . | {} cpio -o -H newc", busybox.display()))

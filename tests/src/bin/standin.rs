@@ -176,7 +176,7 @@ fn vmm(name: &str, args: &[String], api: &str) {
 }
 
 fn virtiofsd(name: &str) {
-    let listener = UnixListener::from(listener_fd(sandbox_core::vmdir::fd::VIRTIOFSD_LISTENER));
+    let listener = UnixListener::from(listener_fd(sandbox_core::contract::fd::VIRTIOFSD_LISTENER));
     if name == "virtiofsd-meddle" {
         meddle();
     }

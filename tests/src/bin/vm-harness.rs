@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, Signal};
+use sandbox_core::contract::fd;
 use sandbox_core::ids::Slot;
 use sandbox_core::ns::{clone_vm, Cloned};
 use sandbox_core::parent::ParentWatch;
@@ -83,8 +84,7 @@ fn pid1(args: &Args, vm_tree: OwnedFd) -> Result<i32, Error> {
     drop(vm_tree);
     // As vm-init's PID 1 does for wrap-virtiofsd (its fd 4).
     let guest_ids = sandbox_core::ns::guest_ids_user_namespace()?;
-    std::fs::write("/proc/sys/user/max_user_namespaces", "0")
-        .map_err(|e| Error::path("write", "/proc/sys/user/max_user_namespaces", e))?;
+    sandbox_core::ns::forbid_user_namespaces()?;
     let name = args.name.as_str();
     if let Some(wrapper) = &args.bench_wrapper {
         return bench_wrapper(wrapper, &vm_dir, args.iterations, guest_ids.as_raw_fd());
@@ -168,17 +168,24 @@ fn pid1(args: &Args, vm_tree: OwnedFd) -> Result<i32, Error> {
     Ok(status.relay_code().into())
 }
 
-/// `cargo xtask bench`: starts WRAPPER --program /bin/true VMDIR (with a
-/// socket as fd 3, as vm-init passes) `n` times from PID 1 and prints each
+/// `cargo xtask bench`: starts WRAPPER (wrap-virtiofsd) --program /bin/true
+/// VMDIR (with a socket and the guest-ids user namespace at the fds
+/// vm-init passes) `n` times from PID 1 and prints each
 /// time from spawn to the exit of /bin/true, in microseconds: the cost of
 /// the wrapper's whole policy, exec of the daemon included.
 /// Also prints the time of /bin/true alone (bench-true-us), the floor of
 /// any spawn from here, so the bench can report the wrapper's own cost.
-fn bench_wrapper(wrapper: &Path, vm_dir: &Path, n: usize, fd4: i32) -> Result<i32, Error> {
-    let (fd3, _peer) =
+fn bench_wrapper(wrapper: &Path, vm_dir: &Path, n: usize, userns: i32) -> Result<i32, Error> {
+    let (listener, _peer) =
         std::os::unix::net::UnixStream::pair().map_err(|e| Error::sys("socketpair", e))?;
     for (label, sandboxed) in [("bench-true-us", false), ("bench-wrap-us", true)] {
-        let times = time_spawns(wrapper, vm_dir, n, sandboxed, [fd3.as_raw_fd(), fd4])?;
+        let times = time_spawns(
+            wrapper,
+            vm_dir,
+            n,
+            sandboxed,
+            [listener.as_raw_fd(), userns],
+        )?;
         println!("{label} {}", times.join(" "));
     }
     Ok(0)
@@ -189,7 +196,7 @@ fn time_spawns(
     vm_dir: &Path,
     n: usize,
     sandboxed: bool,
-    [fd3, fd4]: [i32; 2],
+    [listener, userns]: [i32; 2],
 ) -> Result<Vec<String>, Error> {
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -201,8 +208,8 @@ fn time_spawns(
         } else {
             Command::new(Path::new("/bin/true"))?
         };
-        cmd.pass_fd(fd3, 3);
-        cmd.pass_fd(fd4, 4);
+        cmd.pass_fd(listener, fd::VIRTIOFSD_LISTENER);
+        cmd.pass_fd(userns, fd::VIRTIOFSD_USERNS);
         let start = std::time::Instant::now();
         let child = spawn::spawn(&cmd)?;
         let status = spawn::wait(child.pid)?;

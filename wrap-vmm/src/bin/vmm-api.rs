@@ -15,8 +15,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sandbox_core::contract::VmDir;
 use sandbox_core::vmconfig::VmConfig;
-use sandbox_core::vmdir::VmDir;
 use sandbox_core::Error;
 
 const USAGE: &str = "usage: vmm-api create|boot VMDIR [--notify-fd FD] [--timeout S]";

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, Pid, Signal};
 use sandbox_core::attempts;
+use sandbox_core::contract::fd;
 use sandbox_core::policy::DEFAULT_MEMLOCK;
-use sandbox_core::vmdir::fd;
 use sandbox_core::Errno;
 use syscalls::Sysno;
 use tests::vhost_user;
@@ -33,11 +33,7 @@ pub(crate) fn as_gpu(argv: &[String]) -> ! {
         .unwrap_or(Path::new("/"))
         .to_owned();
     let me = std::process::id() as i32;
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: Some(wrap_gpu::policy::SYSCALLS),
-    };
+    let mut p = Probe::new(Some(wrap_gpu::policy::SYSCALLS));
     p.status_is("Seccomp (filter mode)", "Seccomp", "2");
     let conn = match sandbox_core::fds::take_fd(fd::GPU_CONNECTION, "--fd") {
         Ok(fd) => UnixStream::from(fd),
@@ -58,8 +54,7 @@ pub(crate) fn as_gpu(argv: &[String]) -> ! {
         exec_in_place(program);
     }
     gpu_attempts(&mut p, &wayland, &top, me);
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
+    p.close();
     // Like crosvm: serve the VMM's connection until it goes away.
     while let Ok(Some(_)) = vhost_user::recv(&conn) {}
     std::process::exit(i32::from(p.failed > 0));

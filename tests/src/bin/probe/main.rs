@@ -16,6 +16,7 @@
 mod escapes;
 mod gpu;
 mod matrix;
+mod qemu;
 mod report;
 mod virtiofsd;
 mod vmm;
@@ -50,6 +51,10 @@ fn main() {
     // Started by wrap-vmm in cloud-hypervisor's place, with its argv.
     if argv.iter().any(|a| a == "--api-socket") {
         vmm::as_vmm(&argv);
+    }
+    // ... or in QEMU's, with its argv (QMP on a chardev of the fd).
+    if argv.iter().any(|a| a.starts_with("socket,id=qmp,fd=")) {
+        qemu::as_qemu(&argv);
     }
     matrix::run()
 }

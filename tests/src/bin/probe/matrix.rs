@@ -3,7 +3,6 @@
 //! the host.
 
 use std::fs;
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
@@ -11,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use sandbox_core::attempts;
+use sandbox_core::contract::VmDir;
 use sandbox_core::Errno;
 use tests::Privilege;
 
@@ -75,19 +75,13 @@ fn parse() -> Args {
 
 pub(crate) fn run() {
     let a = parse();
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: None,
-    };
+    let mut p = Probe::new(None);
     processes(&mut p, &a);
     sockets(&mut p, &a);
     files(&mut p, &a);
     privilege(&mut p, a.profile);
     granted(&mut p, &a);
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
-    std::process::exit(i32::from(p.failed > 0));
+    std::process::exit(i32::from(p.close() > 0));
 }
 
 /// Other processes of the VM and every PID of its namespace.
@@ -279,7 +273,7 @@ fn files(p: &mut Probe, a: &Args) {
     p.check(
         "create VM/config/evil",
         EROFS,
-        create(&vm_dir.join("config/evil")),
+        create(&VmDir::new(&vm_dir).config_file("evil")),
     );
     p.check(
         "create VM/evil (outside own paths)",
@@ -356,7 +350,9 @@ fn granted(p: &mut Probe, a: &Args) {
     p.check(
         "read VM/config/marker",
         Want::Ok,
-        io(fs::read(vm_dir.join("config/marker"))),
+        io(fs::read(
+            VmDir::new(&vm_dir).config_file(tests::new_vm::MARKER),
+        )),
     );
     p.check(
         "create /tmp/probe-marker",

@@ -1,6 +1,7 @@
 //! One line per attempt, and what every role of the probe shares.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 
 use rustix::process::Pid;
@@ -42,6 +43,23 @@ pub(crate) fn status_field(name: &str) -> String {
 }
 
 impl Probe {
+    /// A probe under the seccomp list `filter`, if its wrapper installs one.
+    pub(crate) fn new(filter: Option<&'static [Group]>) -> Probe {
+        Probe {
+            attempts: 0,
+            failed: 0,
+            filter,
+        }
+    }
+
+    /// Prints the closing line (`probe: N attempts, M failed`), flushed
+    /// before the probe serves like its daemon; returns how many failed.
+    pub(crate) fn close(&self) -> usize {
+        println!("probe: {} attempts, {} failed", self.attempts, self.failed);
+        let _ = std::io::stdout().flush();
+        self.failed
+    }
+
     /// kill(PID, 0) of every PID of the namespace but ours: none may work.
     pub(crate) fn kill_sweep(&mut self, me: i32) {
         let signalled: Vec<i32> = (1..=512)

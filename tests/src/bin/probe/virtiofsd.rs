@@ -1,13 +1,12 @@
 //! The probe in virtiofsd's place.
 
 use std::fs;
-use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use sandbox_core::contract::{config, daemon, fd, VmDir};
 use sandbox_core::policy::DEFAULT_MEMLOCK;
-use sandbox_core::vmdir::{fd, VmDir};
 use sandbox_core::Errno;
 
 use crate::escapes::*;
@@ -17,13 +16,12 @@ use crate::report::*;
 /// fds and policy. Everything outside VMDIR/fs must be out of reach; then
 /// it holds the VMM's connection like virtiofsd until the VMM goes away.
 pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
-    let vm_dir = shared.parent().expect("fs/ has a parent").to_owned();
+    let vm_dir = shared
+        .parent()
+        .expect("the storage has a parent")
+        .to_owned();
     let state_dir = vm_dir.parent().expect("VM dir has a parent").to_owned();
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: None,
-    };
+    let mut p = Probe::new(None);
     let me = std::process::id() as i32;
     p.check(
         "create fs/probe-out",
@@ -33,7 +31,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
     p.check(
         "read fs/from-host.txt",
         Want::Ok,
-        io(fs::read(shared.join("from-host.txt"))),
+        io(fs::read(shared.join(tests::new_vm::FROM_HOST))),
     );
     // The guest's root owns fs/ through the idmap: it may open fs/ to
     // everyone and leave a setuid-root program there. Allowed here; the
@@ -58,8 +56,9 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
     // Not even listable (no rule), and holding nothing but fs/ anyway.
     p.check("ls VMDIR", EACCES, io(fs::read_dir(&vm_dir)));
     let d = VmDir::new(&vm_dir);
+    let kernel = d.config_file(config::KERNEL);
     for path in [
-        d.config().join("vmlinux"),
+        kernel.clone(),
         d.api_socket(),
         d.virtiofsd_socket(),
         d.gpu_socket(),
@@ -78,10 +77,11 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         io(UnixStream::connect(d.api_socket())),
     );
     p.check("create VMDIR/evil", EROFS, create(&vm_dir.join("evil")));
+    let kernel = kernel.strip_prefix(&vm_dir).unwrap_or(&kernel);
     p.check(
-        "open fs/../config/vmlinux",
+        &format!("open fs/../{}", kernel.display()),
         ENOENT,
-        io(fs::File::open(shared.join("../config/vmlinux"))),
+        io(fs::File::open(shared.join("..").join(kernel))),
     );
     let link = shared.join("probe-link");
     let _ = fs::remove_file(&link);
@@ -155,10 +155,10 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         io(fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(shared.join("host-device"))),
+            .open(shared.join(tests::new_vm::HOST_DEVICE))),
     );
     let named = named_keys(&fs::read_to_string(shared.join("vm-sandbox-keys")).unwrap_or_default());
-    keyrings(&mut p, "virtiofsd", &named);
+    keyrings(&mut p, daemon::VIRTIOFSD, &named);
     // Last: were it allowed, it would change who the probe is.
     let vmm = rustix::process::Uid::from_raw(sandbox_core::ids::VMM_UID);
     p.check(
@@ -166,8 +166,7 @@ pub(crate) fn as_virtiofsd(shared: &Path) -> ! {
         Want::Err(Errno::EINVAL),
         rx(rustix::thread::set_thread_res_uid(vmm, vmm, vmm)),
     );
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
+    p.close();
     // Like virtiofsd: serve the VMM's connection until it goes away.
     if let Ok(fd) = sandbox_core::fds::take_fd(fd::VIRTIOFSD_LISTENER, "--fd") {
         let listener = std::os::unix::net::UnixListener::from(fd);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::{kill_process, Pid, Signal};
 use sandbox_core::attempts;
-use sandbox_core::vmdir::{fd, VmDir};
+use sandbox_core::contract::{config, daemon, fd, VmDir};
 use sandbox_core::Errno;
 
 use crate::escapes::*;
@@ -20,18 +20,13 @@ use crate::report::*;
 /// (a booted event on fd 4, 204 to vm.power-button, then exit 0).
 pub(crate) fn as_vmm(argv: &[String]) -> ! {
     println!("argv: {}", argv[1..].join(" "));
-    if argv[1..] == ["--api-socket", "fd=3"] {
+    if argv[1..] == ["--api-socket", &format!("fd={}", fd::VMM_API)] {
         as_vmm_over_api();
     }
-    let mut p = Probe {
-        attempts: 0,
-        failed: 0,
-        filter: None,
-    };
+    let mut p = Probe::new(None);
     let backend = vmm_attempts(&mut p, argv);
-    println!("probe: {} attempts, {} failed", p.attempts, p.failed);
-    let _ = std::io::stdout().flush();
-    serve_api_like_cloud_hypervisor(backend.ok(), p.failed);
+    let failed = p.close();
+    serve_api_like_cloud_hypervisor(backend.ok(), failed);
 }
 
 /// What a compromised VMM would try, with the paths its argv (or, in
@@ -50,16 +45,10 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         .find_map(|kv| kv.strip_prefix("socket="))
         .unwrap_or("")
         .to_owned();
+    let d = VmDir::new(&vm_dir);
     let me = std::process::id() as i32;
     // What the table grants.
-    p.check(
-        "write a line to its serial FIFO",
-        Want::Ok,
-        io(fs::OpenOptions::new()
-            .append(true)
-            .open(&serial)
-            .and_then(|mut f| f.write_all(b"probe: serial line\n"))),
-    );
+    let backend = console_and_backend(p, Path::new(&serial), &fs_sock);
     // Its own FIFO: allowed here, and worth nothing after the VM (the
     // outer removes it; the test checks from the host).
     p.check(
@@ -85,14 +74,14 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         "chmod 0777 vsock.d",
         Want::Ok,
         io(fs::set_permissions(
-            VmDir::new(&vm_dir).vsock_dir(),
+            d.vsock_dir(),
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )),
     );
     p.check(
         "read config/vmlinux",
         Want::Ok,
-        io(fs::read(vm_dir.join("config/vmlinux"))),
+        io(fs::read(d.config_file(config::KERNEL))),
     );
     // ENODEV: the node opened, no KVM behind it (a guest under TCG, as in
     // the kernel matrix): the sandbox let it through all the same.
@@ -107,18 +96,6 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         Want::Ok,
         io(fs::File::open("/dev/urandom")),
     );
-    // Held, like cloud-hypervisor's vhost-user connection: virtiofsd ends
-    // when its one client goes away.
-    let backend = UnixStream::connect(&fs_sock);
-    p.check(
-        "connect virtiofsd.sock",
-        Want::Ok,
-        backend
-            .as_ref()
-            .map(drop)
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
-    );
-    let d = VmDir::new(&vm_dir);
     let vsock = d.vsock_dir().join("probe.sock");
     let _ = fs::remove_file(&vsock);
     p.check(
@@ -134,7 +111,7 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         p,
         "its vsock directory with sockets",
         &d.vsock_dir(),
-        sandbox_core::vmdir::VSOCK_DIR_INODES,
+        sandbox_core::contract::VSOCK_DIR_INODES,
         |s| std::os::unix::net::UnixListener::bind(s).map(drop),
     );
     fill_private_tmpfs(
@@ -150,17 +127,13 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
         EACCES,
         create(&d.vsock_dir().join("file")),
     );
-    p.check(
-        "create config/evil",
-        EROFS,
-        create(&vm_dir.join("config/evil")),
-    );
+    p.check("create config/evil", EROFS, create(&d.config_file("evil")));
     p.check(
         "open config/vmlinux for writing",
         EACCES,
         io(fs::OpenOptions::new()
             .append(true)
-            .open(vm_dir.join("config/vmlinux"))),
+            .open(d.config_file(config::KERNEL))),
     );
     p.check(
         "open VMDIR/serial.log (PID 1's)",
@@ -216,7 +189,36 @@ fn vmm_attempts(p: &mut Probe, argv: &[String]) -> std::io::Result<UnixStream> {
     p.status_is("CapEff", "CapEff", "0000000000000000");
     p.status_is("NoNewPrivs", "NoNewPrivs", "1");
     p.limit_is("Max processes", &wrap_vmm::policy::NPROC.to_string());
-    keyrings(p, "vmm", &named_keys(arg_after(argv, "--cmdline")));
+    keyrings(p, daemon::VMM, &named_keys(arg_after(argv, "--cmdline")));
+    backend
+}
+
+/// What every VMM's table grants for the serial FIFO and virtiofsd's
+/// socket its argv names: a console line, and the vhost-user connection,
+/// returned to be held like the VMM's (virtiofsd ends when its one client
+/// goes away).
+pub(crate) fn console_and_backend(
+    p: &mut Probe,
+    serial: &Path,
+    fs_sock: &str,
+) -> std::io::Result<UnixStream> {
+    p.check(
+        "write a line to its serial FIFO",
+        Want::Ok,
+        io(fs::OpenOptions::new()
+            .append(true)
+            .open(serial)
+            .and_then(|mut f| f.write_all(b"probe: serial line\n"))),
+    );
+    let backend = UnixStream::connect(fs_sock);
+    p.check(
+        "connect virtiofsd.sock",
+        Want::Ok,
+        backend
+            .as_ref()
+            .map(drop)
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(0))),
+    );
     backend
 }
 
@@ -260,11 +262,7 @@ fn as_vmm_over_api() -> ! {
         println!("api: {line}");
         if line.starts_with("PUT /api/v1/vm.create ") {
             println!("vm.create: {body}");
-            let mut p = Probe {
-                attempts: 0,
-                failed: 0,
-                filter: None,
-            };
+            let mut p = Probe::new(None);
             for (what, found) in [
                 ("memory shared", body.contains("\"shared\":true")),
                 (
@@ -308,8 +306,7 @@ fn as_vmm_over_api() -> ! {
                 ]);
             }
             backend = vmm_attempts(&mut p, &argv).ok();
-            failed = p.failed;
-            println!("probe: {} attempts, {} failed", p.attempts, p.failed);
+            failed = p.close();
         }
         // As cloud-hypervisor answers (docs/DESIGN.md, "Measured: cloud-hypervisor"): the
         // power button of a VM that is not running is refused; the guest
