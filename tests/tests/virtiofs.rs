@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sandbox_core::contract::bin::{VM_INIT, WRAP_VIRTIOFSD, WRAP_VMM};
+use sandbox_core::contract::bin::{WRAP_VIRTIOFSD, WRAP_VMM};
 use sandbox_core::contract::VmDir;
 use sandbox_core::ids::Slot;
 use sandbox_core::locks::SlotFile;
@@ -179,21 +179,9 @@ fn the_probe_in_virtiofsds_place_reaches_nothing_but_fs() {
     let vm = state.add_probe_vm("p");
     state.add_standin_vm("other");
     let bin = state.standins();
-    let mut cmd = Command::new(state.bin().join(VM_INIT));
-    cmd.args(tests::no_cgroups())
-        .args([
-            "--parent-pid",
-            &std::process::id().to_string(),
-            "--state-dir",
-            state.0.to_str().unwrap(),
-        ])
-        .arg("--vmm")
-        .arg(bin.join("vmm-cooperative"))
-        .arg("--virtiofsd")
-        .arg(bin.join("probe"))
-        .arg("p");
     // The VMM stand-in boots, the probe runs; stop the VM once it has.
-    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child =
+        state.vm_init_reporting("p", &bin.join("vmm-cooperative"), &bin.join("probe"), &[]);
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let report = read_report(&mut stdout);
     Command::new("kill")

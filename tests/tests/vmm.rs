@@ -4,10 +4,9 @@
 //! its log and virtiofsd's socket, and nothing else.
 
 use std::io::BufReader;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use sandbox_core::contract::bin::VM_INIT;
 use sandbox_core::contract::{config, fd, VmDir};
 use tests::new_vm::NewVm;
 use tests::vm::{assert_report_holds, read_report, stop, wait_at_most, wait_line};
@@ -30,23 +29,8 @@ fn the_probe_in_cloud_hypervisors_place() {
         .unwrap()
         .into_path();
     let bin = state.standins();
-    let mut child = Command::new(state.bin().join(VM_INIT))
-        .args(tests::no_cgroups())
-        .args([
-            "--parent-pid",
-            &std::process::id().to_string(),
-            "--state-dir",
-            state.0.to_str().unwrap(),
-        ])
-        .arg("--vmm")
-        .arg(bin.join("probe"))
-        .arg("--virtiofsd")
-        .arg(bin.join("virtiofsd-ok"))
-        .arg("ch")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        state.vm_init_reporting("ch", &bin.join("probe"), &bin.join("virtiofsd-ok"), &[]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let report = read_report(&mut out);
     eprintln!("{report}");

@@ -215,15 +215,7 @@ pub fn run() -> Result {
     ]))?;
     // The stand-in VMs run the cloud-hypervisor profile.
     crate::host::kvm_as_udev_makes_it()?;
-    let top = PathBuf::from(TOP);
-    let _ = std::fs::remove_dir_all(&top);
-    let _mount = crate::host::top_mount(&top)?;
-    let (bin, state) = (top.join("bin"), top.join("state"));
-    link_binaries(&bin)?;
-    crate::host::state_dir(&state)?;
-    let result = measure(&bin, &state);
-    let _ = std::fs::remove_dir_all(&top);
-    let report = result?;
+    let report = in_top(measure)?;
     let json = format!("{{\n{}\n}}\n", report.json.join(",\n"));
     let out = target_dir().join("bench.json");
     std::fs::write(&out, json).map_err(|e| e.to_string())?;
@@ -489,14 +481,11 @@ struct Memory {
 fn vm_cycle(r: &mut Report, bin: &Path, state: &Path) -> Result<Memory> {
     // 2. VM start and stop.
     standin_vm(state, "cycle")?;
-    let (mut starts, mut stops) = (vec![], vec![]);
     let mut m = Memory::default();
-    for i in 0..20 {
-        let start = Instant::now();
-        let mut child = start_vm(bin, state, "cycle")?;
-        wait_ready(&mut child)?;
-        starts.push(start.elapsed().as_secs_f64() * 1000.0);
-        if i == 0 {
+    let (starts, stops) = cycles(
+        20,
+        || start_vm(bin, state, "cycle"),
+        |child| {
             let pid1 = pid1_of(child.id()).ok_or("no PID 1")?;
             m = Memory {
                 outer_rss: status_kib(child.id(), "VmRSS"),
@@ -505,9 +494,9 @@ fn vm_cycle(r: &mut Report, bin: &Path, state: &Path) -> Result<Memory> {
                 pid1_anon: status_kib(pid1, "RssAnon"),
                 pss: pss_kib(child.id()) + pss_kib(pid1),
             };
-        }
-        stops.push(stop_vm(child)?);
-    }
+            Ok(())
+        },
+    )?;
     r.row(
         "2. VM start: vm-init to ready (stand-ins)",
         ms(stats(starts.clone())),
@@ -521,6 +510,27 @@ fn vm_cycle(r: &mut Report, bin: &Path, state: &Path) -> Result<Memory> {
     r.json("vm_start_ms", format!("{:.3}", stats(starts).0));
     r.json("vm_stop_ms", format!("{:.3}", stats(stops).0));
     Ok(m)
+}
+
+/// `n` VM cycles, each VM started by `start`, timed to ready and from
+/// SIGTERM to its exit (ms); `first` looks at the first VM while it runs.
+fn cycles(
+    n: usize,
+    start: impl Fn() -> Result<Child>,
+    mut first: impl FnMut(&Child) -> Result,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut starts, mut stops) = (vec![], vec![]);
+    for i in 0..n {
+        let t = Instant::now();
+        let mut child = start()?;
+        wait_ready(&mut child)?;
+        starts.push(t.elapsed().as_secs_f64() * 1000.0);
+        if i == 0 {
+            first(&child)?;
+        }
+        stops.push(stop_vm(child)?);
+    }
+    Ok((starts, stops))
 }
 
 /// Section 3: vm-init's memory and the binaries' sizes.
@@ -689,18 +699,13 @@ fn cgroup_cost(r: &mut Report, bin: &Path, state: &Path) -> Result {
         bare.join("parent").display().to_string(),
     ];
     standin_vm(state, "cg")?;
+    // Alternating, one start each way at a time: the machine's load
+    // weighs on both alike.
     let (mut with, mut none) = (vec![], vec![]);
-    let once = |extra: &[String]| -> Result<f64> {
-        let start = Instant::now();
-        let mut child = start_vm_with(bin, state, "cg", extra)?;
-        wait_ready(&mut child)?;
-        let up = start.elapsed().as_secs_f64() * 1000.0;
-        stop_vm(child)?;
-        Ok(up)
-    };
+    let once = |extra: &[String]| cycles(1, || start_vm_with(bin, state, "cg", extra), |_| Ok(()));
     for _ in 0..20 {
-        with.push(once(&[])?);
-        none.push(once(&without)?);
+        with.extend(once(&[])?.0);
+        none.extend(once(&without)?.0);
     }
     let _ = std::fs::remove_dir(bare.join("parent"));
     let _ = std::fs::remove_dir(bare);
@@ -726,13 +731,21 @@ fn cgroup_cost(r: &mut Report, bin: &Path, state: &Path) -> Result {
 /// binaries the host's bench built.
 pub fn cgroups_only() -> Result {
     crate::host::kvm_as_udev_makes_it()?;
+    in_top(|bin, state| cgroup_cost(&mut Report::default(), bin, state))
+}
+
+/// `f` with the bench's binaries and state dir in a tmpfs of its own at
+/// TOP, removed after.
+fn in_top<T>(f: impl FnOnce(&Path, &Path) -> Result<T>) -> Result<T> {
     let top = PathBuf::from(TOP);
     let _ = std::fs::remove_dir_all(&top);
     let _mount = crate::host::top_mount(&top)?;
     let (bin, state) = (top.join("bin"), top.join("state"));
     link_binaries(&bin)?;
     crate::host::state_dir(&state)?;
-    cgroup_cost(&mut Report::default(), &bin, &state)
+    let result = f(&bin, &state);
+    let _ = std::fs::remove_dir_all(&top);
+    result
 }
 
 /// The sum of Pss over vm-init's processes and the VM's s6 processes
@@ -774,17 +787,15 @@ fn services_mode(r: &mut Report, bin: &Path, state: &Path) -> Result {
     let mut extra: Vec<std::ffi::OsString> = vec!["--services".into(), dir.into_os_string()];
     extra.extend(tests::no_cgroups().iter().map(Into::into));
     standin_vm(state, "svc")?;
-    let (mut starts, mut stops, mut pss) = (vec![], vec![], 0);
-    for i in 0..10 {
-        let start = Instant::now();
-        let mut child = start_vm_with(bin, state, "svc", &extra)?;
-        wait_ready(&mut child)?;
-        starts.push(start.elapsed().as_secs_f64() * 1000.0);
-        if i == 0 {
+    let mut pss = 0;
+    let (starts, stops) = cycles(
+        10,
+        || start_vm_with(bin, state, "svc", &extra),
+        |child| {
             pss = sandbox_pss_kib(child.id());
-        }
-        stops.push(stop_vm(child)?);
-    }
+            Ok(())
+        },
+    )?;
     r.row(
         "7. --services: VM start, vm-init to ready",
         ms(stats(starts.clone())),

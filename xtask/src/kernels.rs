@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sandbox_core::contract::bin::{VM_INIT, WRAPPERS};
 use sandbox_core::contract::{config, VmDir};
 
-use crate::{cargo, root, sh, target_dir, tools, Result};
+use crate::{cargo, sh, target_dir, tools, Result};
 
 const RUNNER_INIT: &str = include_str!("../guest/runner-init");
 /// Modules of the runner guests, in load order: each is built into some
@@ -109,50 +109,23 @@ fn newest_6_12() -> Result<String> {
     })
 }
 
-/// The executables of integration tests `names` of the tests crate.
+/// The executables of integration tests `names` of the tests crate
+/// (tests/tests/NAME.rs), in that order.
 fn test_executables(names: &[&str]) -> Result<Vec<PathBuf>> {
-    let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--no-run",
-        "--message-format=json",
-        "--package",
-        "tests",
-    ]);
+    let mut args = vec!["--package", "tests"];
     for n in names {
-        cmd.args(["--test", n]);
+        args.extend(["--test", n]);
     }
-    let out = cmd
-        .current_dir(root())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cargo test --no-run: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("cargo test --no-run: {}", out.status));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let built: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| {
-            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
-            let rest = &l[at..];
-            Some(PathBuf::from(&rest[..rest.find('"')?]))
-        })
-        .collect();
-    // The test harnesses are target/debug/deps/NAME-HASH (the binaries of
-    // the crate are built too).
+    let built = crate::testrun::test_executables(&args)?;
     names
         .iter()
         .map(|n| {
+            let src = format!("tests/tests/{n}.rs");
             built
                 .iter()
-                .find(|p| {
-                    p.parent().is_some_and(|d| d.ends_with("deps"))
-                        && p.file_name()
-                            .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{n}-")))
-                })
-                .cloned()
-                .ok_or_else(|| format!("cargo test --no-run built no {n}: {built:?}"))
+                .find(|t| t.src == src)
+                .map(|t| t.exe.clone())
+                .ok_or_else(|| format!("cargo test --no-run built no {src}"))
         })
         .collect()
 }
