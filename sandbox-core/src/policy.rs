@@ -240,28 +240,9 @@ pub fn apply_then_notify(
     //    Its syscall filter is compiled now, so that one the kernel or this
     //    architecture cannot take refuses before anything is changed.
     let filter = checked_filter(policy, ready.as_ref())?;
-    // 1. Die with the parent, and make sure it is still the one we expect:
-    //    doing anything for a VM whose PID 1 is gone would be wasted.
-    parent::arm_and_check(parent)?;
-    //    The daemon's cgroup, whose bounds the outer vm-init wrote as host
-    //    root: entered before the forks below, so that the wrapper, its
-    //    reaper and the daemon are in it together (and die together at
-    //    memory.max), with a cgroup namespace rooted there.
-    if let Some(procs) = cgroup {
-        cgroup::enter_as_root(procs)?;
-    }
-    //    A PID namespace of the daemon's own, whose init (a reaper of the
-    //    wrapper's) ends it and everything it started as one: nothing the
-    //    daemon starts outlives it or its supervisor, and no process
-    //    outside it (PID 1, the VM's s6, a sibling) can even be named by
-    //    the daemon. From here on we are the daemon-to-be, the reaper's
-    //    child; /proc (step 2) is the namespace's.
-    reaper::into_own_pid_namespace()?;
+    // 1. The daemon's own process tree: see [`own_process_tree`].
+    own_process_tree(parent, cgroup)?;
     let ppid = 1;
-    //    A session of its own and stdin on /dev/null: no controlling
-    //    terminal to push input into (TIOCSTI) should vm-init have been
-    //    started from one, nothing to read that was meant for it.
-    fds::detach_from_terminal()?;
     // 2. Mounts need CAP_SYS_ADMIN and cannot happen inside a Landlock
     //    domain: they come first. The service's root holds its view and
     //    nothing else of the host.
@@ -354,6 +335,31 @@ fn exec_filtered(
     }
     let err = command.exec();
     Err(Error::path("exec", &exec.program, err))
+}
+
+/// Step 1 of [`apply_then_notify`]: the process tree the daemon lives in.
+fn own_process_tree(parent: &ExpectedParent, cgroup: Option<OwnedFd>) -> Result<()> {
+    // Die with the parent, and make sure it is still the one we expect:
+    // doing anything for a VM whose PID 1 is gone would be wasted.
+    parent::arm_and_check(parent)?;
+    // The daemon's cgroup, whose bounds the outer vm-init wrote as host
+    // root: entered before the forks below, so that the wrapper, its
+    // reaper and the daemon are in it together (and die together at
+    // memory.max), with a cgroup namespace rooted there.
+    if let Some(procs) = cgroup {
+        cgroup::enter_as_root(procs)?;
+    }
+    // A PID namespace of the daemon's own, whose init (a reaper of the
+    // wrapper's) ends it and everything it started as one: nothing the
+    // daemon starts outlives it or its supervisor, and no process outside
+    // it (PID 1, the VM's s6, a sibling) can even be named by the daemon.
+    // From here on we are the daemon-to-be, the reaper's child (our
+    // parent is PID 1 of the namespace); /proc (step 2) is the namespace's.
+    reaper::into_own_pid_namespace()?;
+    // A session of its own and stdin on /dev/null: no controlling terminal
+    // to push input into (TIOCSTI) should vm-init have been started from
+    // one, nothing to read that was meant for it.
+    fds::detach_from_terminal()
 }
 
 #[cfg(test)]

@@ -130,16 +130,10 @@ fn test_executables(names: &[&str]) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-/// Boots `kernel` with the runner initramfs and `script`; returns the
-/// guest's console.
-fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<String> {
-    let dir = tools::cache().join("kernels").join(tag);
-    tools::build_guest(&dir, kernel, RUNNER_INIT, MODULES)?;
-    let work = target_dir().join("kernels");
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let script_path = work.join(format!("{tag}.sh"));
-    std::fs::write(&script_path, script).map_err(|e| e.to_string())?;
-    // Not under /tmp or the build tree: a socket only for this run.
+/// virtiofsd sharing the host's root with the guest (its /usr as
+/// GUEST_USR) on a socket only for this run (not under /tmp or the build
+/// tree), its stderr kept in `work/TAG.virtiofsd`; once the socket is there.
+fn start_virtiofsd(tag: &str, work: &Path) -> Result<(std::process::Child, PathBuf)> {
     let sock_dir = PathBuf::from("/run/vm-sandbox-kernels");
     std::fs::create_dir_all(&sock_dir).map_err(|e| e.to_string())?;
     let sock = sock_dir.join(format!("{tag}.sock"));
@@ -178,6 +172,19 @@ fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<St
             "{tag}: virtiofsd made no socket within 10 s:\n{log}"
         ));
     }
+    Ok((virtiofsd, sock))
+}
+
+/// Boots `kernel` with the runner initramfs and `script`; returns the
+/// guest's console.
+fn boot(tag: &str, kernel: &str, script: &str, disk: Option<&Path>) -> Result<String> {
+    let dir = tools::cache().join("kernels").join(tag);
+    tools::build_guest(&dir, kernel, RUNNER_INIT, MODULES)?;
+    let work = target_dir().join("kernels");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let script_path = work.join(format!("{tag}.sh"));
+    std::fs::write(&script_path, script).map_err(|e| e.to_string())?;
+    let (mut virtiofsd, sock) = start_virtiofsd(tag, &work)?;
     let console = work.join(format!("{tag}.console"));
     let mut qemu = tools::qemu_command();
     qemu.arg("-no-reboot")

@@ -215,18 +215,7 @@ pub fn run_limited(
             )
         }
     };
-    let (tx, said) = mpsc::channel();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
-    std::thread::spawn(move || {
-        let mut line = Vec::new();
-        while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let _ = std::io::stdout().write_all(&line);
-            if let Some(s) = libtest_said(&String::from_utf8_lossy(&line)) {
-                let _ = tx.send(s);
-            }
-            line.clear();
-        }
-    });
+    let said = relay_stdout(child.stdout.take().expect("piped"));
     let (mut reported, mut running) = (BTreeSet::new(), BTreeSet::new());
     let status: Option<ExitStatus> = loop {
         match said.recv_timeout(Duration::from_millis(50)) {
@@ -253,32 +242,7 @@ pub fn run_limited(
         let processes = stop_and_describe(child.id());
         kill(&processes.iter().map(|p| p.0).collect::<Vec<_>>(), "KILL");
         let _ = child.wait();
-        let queued: Vec<&str> = listed
-            .iter()
-            .filter(|n| !reported.contains(*n) && !running.contains(*n))
-            .map(String::as_str)
-            .collect();
-        let running: Vec<&str> = running.iter().map(String::as_str).collect();
-        let mut msg = format!(
-            "{what}: still running after {} s (its limit), killed with all it started.\n  \
-             running, by libtest's word (it says so of a test after 60 s): {}\n  \
-             never reported, waiting their turn or started in the last 60 s: {}\n  \
-             its processes (command line; each thread's name, state and kernel wait channel):",
-            limit.as_secs(),
-            if running.is_empty() {
-                "none".into()
-            } else {
-                running.join(", ")
-            },
-            if queued.is_empty() {
-                "none".into()
-            } else {
-                queued.join(", ")
-            },
-        );
-        for (_, described) in &processes {
-            msg.push_str(&format!("\n{described}"));
-        }
+        let msg = timed_out(what, limit, listed, (&reported, &running), &processes);
         return (timing("TIMED OUT".into()), Err(msg));
     };
     // The rest of its output (a process it left behind may hold the
@@ -297,6 +261,62 @@ pub fn run_limited(
             Err(format!("{what}: {status}")),
         )
     }
+}
+
+/// Passes a test binary's stdout on, line by line, from a thread of its
+/// own; what libtest says of each test comes out of the channel.
+fn relay_stdout(stdout: std::process::ChildStdout) -> mpsc::Receiver<Said> {
+    let (tx, said) = mpsc::channel();
+    let mut stdout = std::io::BufReader::new(stdout);
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let _ = std::io::stdout().write_all(&line);
+            if let Some(s) = libtest_said(&String::from_utf8_lossy(&line)) {
+                let _ = tx.send(s);
+            }
+            line.clear();
+        }
+    });
+    said
+}
+
+/// The one message of a binary killed at its time limit: the tests it
+/// was in (libtest's word, and those never reported) and what each of its
+/// processes waited for.
+fn timed_out(
+    what: &str,
+    limit: Duration,
+    listed: &[String],
+    (reported, running): (&BTreeSet<String>, &BTreeSet<String>),
+    processes: &[(u32, String)],
+) -> String {
+    let queued: Vec<&str> = listed
+        .iter()
+        .filter(|n| !reported.contains(*n) && !running.contains(*n))
+        .map(String::as_str)
+        .collect();
+    let running: Vec<&str> = running.iter().map(String::as_str).collect();
+    let none_or = |v: &[&str]| {
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut msg = format!(
+        "{what}: still running after {} s (its limit), killed with all it started.\n  \
+         running, by libtest's word (it says so of a test after 60 s): {}\n  \
+         never reported, waiting their turn or started in the last 60 s: {}\n  \
+         its processes (command line; each thread's name, state and kernel wait channel):",
+        limit.as_secs(),
+        none_or(&running),
+        none_or(&queued),
+    );
+    for (_, described) in processes {
+        msg.push_str(&format!("\n{described}"));
+    }
+    msg
 }
 
 /// `pid` and every process below it, each stopped (SIGSTOP, until none
