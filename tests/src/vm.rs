@@ -25,6 +25,8 @@ pub const STANDINS: &[&str] = &[
     "virtiofsd-meddle",
     "virtiofsd-hog",
     "virtiofsd-forkbomb",
+    "virtiofsd-forkloop",
+    "virtiofsd-churn",
     "virtiofsd-cgroup",
 ];
 
