@@ -213,11 +213,17 @@ pub fn check_parent(parent: Option<&Path>) -> Result<std::result::Result<Parent,
     Ok(Ok(Parent { path, make }))
 }
 
-/// What a daemon's leaf says it did at its bounds.
+/// What a daemon's leaf counted at its bounds so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Events {
-    /// memory.events `oom_kill`: processes the kernel killed at memory.max.
-    pub oom_kills: u64,
+    /// memory.events `oom`: its own memory.max reached and not reclaimed
+    /// (a bound above it, its parent's or the host's, counts only there).
+    pub own_ooms: u64,
+    /// memory.events `oom_group_kill` (Linux 5.17): the kernel killed the
+    /// whole leaf for memory (memory.oom.group), whichever bound it met.
+    /// Counted once a kill, unlike `oom_kill`, which counts the victim,
+    /// then each process of the group, the victim again.
+    pub group_kills: u64,
     /// pids.events `max`: forks refused at pids.max.
     pub pids_refused: u64,
 }
@@ -233,7 +239,8 @@ pub struct Leaf {
     /// meets a bound: PID 1 polls them for a change.
     memory_events: OwnedFd,
     pids_events: OwnedFd,
-    seen: Events,
+    /// The counts as of the last line said of each.
+    said: Events,
 }
 
 impl Leaf {
@@ -242,31 +249,46 @@ impl Leaf {
         [self.memory_events.as_fd(), self.pids_events.as_fd()]
     }
 
-    /// What changed since the last call: the bounds it met, one phrase
-    /// each (`memory.max (1 process killed)`), or nothing.
+    /// What is new to say of its bounds, one phrase each after the
+    /// daemon's name (`met its memory.max: ...`), or nothing.
     pub fn news(&mut self) -> Result<Vec<String>> {
+        // The kill first: the out-of-memory that made it was counted
+        // before it, so the second read has it (one read shows `oom`
+        // before `oom_group_kill`, and could miss it).
+        let group_kills = counter(&self.memory_events, "oom_group_kill")?;
         let now = Events {
-            oom_kills: counter(&self.memory_events, "oom_kill")?,
+            own_ooms: counter(&self.memory_events, "oom")?,
+            group_kills,
             pids_refused: counter(&self.pids_events, "max")?,
         };
         let mut said = Vec::new();
-        let (kills, refused) = (
-            now.oom_kills - self.seen.oom_kills.min(now.oom_kills),
-            now.pids_refused - self.seen.pids_refused.min(now.pids_refused),
-        );
-        if kills > 0 {
-            said.push(format!(
-                "memory.max ({kills} process{} killed)",
-                if kills == 1 { "" } else { "es" }
-            ));
+        // An out-of-memory of its own is taken with the kill it made (it
+        // may be read a moment before that kill is). Without one, the
+        // bound met was above the leaf's: its VM's cgroup parent's, or the
+        // host's (a VM filling a parent it shares with others must not
+        // have this one blamed).
+        if now.group_kills > self.said.group_kills {
+            said.push(if now.own_ooms > self.said.own_ooms {
+                "met its memory.max: the kernel killed its whole cgroup".to_string()
+            } else {
+                "was killed for memory by a bound above its own memory.max (the cgroup \
+                 parent's, or the host's): the kernel killed its whole cgroup"
+                    .to_string()
+            });
+            self.said.group_kills = now.group_kills;
+            self.said.own_ooms = now.own_ooms;
         }
-        if refused > 0 {
+        // A refused fork kills nothing, and a daemon may push at its
+        // pids.max for ever (the kernel notifies up to 100 times a second):
+        // said at the first, then each time the count has doubled.
+        if now.pids_refused >= self.said.pids_refused.saturating_mul(2).max(1) {
+            let n = now.pids_refused;
             said.push(format!(
-                "pids.max ({refused} fork{} refused)",
-                if refused == 1 { "" } else { "s" }
+                "met its pids.max ({n} fork{} refused so far)",
+                if n == 1 { "" } else { "s" }
             ));
+            self.said.pids_refused = n;
         }
-        self.seen = now;
         Ok(said)
     }
 }
@@ -361,7 +383,7 @@ impl VmCgroup {
                 procs: open_procs(&leaf, false)?,
                 memory_events: events("memory.events")?,
                 pids_events: events("pids.events")?,
-                seen: Events::default(),
+                said: Events::default(),
             });
         }
         Ok((guard, made))
@@ -458,6 +480,64 @@ mod tests {
         pids_max: 16,
         cpu_weight: 100,
     };
+
+    /// A leaf whose memory.events and pids.events are plain files the
+    /// test rewrites.
+    fn leaf(dir: &Path) -> Leaf {
+        let open = |name: &str| -> OwnedFd {
+            let p = dir.join(name);
+            std::fs::write(&p, "").unwrap();
+            std::fs::File::open(p).unwrap().into()
+        };
+        Leaf {
+            name: "virtiofsd",
+            procs: open("cgroup.procs"),
+            memory_events: open("memory.events"),
+            pids_events: open("pids.events"),
+            said: Events::default(),
+        }
+    }
+
+    #[test]
+    fn bounds_are_said_once_and_a_kill_above_the_leaf_is_not_its_memory_max() {
+        let dir = std::env::temp_dir().join(format!("cgroup-news-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut leaf = leaf(&dir);
+        let set = |memory: (u64, u64, u64), pids: u64| {
+            let (oom, kills, groups) = memory;
+            std::fs::write(
+                dir.join("memory.events"),
+                format!(
+                    "low 0\nhigh 0\nmax 9\noom {oom}\noom_kill {kills}\noom_group_kill {groups}\n"
+                ),
+            )
+            .unwrap();
+            std::fs::write(dir.join("pids.events"), format!("max {pids}\n")).unwrap();
+        };
+        set((0, 0, 0), 0);
+        assert!(leaf.news().unwrap().is_empty());
+        // Its own: the out-of-memory, then (a moment later) the kill.
+        set((1, 1, 0), 0);
+        assert!(leaf.news().unwrap().is_empty());
+        set((1, 4, 1), 0);
+        assert_eq!(
+            leaf.news().unwrap(),
+            ["met its memory.max: the kernel killed its whole cgroup"]
+        );
+        // A parent's bound or the host's: a kill, no out-of-memory here.
+        set((1, 8, 2), 0);
+        let said = leaf.news().unwrap();
+        assert_eq!(said.len(), 1);
+        assert!(said[0].starts_with("was killed for memory by a bound above its own"));
+        // Refused forks: at the first, then each time the count doubled.
+        let mut lines = 0;
+        for n in 1..=1000 {
+            set((1, 8, 2), n);
+            lines += leaf.news().unwrap().len();
+        }
+        assert_eq!(lines, 10, "1, 2, 4, ... 512");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn overrides_are_checked_like_the_rest() {

@@ -29,6 +29,8 @@ pub const STANDINS: &[&str] = &[
     "virtiofsd-meddle",
     "virtiofsd-hog",
     "virtiofsd-forkbomb",
+    "virtiofsd-forkloop",
+    "virtiofsd-churn",
     "virtiofsd-cgroup",
 ];
 

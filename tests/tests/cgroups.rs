@@ -8,11 +8,13 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sandbox_core::contract::bin::{WRAP_VIRTIOFSD, WRAP_VMM};
 use sandbox_core::contract::{config, daemon, VmDir};
-use tests::vm::{children, comm, daemon_of, pidns, procs_in_pidns, stop, wait_line, within};
+use tests::vm::{
+    children, comm, daemon_of, pidns, procs_in_pidns, stat_field, status, stop, wait_line, within,
+};
 use tests::{privileged, StateDir};
 
 /// The default parent's cgroup of VM `name` (`vm-NAME@SLOT`), if any.
@@ -255,4 +257,146 @@ fn nothing_in_a_vms_cgroup_outlives_it() {
     );
     assert!(!Path::new(&format!("/proc/{grandchild}")).exists());
     assert_eq!(vm_cgroup("end"), None);
+}
+
+/// A daemon that keeps pushing at its pids.max (each refused fork tried
+/// again, for 3 s) does not make PID 1 say a line per refusal: the kernel
+/// says pids.events changed up to 100 times a second for as long as the
+/// daemon likes, and PID 1's own lines pass no relay's rate. Its lines
+/// grow with the log of the refusals.
+#[test]
+fn a_daemon_pushing_at_its_pids_max_cannot_flood_vm_inits_lines() {
+    if !cgroup_v2("cg_pids_loop") {
+        return;
+    }
+    let state = StateDir::new("cg_pids_loop");
+    let bin = state.standins();
+    let vm = state.add_standin_vm("loop");
+    limit(&vm, "pids.max 12\n");
+    let mut child = state.vm_init(
+        "loop",
+        &bin.join("vmm-cooperative"),
+        &bin.join("virtiofsd-forkloop"),
+        &[],
+    );
+    let mut log = wait_line(&mut child, "standin: forkloop");
+    let events = read(&vm_cgroup("loop").unwrap().join("virtiofsd/pids.events"));
+    let refused: u64 = events
+        .lines()
+        .find_map(|l| l.strip_prefix("max ")?.parse().ok())
+        .unwrap_or_else(|| panic!("{events}"));
+    assert!(refused >= 64, "{refused} forks refused in 3 s: {log}");
+    assert_eq!(stop(&mut child), Some(0));
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let said = log
+        .matches("vm-init: loop: virtiofsd met its pids.max")
+        .count();
+    assert!(
+        (1..=2 + refused.ilog2() as usize).contains(&said),
+        "{said} lines for {refused} refused forks: {log}"
+    );
+    assert_eq!(vm_cgroup("loop"), None);
+}
+
+/// A daemon killed for memory by a bound that is not its own (the VM
+/// cgroup's parent's memory.max here; the host's, out of memory) is not
+/// said to have met its memory.max: its leaf's memory.events counts that
+/// kill (`oom_kill`) but no out-of-memory of its own (`oom`). (A VM
+/// filling a parent it shares with others would otherwise have another
+/// VM's log blame that VM's daemon.)
+#[test]
+fn a_kill_at_a_bound_above_the_daemons_is_not_said_as_its_memory_max() {
+    if !cgroup_v2("cg_parent_oom") {
+        return;
+    }
+    let parent = Path::new("/sys/fs/cgroup/vm-sandbox-test-oom");
+    std::fs::create_dir_all(parent).unwrap();
+    std::fs::write(parent.join("memory.max"), (64u64 << 20).to_string()).unwrap();
+    let state = StateDir::new("cg_parent_oom");
+    let bin = state.standins();
+    state.add_standin_vm("under");
+    // virtiofsd's own memory.max (256 MiB) is far above its parent's.
+    let mut child = state.vm_init(
+        "under",
+        &bin.join("vmm-cooperative"),
+        &bin.join("virtiofsd-hog"),
+        &["--cgroup-parent", parent.to_str().unwrap()],
+    );
+    let log = wait_line(&mut child, "tearing it down");
+    assert_eq!(child.wait().unwrap().code(), Some(1), "{log}");
+    assert!(log.contains("virtiofsd killed by signal 9"), "{log}");
+    assert!(!log.contains("met its memory.max"), "{log}");
+    assert!(
+        log.contains("vm-init: under: virtiofsd was killed for memory by a bound above its own"),
+        "{log}"
+    );
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?} left in {}", parent.display());
+    std::fs::remove_dir(parent).unwrap();
+}
+
+/// A daemon held at its memory.max (its page cache reclaimed at the
+/// bound, as virtiofsd's is on a busy share) makes its memory.events
+/// change without end. PID 1 wakes for that at the kernel's pace (a
+/// cgroup file notifies at most 100 times a second), says nothing, and
+/// never spins on the file.
+#[test]
+fn a_daemon_churning_at_its_memory_max_does_not_keep_pid_1_busy() {
+    if !cgroup_v2("cg_churn") {
+        return;
+    }
+    let state = StateDir::new("cg_churn");
+    let bin = state.standins();
+    let vm = state.add_standin_vm("churn");
+    limit(&vm, "memory.max 32M\n");
+    let mut child = state.vm_init(
+        "churn",
+        &bin.join("vmm-cooperative"),
+        &bin.join("virtiofsd-churn"),
+        &[],
+    );
+    let mut log = wait_line(&mut child, ": ready");
+    let pid1 = children(child.id() as i32)[0];
+    let events = vm_cgroup("churn").unwrap().join("virtiofsd/memory.events");
+    let max_events = || -> u64 {
+        read(&events)
+            .lines()
+            .find_map(|l| l.strip_prefix("max ")?.parse().ok())
+            .unwrap_or(0)
+    };
+    // PID 1's CPU time (utime, stime: clock ticks) and its sleeps.
+    let pid1_now = || -> (u64, u64) {
+        let ticks = [11, 12]
+            .iter()
+            .filter_map(|&n| stat_field(pid1, n)?.parse::<u64>().ok())
+            .sum();
+        let slept = status(pid1, "voluntary_ctxt_switches").parse().unwrap();
+        (ticks, slept)
+    };
+    let (start, (ticks0, slept0), max0) = (Instant::now(), pid1_now(), max_events());
+    log.push_str(&wait_line(&mut child, "standin: churned"));
+    let (secs, (ticks1, slept1), max1) = (start.elapsed().as_secs_f64(), pid1_now(), max_events());
+    assert!(
+        max1 - max0 >= 100,
+        "the stand-in met its memory.max {} times: {log}",
+        max1 - max0
+    );
+    // (100 ticks a second on Debian's kernels.)
+    let busy = (ticks1 - ticks0) as f64 / 100.0 / secs;
+    let wakeups = (slept1 - slept0) as f64 / secs;
+    assert!(
+        busy < 0.5 && wakeups < 400.0,
+        "PID 1 busy {:.0} % and woken {wakeups:.0} times a second over {secs:.1} s \
+         ({} memory.max events): {log}",
+        busy * 100.0,
+        max1 - max0
+    );
+    assert!(!log.contains("met its"), "{log}");
+    assert_eq!(stop(&mut child), Some(0));
+    assert_eq!(vm_cgroup("churn"), None);
 }

@@ -549,6 +549,9 @@ fn the_run_scripts_say_what_the_contract_says() {
         Close(parked::VIRTIOFSD_USERNS),
         Close(parked::GPU_LISTENER),
         Close(parked::GPU_COMPOSITOR),
+        Close(parked::VIRTIOFSD_CGROUP),
+        Close(parked::VMM_CGROUP),
+        Close(parked::GPU_CGROUP),
         Bin(bin::VMM_API),
         Notify(service::API_NOTIFY),
         Close(service::API_NOTIFY),
@@ -601,4 +604,81 @@ fn the_run_scripts_say_what_the_contract_says() {
         .collect();
     known.sort();
     assert_eq!(scripts, known, "a run script this test does not read");
+}
+
+/// Every fd vm-init parks for its s6-svscan (contract::fd::parked).
+fn all_parked() -> Vec<i32> {
+    use sandbox_core::contract::fd::parked::*;
+    vec![
+        VIRTIOFSD_LISTENER,
+        VIRTIOFSD_USERNS,
+        VMM_API,
+        VMM_EVENTS,
+        GPU_LISTENER,
+        GPU_COMPOSITOR,
+        VIRTIOFSD_CGROUP,
+        VMM_CGROUP,
+        GPU_CGROUP,
+    ]
+}
+
+/// A helper a run script starts beside its wrapper (`background { ... }`:
+/// vmm-api) is no wrapper and closes no fd by itself: it must close every
+/// parked fd the script has not moved or closed before it, the cgroup
+/// leaves' `cgroup.procs` (opened by host root: a holder can move any
+/// process of the VM into a leaf) as much as the listeners.
+#[test]
+fn a_run_scripts_helper_closes_every_parked_fd() {
+    let dir = workspace().join("s6");
+    for service in [
+        "vm-services/virtiofsd",
+        "vm-services/vmm",
+        "vm-services/gpu",
+        "vm-services-api/vmm",
+    ] {
+        let run = std::fs::read_to_string(dir.join(service).join("run")).unwrap();
+        let mut open = all_parked();
+        for line in run.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.first() == Some(&"background") {
+                let closed: Vec<i32> = w
+                    .windows(2)
+                    .filter(|p| p[0] == "fdclose")
+                    .filter_map(|p| p[1].parse().ok())
+                    .collect();
+                let kept: Vec<i32> = open
+                    .iter()
+                    .copied()
+                    .filter(|fd| !closed.contains(fd))
+                    .collect();
+                assert!(
+                    kept.is_empty(),
+                    "{service}/run: its helper keeps parked fds {kept:?}"
+                );
+                continue;
+            }
+            match w.as_slice() {
+                ["fdmove", _, from] | ["fdclose", from] => {
+                    open.retain(|fd| Some(*fd) != from.parse().ok());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The run scripts of a host's own that chain-load no wrapper close the
+/// parked fds themselves, as the README and DESIGN.md say: both name the
+/// whole range.
+#[test]
+fn the_docs_name_every_parked_fd_a_run_script_of_ones_own_closes() {
+    let (low, high) = {
+        let all = all_parked();
+        (*all.iter().min().unwrap(), *all.iter().max().unwrap())
+    };
+    let range = format!("(`fdclose {low}` ... `fdclose {high}`)");
+    for doc in ["README.md", "docs/DESIGN.md"] {
+        let text = std::fs::read_to_string(workspace().join(doc)).unwrap();
+        assert!(text.contains(&range), "{doc} does not say {range}");
+    }
 }

@@ -28,7 +28,7 @@ vm-init: run one VM, sandboxed, under s6.
                           DIR's service directories (s6/vm-services: virtiofsd,
                           vmm, gpu, and any of your own), whose run scripts
                           chain-load the wrappers with the fds vm-init parked
-  --cgroup-parent DIR     the VM's cgroup is DIR/vm-NAME, with a child per
+  --cgroup-parent DIR     the VM's cgroup is DIR/vm-NAME@SLOT, with a child per
                           daemon holding its bounds (memory, pids, CPU) and
                           one for vm-init; DIR must be a cgroup v2 directory
                           with the memory, pids and cpu controllers (default:

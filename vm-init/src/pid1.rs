@@ -653,13 +653,14 @@ impl VmLoop<'_> {
     }
 
     /// One line per bound a daemon met since the last look: which daemon,
-    /// which bound (memory.max: the kernel killed its whole leaf; pids.max:
-    /// a fork was refused). Its death, if it died, is said as any other.
+    /// which bound (memory.max, or one above it: the kernel killed its
+    /// whole leaf; pids.max: forks were refused). Its death, if it died,
+    /// is said as any other.
     fn say_bounds(&mut self) -> Result<(), Error> {
         let name = self.args.name.as_str();
         for leaf in self.cgroup.iter_mut().flat_map(|c| &mut c.leaves) {
-            for bound in leaf.news()? {
-                sandbox_core::say!("vm-init: {name}: {} met its {bound}", leaf.name);
+            for news in leaf.news()? {
+                sandbox_core::say!("vm-init: {name}: {} {news}", leaf.name);
             }
         }
         Ok(())

@@ -45,16 +45,17 @@ pub const TMP_INODES: u32 = 256;
 pub const SHM_SIZE: &str = "64m";
 pub const SHM_INODES: u32 = 256;
 /// Its cgroup's bounds, which the outer vm-init writes as host root (see
-/// sandbox-core's cgroup.rs). Memory: the guest's RAM (`config/memory`:
-/// the VMM touches it first, so it is charged here) plus the VMM's own
-/// and its /tmp and /dev/shm (80 MiB): QEMU under TCG measured 225 MiB
+/// sandbox-core's cgroup.rs). Memory: the guest's RAM (`config/memory`: the
+/// VMM touches it first, so it is charged here, but for the pages another
+/// daemon writes first: docs/DESIGN.md, "Shared guest RAM") plus the VMM's
+/// own and its /tmp and /dev/shm (80 MiB): QEMU under TCG measured 225 MiB
 /// resident for a 256 MiB guest, and its translation cache may grow to 1
 /// GiB on a long run, so TCG gets 1 GiB over the guest; under KVM (QEMU,
-/// cloud-hypervisor, not measured here: neither runs a stock guest on
-/// this host's PVM) 256 MiB. No swap: the guest's RAM stays in RAM. Tasks:
-/// its NPROC (QEMU's block thread pool alone may have 64), the wrapper
-/// and its reaper. CPU: the kernel's default weight, as every daemon of a
-/// VM (its vCPUs are the guest's own work).
+/// cloud-hypervisor, not measured here: neither runs a stock guest on this
+/// host's PVM) 256 MiB. No swap: the guest's RAM stays in RAM. Tasks: its
+/// NPROC (QEMU's block thread pool alone may have 64), the wrapper and its
+/// reaper. CPU: the kernel's default weight, as every daemon of a VM (its
+/// vCPUs are the guest's own work).
 pub fn limits(c: &VmConfig) -> Limits {
     let overhead: u64 = if c.vmm == Vmm::Qemu && c.accel == "tcg" {
         1 << 30

@@ -30,6 +30,13 @@
 //!                    1 MiB at a time, up to 4 GiB (says so if it gets there)
 //!   virtiofsd-forkbomb  accepts the VMM, then starts `sleep` until a fork
 //!                    fails, says how many and why, and serves
+//!   virtiofsd-forkloop  accepts the VMM, then starts `sleep` and
+//!                    tries again when a fork fails, for 3 s (a daemon
+//!                    pushing at its pids.max), says how many were refused,
+//!                    and serves
+//!   virtiofsd-churn  accepts the VMM, reads every file below /usr/lib for
+//!                    4 s (page cache churning at its memory.max), says
+//!                    how much, and serves
 //!   virtiofsd-cgroup says what a daemon sees of cgroups (its
 //!                    /proc/self/cgroup, opening /sys/fs/cgroup, mounting
 //!                    cgroup2), then serves
@@ -196,6 +203,8 @@ fn virtiofsd(name: &str) {
     match name {
         "virtiofsd-hog" => hog(),
         "virtiofsd-forkbomb" => fork_bomb(),
+        "virtiofsd-forkloop" => fork_loop(),
+        "virtiofsd-churn" => churn(),
         "virtiofsd-cgroup" => cgroup_view(),
         _ => {}
     }
@@ -229,6 +238,58 @@ fn fork_bomb() {
     };
     eprintln!("standin: forked {}, then: {err}", children.len());
     std::mem::forget(children);
+}
+
+/// Forks without end for 3 s, whatever the kernel says.
+fn fork_loop() {
+    let (mut children, mut refused) = (Vec::new(), 0u64);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < end {
+        match std::process::Command::new("/usr/bin/sleep")
+            .arg("600")
+            .spawn()
+        {
+            Ok(c) => children.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!("standin: forkloop {refused} refused");
+    std::mem::forget(children);
+}
+
+/// Page cache past its memory.max: every file below /usr/lib (its view's
+/// system libraries, gigabytes on a Debian host) read for 4 s, again from
+/// the start if need be. The kernel reclaims at the bound, and says so in
+/// memory.events each time.
+fn churn() {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    while std::time::Instant::now() < end {
+        let mut todo = vec![std::path::PathBuf::from("/usr/lib")];
+        while let Some(dir) = todo.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if std::time::Instant::now() >= end {
+                    break;
+                }
+                let Ok(t) = e.file_type() else { continue };
+                if t.is_dir() {
+                    todo.push(e.path());
+                } else if t.is_file() {
+                    let Ok(mut f) = std::fs::File::open(e.path()) else {
+                        continue;
+                    };
+                    while let Ok(n @ 1..) = f.read(&mut buf) {
+                        read += n as u64;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("standin: churned {} MiB", read >> 20);
 }
 
 /// What of cgroups a daemon can see or reach, one `standin: cgroup ...`
