@@ -290,8 +290,14 @@ pub fn kvm_pristine() -> KvmPristine {
     let file = open_lock();
     lock(&file, FlockOperation::LockExclusive);
     put_back_left_over(&file);
-    if let Some(found) = KvmState::record().filter(|s| !s.is_pristine()) {
-        change(&file, &found, "pristine", KvmState::make_pristine);
+    match KvmState::record() {
+        Some(found) if found.is_pristine() => {
+            // Recorded all the same: what its holder changes (the demo
+            // gives /dev/kvm a kvm group) is put back on drop.
+            write_found(&file, &found).unwrap_or_else(|e| panic!("{e}"));
+        }
+        Some(found) => change(&file, &found, "pristine", KvmState::make_pristine),
+        None => {}
     }
     KvmPristine(file)
 }
@@ -305,6 +311,15 @@ impl Drop for KvmPristine {
 /// /dev/kvm's mode and owners and the kvm group's gid, to compare.
 pub fn kvm_snapshot() -> Option<(u32, u32, u32, Option<u32>)> {
     KvmState::record().map(|s| (s.uid, s.gid, s.mode, s.group))
+}
+
+/// [`kvm_snapshot`] with no kvm guard held by any test: a test's "put
+/// back as found" is not read while another test has it changed. It
+/// waits for every guard to be dropped: never call it holding one.
+pub fn kvm_at_rest() -> Option<(u32, u32, u32, Option<u32>)> {
+    let file = open_lock();
+    lock(&file, FlockOperation::LockExclusive);
+    kvm_snapshot()
 }
 
 /// Where every test's state dir lives.

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use sandbox_core::contract::bin::VM_INIT;
 use sandbox_core::contract::VmDir;
-use tests::host::{kvm_pristine, kvm_snapshot};
+use tests::host::{kvm_at_rest, kvm_pristine, kvm_snapshot};
 use tests::{privileged, privileged_with, StateDir};
 
 fn workspace() -> &'static Path {
@@ -30,7 +30,7 @@ fn the_demo_passes_on_a_pristine_host_and_says_what_it_changed() {
     if tests::guest::Tools::find("first_run_demo").is_none() {
         return;
     }
-    let found = kvm_snapshot();
+    let found = kvm_at_rest();
     let pristine = kvm_pristine();
     let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(["xtask", "demo"])
@@ -72,7 +72,7 @@ fn the_demo_passes_on_a_pristine_host_and_says_what_it_changed() {
         stdout.contains("virtiofsd's policy held, the VMM's held, the GPU daemon's held"),
         "{stdout}"
     );
-    assert_eq!(kvm_snapshot(), found, "/dev/kvm and the kvm group put back");
+    assert_eq!(kvm_at_rest(), found, "/dev/kvm and the kvm group put back");
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn a_vm_that_needs_kvm_is_refused_in_one_line_when_the_vmm_could_not_open_it() {
         eprintln!("SKIP kvm_refused: this host has no /dev/kvm");
         return;
     }
-    let found = kvm_snapshot();
+    let found = kvm_at_rest();
     let pristine = kvm_pristine();
     let state = StateDir::bare("kvm_refused");
     let vm = state.add_standin_vm("ch");
@@ -140,5 +140,5 @@ fn a_vm_that_needs_kvm_is_refused_in_one_line_when_the_vmm_could_not_open_it() {
         "created something in the state dir"
     );
     drop(pristine);
-    assert_eq!(kvm_snapshot(), found, "/dev/kvm and the kvm group put back");
+    assert_eq!(kvm_at_rest(), found, "/dev/kvm and the kvm group put back");
 }
