@@ -644,7 +644,7 @@ fn kill_9_anywhere_in_the_tree_leaves_nothing_unsupervised() {
         let vm = state.add_standin_vm(&name);
         std::fs::create_dir_all(vm.join("out-dbus")).unwrap();
         let svc = s6.add_vm(&state, &name, &extra);
-        assert!(S6::svwait(&svc, "-U", 10_000), "{}", S6::log(&state));
+        assert!(S6::svwait(&svc, "-U", 60_000), "{}", S6::log(&state));
         let outer = S6::pid(&svc).unwrap();
         let pid1 = children(outer)[0];
         let ns = pidns(pid1).unwrap();

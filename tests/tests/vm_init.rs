@@ -55,7 +55,9 @@ fn up(service: &Path) -> Vm {
         .map(|top| top.join("s6.log"))
         .unwrap();
     let started = Instant::now();
-    let ok = S6::svwait(service, "-U", 10_000);
+    // Generous: a stand-in VM is ready in milliseconds on the host, but the
+    // kernel matrix runs this under TCG, beside whatever the machine does.
+    let ok = S6::svwait(service, "-U", 60_000);
     assert!(
         ok,
         "the VM did not become ready after {:?} ({}); s6 log:\n{}",
@@ -130,7 +132,7 @@ fn ready_under_s6_in_its_own_pid_namespace_and_graceful_down() {
 
     let start = Instant::now();
     S6::svc(&svc, "-d");
-    assert!(S6::svwait(&svc, "-D", 10_000));
+    assert!(S6::svwait(&svc, "-D", 30_000));
     let took = start.elapsed();
     eprintln!("s6-svc -d to down: {took:?}");
     assert!(
