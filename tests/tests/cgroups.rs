@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use sandbox_core::contract::bin::{WRAP_VIRTIOFSD, WRAP_VMM};
@@ -39,6 +39,29 @@ fn cgroup_v2(test: &str) -> bool {
         "{test}: this host has no cgroup v2 with memory, pids and cpu: {found:?}"
     );
     true
+}
+
+/// A stand-in VM `name` of `state`, virtiofsd's `config/limits` holding
+/// `limits` (if any), started by vm-init with the cooperative VMM stand-in,
+/// the stand-in `virtiofsd` and vm-init's options `extra`.
+fn start(
+    state: &StateDir,
+    name: &str,
+    virtiofsd: &str,
+    limits: Option<&str>,
+    extra: &[&str],
+) -> Child {
+    let vm = state.add_standin_vm(name);
+    if let Some(text) = limits {
+        limit(&vm, text);
+    }
+    let bin = state.standins();
+    state.vm_init(
+        name,
+        &bin.join("vmm-cooperative"),
+        &bin.join(virtiofsd),
+        extra,
+    )
 }
 
 /// virtiofsd's `config/limits` file of VM `vm`, holding `text`.
@@ -81,14 +104,8 @@ fn each_daemon_is_bounded_in_a_leaf_of_its_vms_cgroup_and_sees_only_that() {
         return;
     }
     let state = StateDir::new("cg_leaves");
-    let vm = state.add_standin_vm("leaves");
-    let bin = state.standins();
-    let mut child = state.vm_init(
-        "leaves",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-cgroup"),
-        &[],
-    );
+    let mut child = start(&state, "leaves", "virtiofsd-cgroup", None, &[]);
+    let vm = state.0.join("leaves");
     let mut log = wait_line(&mut child, ": ready");
     let cg = vm_cgroup("leaves").expect("the VM's cgroup");
     let cg_name = cg.file_name().unwrap().to_string_lossy().into_owned();
@@ -148,17 +165,17 @@ fn a_daemon_past_its_memory_max_dies_in_its_cgroup_and_another_vm_goes_on() {
         return;
     }
     let state = StateDir::new("cg_memory");
-    let bin = state.standins();
-    state.add_standin_vm("calm");
-    let hog = state.add_standin_vm("hog");
-    limit(&hog, "memory.max 32M\n");
-    let ok = bin.join("virtiofsd-ok");
-    let vmm = bin.join("vmm-cooperative");
-    let mut calm = state.vm_init("calm", &vmm, &ok, &[]);
+    let mut calm = start(&state, "calm", "virtiofsd-ok", None, &[]);
     wait_line(&mut calm, ": ready");
     let calm_virtiofsd = daemon_of(wrapper(calm.id(), WRAP_VIRTIOFSD));
 
-    let mut child = state.vm_init("hog", &vmm, &bin.join("virtiofsd-hog"), &[]);
+    let mut child = start(
+        &state,
+        "hog",
+        "virtiofsd-hog",
+        Some("memory.max 32M\n"),
+        &[],
+    );
     let log = wait_line(&mut child, "tearing it down");
     assert_eq!(child.wait().unwrap().code(), Some(1), "{log}");
     assert!(
@@ -181,13 +198,11 @@ fn a_fork_bomb_stops_at_pids_max_and_the_vm_goes_on() {
         return;
     }
     let state = StateDir::new("cg_pids");
-    let bin = state.standins();
-    let vm = state.add_standin_vm("bomb");
-    limit(&vm, "pids.max 12\n");
-    let mut child = state.vm_init(
+    let mut child = start(
+        &state,
         "bomb",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-forkbomb"),
+        "virtiofsd-forkbomb",
+        Some("pids.max 12\n"),
         &[],
     );
     let mut log = wait_line(&mut child, "standin: forked");
@@ -221,15 +236,8 @@ fn nothing_in_a_vms_cgroup_outlives_it() {
         return;
     }
     let state = StateDir::new("cg_end");
-    let bin = state.standins();
-    state.add_standin_vm("end");
     // virtiofsd-meddle leaves a grandchild in a session of its own.
-    let mut child = state.vm_init(
-        "end",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-meddle"),
-        &[],
-    );
+    let mut child = start(&state, "end", "virtiofsd-meddle", None, &[]);
     wait_line(&mut child, ": ready");
     let leaf = vm_cgroup("end").unwrap().join(daemon::VIRTIOFSD);
     let procs = || -> Vec<i32> {
@@ -270,13 +278,11 @@ fn a_daemon_pushing_at_its_pids_max_cannot_flood_vm_inits_lines() {
         return;
     }
     let state = StateDir::new("cg_pids_loop");
-    let bin = state.standins();
-    let vm = state.add_standin_vm("loop");
-    limit(&vm, "pids.max 12\n");
-    let mut child = state.vm_init(
+    let mut child = start(
+        &state,
         "loop",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-forkloop"),
+        "virtiofsd-forkloop",
+        Some("pids.max 12\n"),
         &[],
     );
     let mut log = wait_line(&mut child, "standin: forkloop");
@@ -313,15 +319,9 @@ fn a_kill_at_a_bound_above_the_daemons_is_not_said_as_its_memory_max() {
     std::fs::create_dir_all(parent).unwrap();
     std::fs::write(parent.join("memory.max"), (64u64 << 20).to_string()).unwrap();
     let state = StateDir::new("cg_parent_oom");
-    let bin = state.standins();
-    state.add_standin_vm("under");
     // virtiofsd's own memory.max (256 MiB) is far above its parent's.
-    let mut child = state.vm_init(
-        "under",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-hog"),
-        &["--cgroup-parent", parent.to_str().unwrap()],
-    );
+    let extra = ["--cgroup-parent", parent.to_str().unwrap()];
+    let mut child = start(&state, "under", "virtiofsd-hog", None, &extra);
     let log = wait_line(&mut child, "tearing it down");
     assert_eq!(child.wait().unwrap().code(), Some(1), "{log}");
     assert!(log.contains("virtiofsd killed by signal 9"), "{log}");
@@ -351,13 +351,11 @@ fn a_daemon_churning_at_its_memory_max_does_not_keep_pid_1_busy() {
         return;
     }
     let state = StateDir::new("cg_churn");
-    let bin = state.standins();
-    let vm = state.add_standin_vm("churn");
-    limit(&vm, "memory.max 32M\n");
-    let mut child = state.vm_init(
+    let mut child = start(
+        &state,
         "churn",
-        &bin.join("vmm-cooperative"),
-        &bin.join("virtiofsd-churn"),
+        "virtiofsd-churn",
+        Some("memory.max 32M\n"),
         &[],
     );
     let mut log = wait_line(&mut child, ": ready");
