@@ -337,7 +337,11 @@ impl VmCgroup {
         slot: u32,
         daemons: &[(&'static str, Limits)],
     ) -> Result<(Made, VmCgroup)> {
-        let enable: String = CONTROLLERS.iter().map(|c| format!("+{c} ")).collect();
+        let enable = CONTROLLERS
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         if parent.make {
             std::fs::create_dir(&parent.path)
                 .or_else(|e| match e.kind() {
@@ -346,9 +350,9 @@ impl VmCgroup {
                 })
                 .op_path("mkdir", &parent.path)?;
             let root = parent.path.parent().expect("below the cgroup2 root");
-            write(&root.join("cgroup.subtree_control"), enable.trim())?;
+            write(&root.join("cgroup.subtree_control"), &enable)?;
         }
-        write(&parent.path.join("cgroup.subtree_control"), enable.trim())?;
+        write(&parent.path.join("cgroup.subtree_control"), &enable)?;
         let slot = format!("@{slot}");
         for entry in std::fs::read_dir(&parent.path).op_path("read", &parent.path)? {
             let entry = entry.op_path("read", &parent.path)?;
@@ -362,11 +366,13 @@ impl VmCgroup {
         std::fs::create_dir(&path).op_path("mkdir", &path)?;
         // From here on, dropping it removes it.
         let guard = Made(path.clone());
+        let vm_init = path.join(VM_INIT_LEAF);
+        std::fs::create_dir(&vm_init).op_path("mkdir", &vm_init)?;
         let mut made = VmCgroup {
-            vm_init: open_procs(&path.join(VM_INIT_LEAF), true)?,
+            vm_init: open(&vm_init.join("cgroup.procs"), OFlags::WRONLY)?,
             leaves: Vec::new(),
         };
-        write(&path.join("cgroup.subtree_control"), enable.trim())?;
+        write(&path.join("cgroup.subtree_control"), &enable)?;
         for &(name, limits) in daemons {
             limits.check(name)?;
             let leaf = path.join(name);
@@ -374,15 +380,11 @@ impl VmCgroup {
             for (file, value) in limits.files() {
                 write(&leaf.join(file), &value)?;
             }
-            let events = |f: &str| {
-                let p = leaf.join(f);
-                openat(CWD, &p, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).op_path("open", &p)
-            };
             made.leaves.push(Leaf {
                 name,
-                procs: open_procs(&leaf, false)?,
-                memory_events: events("memory.events")?,
-                pids_events: events("pids.events")?,
+                procs: open(&leaf.join("cgroup.procs"), OFlags::WRONLY)?,
+                memory_events: open(&leaf.join("memory.events"), OFlags::RDONLY)?,
+                pids_events: open(&leaf.join("pids.events"), OFlags::RDONLY)?,
                 said: Events::default(),
             });
         }
@@ -395,13 +397,10 @@ impl VmCgroup {
     }
 }
 
-/// Makes (`make`) or opens `leaf/cgroup.procs` for writing.
-fn open_procs(leaf: &Path, make: bool) -> Result<OwnedFd> {
-    if make {
-        std::fs::create_dir(leaf).op_path("mkdir", leaf)?;
-    }
-    let procs = leaf.join("cgroup.procs");
-    openat(CWD, &procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).op_path("open", &procs)
+/// A cgroup file, opened close-on-exec with `flags`: `cgroup.procs` for
+/// writing (the fd that moves a process in), an events file for reading.
+fn open(path: &Path, flags: OFlags) -> Result<OwnedFd> {
+    openat(CWD, path, flags | OFlags::CLOEXEC, Mode::empty()).op_path("open", path)
 }
 
 /// Moves the calling process into the leaf whose `cgroup.procs` is `procs`
